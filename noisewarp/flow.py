@@ -1,0 +1,1 @@
+"""Optical flow conventions and conversion to backward maps (placeholder, being written)."""

@@ -1,0 +1,1 @@
+"""Gaussianity and temporal metrics (placeholder, being written)."""
