@@ -1,23 +1,27 @@
 """Particle-based integral noise warping on the CPU (Deng et al. 2025, Algorithm 3).
 
 Every target pixel p is a particle at T(p). With u = T(p) - (0.5, 0.5), its four
-grid neighbours floor(u) + {0, 1}^2 receive bilinear weights w_pq. Each source q
-normalises the weights of the particles that request it, a_pq = w_pq / W_q with
-W_q = sum_p w_pq, and splits its noise x_q into Brownian-bridge increments
-I_pq of lengths a_pq (DESIGN section 3). A target sums its increments and
-divides by sqrt(A_p), A_p = sum_q a_pq; a target with no in-frame neighbour gets
-fresh noise.
+grid neighbours floor(u) + {0, 1}^2 receive bilinear weights w_pq (in the frame
+and > 0 only). Each source q normalises the weights of the particles that
+request it, a_pq = w_pq / W_q with W_q = sum_p w_pq, and splits its noise x_q into
+Brownian-bridge increments I_pq = z_pq + a_pq (x_q - sum_p z_pq), z_pq ~ N(0, a_pq)
+(DESIGN section 3). A target sums its increments and divides by sqrt(A_p),
+A_p = sum_q a_pq; a target with no neighbour in the frame gets fresh noise.
 
-Driver layout (all passes parallel over rows, no atomics):
+Driver (every pass parallel over rows, no atomics, no Python loop over pixels):
 
-1. ``_requests``: per target, the cell floor(u) as a bin index and the four
-   bilinear weights (zero out of the frame).
-2. ``counting_sort`` of targets by cell: a source's requesters are exactly the
-   targets in the four cells around it, so binning targets once (one key per
-   target, not four) indexes the whole partition record.
-3. ``_increments``: per source, W_q, then the bridge increments written into the
-   slot owned by (target, neighbour, channel).
-4. ``_gather``: per target, sum its slots and normalise.
+1. ``_requests`` (per target): the cell floor(u) as a bin index, the bilinear
+   weights and their square roots, and the standard normals g_pkc of its four
+   pieces, z_pkc = sqrt(a_pk) g_pkc, drawn from counter (p, k, c).
+2. ``counting_sort`` of the targets by cell: the requesters of a source are
+   exactly the targets in the four cells around it, so one key per target
+   indexes the whole partition record.
+3. ``_claims`` (per source, over those four bins): 1 / W_q, the number of
+   requests and Z_q = sum_p z_pq.
+4. ``_gather`` (per target): sum the increments, normalise by sqrt(A_p).
+
+Every sum runs in a fixed order, so the result is bit-identical for any number
+of threads.
 """
 
 from __future__ import annotations
@@ -30,33 +34,45 @@ from numba import njit, prange
 from noisewarp.core.rng import normal
 from noisewarp.cpu.sort import counting_sort
 
-__all__ = ["particle_warp", "particle_weights"]
+__all__ = ["particle_warp", "particle_record"]
 
-# Neighbour k of a target's cell is (di, dj) = (k >> 1, k & 1).
+# Neighbour k of a target's cell floor(u) is floor(u) + (k >> 1, k & 1).
 NEIGHBOURS = 4
 
 
 @njit(parallel=True, cache=True)
-def _requests(tmap, height, width, cell, weights):
-    """Bin index of floor(T(p) - 0.5) (-1 if no neighbour is in the frame) and weights."""
+def _requests(tmap, offset, gamma, cell, weights, root_weights, normals):
+    """Per target: bin of floor(T(p) - 0.5) (-1 if no neighbour is in the frame),
+    bilinear weights, their square roots, and standard normals for all four pieces.
+
+    Normals are drawn for every slot, used or not: the draw is the hot spot and a
+    contiguous, branch-free counter range per row is its fastest form.
+    """
+    height, width = tmap.shape[0], tmap.shape[1]
+    channels = normals.shape[2]
     nbin_cols = width + 1
-    for i in prange(tmap.shape[0]):
-        for j in range(tmap.shape[1]):
-            p = i * tmap.shape[1] + j
+    for i in prange(height):
+        base = np.uint64(i * width * NEIGHBOURS * channels)
+        row = normals[i * width : (i + 1) * width].reshape(-1)
+        for n in range(row.size):
+            row[n] = normal(offset, gamma, base + np.uint64(n))
+        for j in range(width):
+            p = i * width + j
             ur = tmap[i, j, 0] - 0.5
             uc = tmap[i, j, 1] - 0.5
             for k in range(NEIGHBOURS):
                 weights[p, k] = 0.0
+                root_weights[p, k] = 0.0
             # Compare as floats before converting: maps far outside the frame are valid.
             if not (ur >= -1.0 and ur < height and uc >= -1.0 and uc < width):
                 cell[p] = -1
                 continue
-            ci = math.floor(ur)
-            cj = math.floor(uc)
-            fr = ur - ci
-            fc = uc - cj
-            ci = np.int64(ci)
-            cj = np.int64(cj)
+            fi = math.floor(ur)
+            fj = math.floor(uc)
+            fr = ur - fi
+            fc = uc - fj
+            ci = np.int64(fi)
+            cj = np.int64(fj)
             cell[p] = (ci + 1) * nbin_cols + (cj + 1)
             for k in range(NEIGHBOURS):
                 si = ci + (k >> 1)
@@ -64,101 +80,95 @@ def _requests(tmap, height, width, cell, weights):
                 if si >= 0 and si < height and sj >= 0 and sj < width:
                     wr = fr if (k >> 1) else 1.0 - fr
                     wc = fc if (k & 1) else 1.0 - fc
-                    weights[p, k] = wr * wc
+                    w = wr * wc
+                    weights[p, k] = w
+                    root_weights[p, k] = math.sqrt(w)
 
 
 @njit(parallel=True, cache=True)
-def _increments(noise, weights, start, order, offset, gamma, slots, claimed):
-    """Per source: W_q, then I_pq = z_pq + a_pq (x_q - sum_p z_pq), z_pq ~ N(0, a_pq).
+def _claims(weights, root_weights, normals, start, order, inv_claimed, inv_root, entries, zsum):
+    """Per source q: 1 / W_q, 1 / sqrt(W_q), the number of requests (pieces), and
+    Z_q = sum_p z_pq = sum_p sqrt(w_pq / W_q) g_pq (per channel).
 
-    ``slots[p, k, c]`` receives the increment that target p draws from its
-    neighbour k in channel c. ``claimed[q]`` is W_q (0 if nobody requests q).
+    The requesters of q are the targets binned in cells q - (di, dj).
+    Reciprocals are stored so that the gather multiplies instead of dividing.
     """
-    height, width, channels = noise.shape
+    height, width, channels = zsum.shape
     nbin_cols = width + 1
     for i in prange(height):
-        zsum = np.empty(channels)
         for j in range(width):
-            q = i * width + j
             total = 0.0
-            entries = 0
-            last_p = -1
-            last_k = -1
+            count = 0
+            for c in range(channels):
+                zsum[i, j, c] = 0.0
             for k in range(NEIGHBOURS):
                 b = (i - (k >> 1) + 1) * nbin_cols + (j - (k & 1) + 1)
                 for e in range(start[b], start[b + 1]):
-                    w = weights[order[e], k]
+                    p = order[e]
+                    w = weights[p, k]
                     if w > 0.0:
                         total += w
-                        entries += 1
-                        last_p = order[e]
-                        last_k = k
-            claimed[q] = total
-            if entries == 0:
-                continue
-            if entries == 1:
-                # A bridge of one piece is the whole of x_q: copy it exactly, so
-                # integer translations reproduce the input bit for bit.
+                        count += 1
+                        root = root_weights[p, k]
+                        for c in range(channels):
+                            zsum[i, j, c] += root * normals[p, k, c]
+            entries[i, j] = count
+            if count > 0:
+                inv_claimed[i, j] = 1.0 / total
+                inv_root[i, j] = math.sqrt(inv_claimed[i, j])
                 for c in range(channels):
-                    slots[last_p, last_k, c] = noise[i, j, c]
-                continue
-            for c in range(channels):
-                zsum[c] = 0.0
-            for k in range(NEIGHBOURS):
-                b = (i - (k >> 1) + 1) * nbin_cols + (j - (k & 1) + 1)
-                for e in range(start[b], start[b + 1]):
-                    p = order[e]
-                    w = weights[p, k]
-                    if w > 0.0:
-                        scale = math.sqrt(w / total)
-                        base = np.uint64((p * NEIGHBOURS + k) * channels)
-                        for c in range(channels):
-                            z = scale * normal(offset, gamma, base + np.uint64(c))
-                            slots[p, k, c] = z
-                            zsum[c] += z
-            for k in range(NEIGHBOURS):
-                b = (i - (k >> 1) + 1) * nbin_cols + (j - (k & 1) + 1)
-                for e in range(start[b], start[b + 1]):
-                    p = order[e]
-                    w = weights[p, k]
-                    if w > 0.0:
-                        a = w / total
-                        for c in range(channels):
-                            slots[p, k, c] += a * (noise[i, j, c] - zsum[c])
+                    zsum[i, j, c] *= inv_root[i, j]
+            else:
+                inv_claimed[i, j] = 0.0
+                inv_root[i, j] = 0.0
 
 
 @njit(parallel=True, cache=True)
-def _gather(tmap, weights, claimed, slots, offset, gamma, out, row_stats):
-    """Y_p = sum_k I_pk / sqrt(A_p), or fresh noise where A_p = 0.
+def _gather(noise, tmap, weights, root_weights, normals, inv_claimed, inv_root, entries, zsum,
+            offset, gamma, out, row_stats):
+    """Y_p = sum_q I_pq / sqrt(A_p) with I_pq = z_pq + a_pq (x_q - Z_q); fresh noise
+    from counter (p, c) where A_p = 0.
 
-    ``row_stats[i]`` = (fresh pixels, min A_p, sum A_p, max A_p) of row i.
+    A source with a single piece passes x_q on whole and exactly, so integer
+    translations reproduce the input bit for bit. ``row_stats[i]`` receives
+    (fresh pixels, min A_p, sum A_p, max A_p) of row i.
     """
     height, width, channels = out.shape
     for i in prange(height):
+        acc = np.empty(channels)
         fresh = 0
         amin = np.inf
         amax = 0.0
         asum = 0.0
         for j in range(width):
             p = i * width + j
-            ur = tmap[i, j, 0] - 0.5
-            uc = tmap[i, j, 1] - 0.5
             area = 0.0
-            if ur >= -1.0 and ur < height and uc >= -1.0 and uc < width:
-                ci = np.int64(math.floor(ur))
-                cj = np.int64(math.floor(uc))
+            for c in range(channels):
+                acc[c] = 0.0
+            if weights[p, 0] + weights[p, 1] + weights[p, 2] + weights[p, 3] > 0.0:
+                ci = np.int64(math.floor(tmap[i, j, 0] - 0.5))
+                cj = np.int64(math.floor(tmap[i, j, 1] - 0.5))
                 for k in range(NEIGHBOURS):
                     w = weights[p, k]
                     if w > 0.0:
-                        area += w / claimed[(ci + (k >> 1)) * width + cj + (k & 1)]
+                        si = ci + (k >> 1)
+                        sj = cj + (k & 1)
+                        if entries[si, sj] == 1:
+                            area += 1.0
+                            for c in range(channels):
+                                acc[c] += noise[si, sj, c]
+                        else:
+                            a = w * inv_claimed[si, sj]
+                            area += a
+                            root = root_weights[p, k] * inv_root[si, sj]
+                            for c in range(channels):
+                                acc[c] += root * normals[p, k, c] + a * (
+                                    noise[si, sj, c] - zsum[si, sj, c]
+                                )
             if area > 0.0:
                 inv = 1.0 / math.sqrt(area)
                 for c in range(channels):
-                    acc = 0.0
-                    for k in range(NEIGHBOURS):
-                        if weights[p, k] > 0.0:
-                            acc += slots[p, k, c]
-                    out[i, j, c] = acc * inv
+                    out[i, j, c] = acc[c] * inv
             else:
                 fresh += 1
                 base = np.uint64(p * channels)
@@ -173,40 +183,64 @@ def _gather(tmap, weights, claimed, slots, offset, gamma, out, row_stats):
         row_stats[i, 3] = amax
 
 
-def particle_weights(tmap: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Bin index and bilinear request weights of each target (see ``_requests``).
-
-    Returns ``(cell, weights)`` with shapes ``[H*W]`` and ``[H*W, 4]``.
-    """
-    npix = tmap.shape[0] * tmap.shape[1]
+def _partition(tmap, channels, bridge_stream, nchunks):
+    height, width = tmap.shape[:2]
+    npix = height * width
     cell = np.empty(npix, dtype=np.int64)
     weights = np.empty((npix, NEIGHBOURS), dtype=np.float64)
-    _requests(tmap, height, width, cell, weights)
-    return cell, weights
+    root_weights = np.empty((npix, NEIGHBOURS), dtype=np.float64)
+    # Normals in float32: Z_q sums the stored values, so sum_p I_pq = x_q holds
+    # whatever their precision, and the output is float32 anyway.
+    normals = np.empty((npix, NEIGHBOURS, channels), dtype=np.float32)
+    _requests(tmap, *bridge_stream, cell, weights, root_weights, normals)
+    start, order = counting_sort(cell, (height + 1) * (width + 1), nchunks)
+    inv_claimed = np.empty((height, width), dtype=np.float64)
+    inv_root = np.empty((height, width), dtype=np.float64)
+    entries = np.empty((height, width), dtype=np.int32)
+    zsum = np.empty((height, width, channels), dtype=np.float64)
+    _claims(weights, root_weights, normals, start, order, inv_claimed, inv_root, entries, zsum)
+    return weights, root_weights, normals, inv_claimed, inv_root, entries, zsum
 
 
 def particle_warp(noise, tmap, bridge_stream, fresh_stream, nchunks):
     """Warp one frame. ``noise`` float32 [H, W, C], ``tmap`` float64 [H, W, 2].
 
-    Returns ``(out, stats)`` with ``out`` float32 [H, W, C] and ``stats`` a dict
-    of diagnostics. Inputs must already be validated and contiguous.
+    ``bridge_stream`` and ``fresh_stream`` are ``(offset, gamma)`` pairs from
+    ``Key.stream``. Inputs must already be validated and C-contiguous. Returns
+    ``(out, stats)``: float32 [H, W, C] and a dict of diagnostics.
     """
     height, width, channels = noise.shape
-    cell, weights = particle_weights(tmap, height, width)
-    start, order = counting_sort(cell, (height + 1) * (width + 1), nchunks)
-    slots = np.empty((height * width, NEIGHBOURS, channels), dtype=np.float64)
-    claimed = np.empty(height * width, dtype=np.float64)
-    _increments(noise, weights, start, order, *bridge_stream, slots, claimed)
-    out = np.empty_like(noise, dtype=np.float32)
+    partition = _partition(tmap, channels, bridge_stream, nchunks)
+    entries = partition[-2]
+    out = np.empty((height, width, channels), dtype=np.float32)
     row_stats = np.empty((height, 4), dtype=np.float64)
-    _gather(tmap, weights, claimed, slots, *fresh_stream, out, row_stats)
-    npix = height * width
+    _gather(noise, tmap, *partition, *fresh_stream, out, row_stats)
     stats = {
         "fresh_pixels": int(row_stats[:, 0].sum()),
         "overclaimed_sources": 0,
-        "unclaimed_sources": int(np.count_nonzero(claimed == 0.0)),
+        "unclaimed_sources": int(np.count_nonzero(entries == 0)),
         "area_min": float(row_stats[:, 1].min()),
-        "area_mean": float(row_stats[:, 2].sum() / npix),
+        "area_mean": float(row_stats[:, 2].sum() / (height * width)),
         "area_max": float(row_stats[:, 3].max()),
     }
     return out, stats
+
+
+def particle_record(tmap: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The partition record of the particle method: ``(target, source, area)``.
+
+    Flat pixel indices and a_pq = w_pq / W_q for every piece, as the kernel
+    computes them (same weights, same normalisation). For analysis and tests;
+    ``tmap`` is a validated float64 [H, W, 2] map.
+    """
+    height, width = tmap.shape[:2]
+    dummy = (np.uint64(0), np.uint64(1))
+    weights, _, _, inv_claimed, _, _, _ = _partition(np.ascontiguousarray(tmap), 1, dummy, 1)
+    ur = np.floor(tmap[..., 0] - 0.5).reshape(-1)
+    uc = np.floor(tmap[..., 1] - 0.5).reshape(-1)
+    target, slot = np.nonzero(weights > 0.0)
+    rows = ur[target].astype(np.int64) + (slot >> 1)
+    cols = uc[target].astype(np.int64) + (slot & 1)
+    source = rows * width + cols
+    area = weights[target, slot] * inv_claimed.reshape(-1)[source]
+    return target.astype(np.int64), source, area
