@@ -403,8 +403,8 @@ class Turbulence(Deformation):
 class Fold(Deformation):
     """A fold-over (non-injective) map: a band of the frame is mirrored onto its surroundings.
 
-    With axis "col", u = col - c_col and h = ``width`` * W (axis "row": rows
-    and H): T(p) = (row, col - strength * u * exp(-u^2 / (2 h^2))). The
+    With axis "col", u = col - ``centre`` * W and h = ``width`` * W (axis
+    "row": rows and H): T(p) = (row, col - strength * u * exp(-u^2 / (2 h^2))). The
     displacement vanishes far from the band; the slope dT/du is 1 - strength
     at the band centre, so ``strength > 1`` folds. At the default
     strength = 2: dT/du = -1 at the centre and dT/du < 0 for |u| < 0.625 h

@@ -330,7 +330,11 @@ def map_from_forward_flow(
     Notes
     -----
     A numba-parallel kernel, independent per pixel (bit-identical for any
-    number of threads): a 1024 x 1024 smooth flow takes a few milliseconds.
+    number of threads); each pixel stops as soon as it converges. The default
+    swirl's forward flow at 1024 x 1024 takes about 0.2 s on two CPU cores.
+    A strong but invertible motion with |grad f| close to or above 1 (a
+    zoom-out by 3x in one step, say) converges slowly or not at all: the
+    warning says so, and a backward flow avoids the inversion altogether.
     """
     if isinstance(iterations, bool) or int(iterations) != iterations or iterations < 0:
         raise ValueError(f"iterations must be an integer >= 0, got {iterations!r}")

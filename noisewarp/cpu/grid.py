@@ -1,0 +1,399 @@
+"""Grid-based integral noise warping on the CPU (Deng et al. 2025, Algorithm 2).
+
+Target pixel p's warped region R_p is the quadrilateral of its four mapped
+corners T(i, j), T(i, j+1), T(i+1, j+1), T(i+1, j). Its exact overlap
+a_pq = |R_p ∩ Omega_q| with every source cell q it touches
+(``noisewarp.core.area``, float64) forms the partition record; each source
+splits x_q into Brownian-bridge increments of lengths a_pq (DESIGN section 3),
+
+    I_pq = z_pq + a_pq (x_q - sum_p' z_p'q - z_rest),  z_pq ~ N(0, a_pq),
+    z_rest ~ N(0, 1 - S_q),  S_q = sum_p a_pq,
+
+and a target sums its increments with fresh noise for the part of R_p outside
+the frame: Y_p = (sum_q I_pq + sqrt(A_out) xi_p) / sqrt(A_in + A_out).
+
+Non-injective maps (fold-over, occlusion) claim some sources more than once
+(S_q > 1 + 1e-9): those sources' areas are scaled to sum to 1 and counted as
+over-claimed. Self-intersecting quads are split into their two lobes
+(``quad_lobes``), so no area is negative and nothing is NaN.
+
+Driver (every pass parallel over rows, no atomics, every sum in a fixed order,
+so the output is bit-identical for any number of threads):
+
+1. ``_bounds`` (per target): an upper bound on its entries, the cells of each
+   slab row between the columns the quad spans there, clamped to the frame.
+   An exclusive scan gives every target a private slice of the record.
+2. ``_fill`` (per target): the areas of those cells; entries with area above
+   ``AREA_EPS`` are written (source, area), the rest of the slice is marked -1;
+   A_out = |R_p| - A_in when the quad leaves the frame (a quad far outside
+   costs nothing: its cell range is clamped to the frame first).
+3. ``counting_sort`` of the entries by source.
+4. ``_sources`` (per source): S_q, the over-claim scaling, and the correction
+   corr_q = x_q - sum_p z_pq - z_rest. z_pq = sqrt(a_pq) g with g drawn from
+   counter (entry, channel): the gather draws the same g again, which costs one
+   more normal per entry but keeps the memory at one float per entry (no
+   per-entry, per-channel increment buffer).
+5. ``_gather`` (per target): Y_p from its entries, corr and fresh noise.
+
+A source covered by a single target with all of its unit area (integer
+translations) passes x_q through unchanged, so such maps reproduce the shifted
+input bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from noisewarp.core.area import (
+    AREA_EPS,
+    lobe_row_edges,
+    orientation,
+    quad_lobes,
+    row_cell_coverage,
+)
+from noisewarp.core.rng import normal
+from noisewarp.cpu.sort import counting_sort
+
+__all__ = ["grid_warp", "grid_record", "OVERCLAIM_TOL", "REST_EPS"]
+
+# S_q above 1 + OVERCLAIM_TOL is a fold-over (rounding of an exact tiling stays ~1e-15).
+OVERCLAIM_TOL = 1e-9
+# Unclaimed remainders 1 - S_q at or below this are rounding, not area: no z_rest drawn.
+REST_EPS = 1e-12
+# Out-of-frame area at or below this fraction of |R_p| is rounding of A_in = |R_p|.
+OUT_EPS = 1e-12
+
+
+@njit(inline="always", cache=True)
+def _lobes(corners, i, j):
+    return quad_lobes(
+        corners[i, j, 0], corners[i, j, 1],
+        corners[i, j + 1, 0], corners[i, j + 1, 1],
+        corners[i + 1, j + 1, 0], corners[i + 1, j + 1, 1],
+        corners[i + 1, j, 0], corners[i + 1, j, 1],
+    )  # fmt: skip
+
+
+@njit(inline="always", cache=True)
+def _row_span(lobes, height):
+    """Rows [lo, hi) of the frame the quad can touch (empty if it misses the frame)."""
+    rmin = 1.0e308
+    rmax = -1.0e308
+    for k in range(2):
+        if lobes[16 + k] != 0.0:
+            for v in range(4):
+                r = lobes[8 * k + 2 * v]
+                rmin = min(rmin, r)
+                rmax = max(rmax, r)
+    # Clamp as floats first: a map far outside the frame must not overflow an int.
+    lo = max(math.floor(rmin), 0.0)
+    hi = min(math.ceil(rmax), float(height))
+    if hi <= lo:
+        return 0, 0
+    return np.int64(lo), np.int64(hi)
+
+
+@njit(inline="always", cache=True)
+def _col_span(lo_a, hi_a, lo_b, hi_b, width):
+    """Columns [lo, hi) of the frame spanned by either lobe in one slab."""
+    cmin = min(lo_a, lo_b)
+    cmax = max(hi_a, hi_b)
+    if not cmax > cmin:
+        return 0, 0
+    lo = max(math.floor(cmin), 0.0)
+    hi = min(math.ceil(cmax), float(width))
+    if hi <= lo:
+        return 0, 0
+    return np.int64(lo), np.int64(hi)
+
+
+@njit(inline="always", cache=True)
+def _slab(lobes, row):
+    """Clipped edges of both lobes in slab ``row`` (an empty lobe spans nothing)."""
+    if lobes[16] != 0.0:
+        ea = lobe_row_edges(
+            lobes[0], lobes[1], lobes[2], lobes[3], lobes[4], lobes[5], lobes[6], lobes[7], row
+        )
+    else:
+        ea = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0e308, -1.0e308)
+    if lobes[17] != 0.0:
+        eb = lobe_row_edges(
+            lobes[8], lobes[9], lobes[10], lobes[11], lobes[12], lobes[13], lobes[14], lobes[15],
+            row,
+        )  # fmt: skip
+    else:
+        eb = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0e308, -1.0e308)
+    return ea, eb
+
+
+@njit(inline="always", cache=True)
+def _cell_area(sign_a, ea, sign_b, eb, col):
+    area = 0.0
+    if sign_a != 0.0:
+        cov = row_cell_coverage(
+            ea[0], ea[1], ea[2], ea[3], ea[4], ea[5], ea[6], ea[7], ea[8], ea[9], ea[10], ea[11],
+            col,
+        )  # fmt: skip
+        area += max(sign_a * cov, 0.0)
+    if sign_b != 0.0:
+        cov = row_cell_coverage(
+            eb[0], eb[1], eb[2], eb[3], eb[4], eb[5], eb[6], eb[7], eb[8], eb[9], eb[10], eb[11],
+            col,
+        )  # fmt: skip
+        area += max(sign_b * cov, 0.0)
+    return area
+
+
+@njit(parallel=True, cache=True)
+def _bounds(corners, height, width, bound):
+    """``bound[p + 1]`` = an upper bound on the number of cells target p overlaps."""
+    bound[0] = 0
+    for i in prange(height):
+        for j in range(width):
+            lobes = _lobes(corners, i, j)
+            row_lo, row_hi = _row_span(lobes, height)
+            count = 0
+            for row in range(row_lo, row_hi):
+                ea, eb = _slab(lobes, row)
+                col_lo, col_hi = _col_span(ea[12], ea[13], eb[12], eb[13], width)
+                count += col_hi - col_lo
+            bound[i * width + j + 1] = count
+
+
+@njit(parallel=True, cache=True)
+def _fill(corners, height, width, offsets, sources, areas, area_out):
+    """Write target p's entries into ``sources``/``areas`` [offsets[p], offsets[p+1])."""
+    for i in prange(height):
+        for j in range(width):
+            p = i * width + j
+            lobes = _lobes(corners, i, j)
+            sign_a = orientation(lobes[16])
+            sign_b = orientation(lobes[17])
+            row_lo, row_hi = _row_span(lobes, height)
+            slot = offsets[p]
+            area_in = 0.0
+            for row in range(row_lo, row_hi):
+                ea, eb = _slab(lobes, row)
+                col_lo, col_hi = _col_span(ea[12], ea[13], eb[12], eb[13], width)
+                for col in range(col_lo, col_hi):
+                    area = _cell_area(sign_a, ea, sign_b, eb, col)
+                    if area > AREA_EPS:
+                        sources[slot] = row * width + col
+                        areas[slot] = area
+                        area_in += area
+                        slot += 1
+            for e in range(slot, offsets[p + 1]):
+                sources[e] = -1
+                areas[e] = 0.0
+            # Out-of-frame area: whatever of |R_p| the frame's cells did not account for.
+            total = abs(lobes[16]) + abs(lobes[17])
+            outside = total - area_in
+            area_out[p] = outside if outside > OUT_EPS * total else 0.0
+
+
+@njit(parallel=True, cache=True)
+def _sources(noise, start, order, areas, bridge_offset, bridge_gamma, rest_offset, rest_gamma,
+             corr, single, row_stats):  # fmt: skip
+    """Per source: S_q, over-claim scaling (in place), corr_q and the single-piece flag.
+
+    ``row_stats[i]`` = (over-claimed, unclaimed) sources of row i.
+    """
+    height, width, channels = noise.shape
+    for i in prange(height):
+        zsum = np.empty(channels)
+        overclaimed = 0
+        unclaimed = 0
+        for j in range(width):
+            q = i * width + j
+            first = start[q]
+            last = start[q + 1]
+            if last == first:
+                unclaimed += 1
+                single[q] = 0
+                for c in range(channels):
+                    corr[q, c] = 0.0
+                continue
+            claimed = 0.0
+            for t in range(first, last):
+                claimed += areas[order[t]]
+            if claimed > 1.0 + OVERCLAIM_TOL:
+                overclaimed += 1
+                scale = 1.0 / claimed
+                for t in range(first, last):
+                    areas[order[t]] *= scale
+                claimed = 1.0
+            if last - first == 1 and claimed >= 1.0 - REST_EPS:
+                # The whole of x_q goes to one target: pass it through exactly.
+                single[q] = 1
+                for c in range(channels):
+                    corr[q, c] = noise[i, j, c]
+                continue
+            single[q] = 0
+            for c in range(channels):
+                zsum[c] = 0.0
+            for t in range(first, last):
+                e = order[t]
+                root = math.sqrt(areas[e])
+                base = np.uint64(e) * np.uint64(channels)
+                for c in range(channels):
+                    zsum[c] += root * normal(bridge_offset, bridge_gamma, base + np.uint64(c))
+            rest = 1.0 - claimed
+            if rest > REST_EPS:
+                root = math.sqrt(rest)
+                base = np.uint64(q) * np.uint64(channels)
+                for c in range(channels):
+                    zsum[c] += root * normal(rest_offset, rest_gamma, base + np.uint64(c))
+            for c in range(channels):
+                corr[q, c] = noise[i, j, c] - zsum[c]
+        row_stats[i, 0] = overclaimed
+        row_stats[i, 1] = unclaimed
+
+
+@njit(parallel=True, cache=True)
+def _gather(offsets, sources, areas, area_out, corr, single, bridge_offset, bridge_gamma,
+            fresh_offset, fresh_gamma, out, row_stats):  # fmt: skip
+    """Y_p = (sum_q I_pq + sqrt(A_out) xi_p) / sqrt(A_in + A_out); xi_p where A_in = 0.
+
+    ``row_stats[i]`` = (fresh pixels, min A_p, sum A_p, max A_p) of row i.
+    """
+    height, width, channels = out.shape
+    for i in prange(height):
+        acc = np.empty(channels)
+        fresh = 0
+        amin = np.inf
+        amax = 0.0
+        asum = 0.0
+        for j in range(width):
+            p = i * width + j
+            for c in range(channels):
+                acc[c] = 0.0
+            area_in = 0.0
+            for e in range(offsets[p], offsets[p + 1]):
+                q = sources[e]
+                if q < 0:
+                    continue
+                a = areas[e]
+                area_in += a
+                if single[q]:
+                    for c in range(channels):
+                        acc[c] += corr[q, c]
+                else:
+                    root = math.sqrt(a)
+                    base = np.uint64(e) * np.uint64(channels)
+                    for c in range(channels):
+                        g = normal(bridge_offset, bridge_gamma, base + np.uint64(c))
+                        acc[c] += root * g + a * corr[q, c]
+            outside = area_out[p]
+            total = area_in + outside
+            base = np.uint64(p) * np.uint64(channels)
+            if area_in > 0.0:
+                if outside > 0.0:
+                    root = math.sqrt(outside)
+                    for c in range(channels):
+                        acc[c] += root * normal(fresh_offset, fresh_gamma, base + np.uint64(c))
+                inv = 1.0 / math.sqrt(total)
+                for c in range(channels):
+                    out[i, j, c] = acc[c] * inv
+            else:
+                fresh += 1
+                for c in range(channels):
+                    out[i, j, c] = normal(fresh_offset, fresh_gamma, base + np.uint64(c))
+            amin = min(amin, total)
+            amax = max(amax, total)
+            asum += total
+        row_stats[i, 0] = fresh
+        row_stats[i, 1] = amin
+        row_stats[i, 2] = asum
+        row_stats[i, 3] = amax
+
+
+def _check_corners(corners: np.ndarray, height: int, width: int) -> np.ndarray:
+    if corners.shape != (height + 1, width + 1, 2):
+        raise ValueError(
+            f"corner map must have shape {(height + 1, width + 1, 2)} for a {height} x {width} "
+            f"frame, got {corners.shape}"
+        )
+    return np.ascontiguousarray(corners, dtype=np.float64)
+
+
+def _partition(corners: np.ndarray, height: int, width: int):
+    """Steps 1-2: ``(offsets, sources, areas, area_out)``, the target-major record."""
+    if height * width >= 2**31:
+        raise ValueError(f"a {height} x {width} frame has too many pixels for int32 source ids")
+    offsets = np.empty(height * width + 1, dtype=np.int64)
+    _bounds(corners, height, width, offsets)
+    np.cumsum(offsets, out=offsets)
+    entries = int(offsets[-1])
+    if entries >= 2**31:
+        raise ValueError(
+            f"the map's quads overlap {entries} source cells in total (more than 2**31): "
+            "it stretches pixels over far too much of the frame to warp with grid"
+        )
+    sources = np.empty(entries, dtype=np.int32)
+    areas = np.empty(entries, dtype=np.float64)
+    area_out = np.empty(height * width, dtype=np.float64)
+    _fill(corners, height, width, offsets, sources, areas, area_out)
+    return offsets, sources, areas, area_out
+
+
+def grid_record(corners: np.ndarray, height: int, width: int):
+    """The grid partition record from the fast kernel, before over-claim scaling.
+
+    Parameters
+    ----------
+    corners : ndarray [H+1, W+1, 2]
+        T at the pixel corners, (row, col).
+    height, width : int
+        The frame size.
+
+    Returns
+    -------
+    targets, sources : ndarray int64 [E]
+        Flat pixel indices (i * W + j) of each entry's target p and source q.
+    areas : ndarray float64 [E]
+        a_pq = |R_p ∩ Omega_q| > ``AREA_EPS``.
+    area_out : ndarray float64 [H*W]
+        A_out of every target: the area of R_p outside the frame.
+    """
+    corners = _check_corners(corners, height, width)
+    offsets, sources, areas, area_out = _partition(corners, height, width)
+    targets = np.repeat(np.arange(height * width, dtype=np.int64), np.diff(offsets))
+    valid = sources >= 0
+    return targets[valid], sources[valid].astype(np.int64), areas[valid], area_out
+
+
+def grid_warp(noise, corners, bridge_stream, rest_stream, fresh_stream, nchunks):
+    """Warp one frame. ``noise`` float32 [H, W, C], ``corners`` float64 [H+1, W+1, 2].
+
+    Returns ``(out, stats)``: ``out`` float32 [H, W, C] and a dict of diagnostics
+    (the common keys plus ``entries``, the size of the partition record, and
+    ``area_out_mean``, the mean out-of-frame area per target).
+    """
+    height, width, channels = noise.shape
+    corners = _check_corners(corners, height, width)
+    offsets, sources, areas, area_out = _partition(corners, height, width)
+    start, order = counting_sort(sources, height * width, nchunks)
+    corr = np.empty((height * width, channels), dtype=np.float64)
+    single = np.empty(height * width, dtype=np.uint8)
+    source_stats = np.empty((height, 2), dtype=np.int64)
+    _sources(noise, start, order, areas, *bridge_stream, *rest_stream, corr, single, source_stats)
+    del start, order
+    out = np.empty_like(noise, dtype=np.float32)
+    target_stats = np.empty((height, 4), dtype=np.float64)
+    _gather(offsets, sources, areas, area_out, corr, single, *bridge_stream, *fresh_stream, out,
+            target_stats)  # fmt: skip
+    npix = height * width
+    stats = {
+        "fresh_pixels": int(target_stats[:, 0].sum()),
+        "overclaimed_sources": int(source_stats[:, 0].sum()),
+        "unclaimed_sources": int(source_stats[:, 1].sum()),
+        "area_min": float(target_stats[:, 1].min()),
+        "area_mean": float(target_stats[:, 2].sum() / npix),
+        "area_max": float(target_stats[:, 3].max()),
+        "entries": int(np.count_nonzero(sources >= 0)),
+        "area_out_mean": float(area_out.sum() / npix),
+    }
+    return out, stats

@@ -1,0 +1,370 @@
+"""HDF5 noise stacks: written frame by frame, resumable after a crash, readable by xarray.
+
+A stack (DESIGN section 7) is one HDF5 file:
+
+``noise``
+    [frame, channel, y, x] float32, one frame per chunk, NaN where not written yet.
+``frame``, ``channel``, ``y``, ``x`` (and ``component`` with maps)
+    Dimension scales, so ``xarray.open_dataset(path, engine="h5netcdf")`` opens the
+    file as it is, with dims (frame, channel, y, x).
+``time_s`` and one [frame] variable per diagnostics field
+    The per-frame table: seconds the warp took and ``Diagnostics.as_dict()`` of the
+    step that produced the frame (NaN for frame 0, the initial noise).
+``map`` (optional)
+    [frame, y, x, component] float32: the backward map T of the step that produced
+    each frame, (row, col) pixel units.
+Attributes
+    ``format``, ``method``, ``seed``, ``noisewarp_version``, ``config`` (the full
+    resolved config as YAML), ``identity`` (JSON of everything the frames depend on),
+    ``frames_written`` and ``complete`` (0 or 1, set last).
+
+Crash safety. All file space is allocated when the file is created (HDF5's early
+allocation), so writing a frame changes no metadata: the frame's bytes go to their
+final place, the file is flushed, and only then is ``frames_written`` bumped in
+place and flushed again. A process killed at any moment (SIGKILL included) leaves a
+file whose on-disk metadata is the last flushed state, and whose frames
+``0 .. frames_written - 1`` are complete. Readers trust only those frames. The
+default (earliest) file format is used on purpose: newer superblocks record "open
+for writing" and refuse to reopen after a crash until ``h5clear`` is run.
+
+A file that cannot be opened is reported with its path and never deleted or
+overwritten unless the caller asks for it (``overwrite=True``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "FORMAT",
+    "StackError",
+    "StackMismatchError",
+    "StackWriter",
+    "open_stack",
+    "read_frames",
+    "stack_attrs",
+]
+
+FORMAT = "noisewarp-stack/1"
+_RESERVED = {"noise", "frame", "channel", "y", "x", "component", "map", "time_s"}
+
+
+class StackError(OSError):
+    """A stack file that cannot be opened or is not a noisewarp stack."""
+
+
+class StackMismatchError(ValueError):
+    """An existing stack was written with a different configuration."""
+
+
+def _open_h5(path: Path, mode: str):
+    import h5py
+
+    try:
+        return h5py.File(path, mode, libver="earliest")
+    except OSError as error:
+        text = str(error)
+        if "lock" in text.lower() or "already open" in text.lower():
+            hint = "it is open elsewhere (another run, or a reader in this process)"
+        else:
+            hint = "it is not a readable HDF5 file (truncated or corrupted?)"
+        raise StackError(
+            f"cannot open the noise stack {str(path)!r}: {hint} ({text}). The file was left "
+            "untouched: move or delete it yourself, write to a new path (output.dir=... or "
+            "output.stack=...), or pass output.overwrite=true to replace it."
+        ) from error
+
+
+def _check_format(handle, path: Path) -> None:
+    fmt = handle.attrs.get("format")
+    if isinstance(fmt, bytes):
+        fmt = fmt.decode()
+    if fmt != FORMAT or "noise" not in handle or "frames_written" not in handle.attrs:
+        raise StackError(
+            f"{str(path)!r} is an HDF5 file but not a noisewarp stack (format {fmt!r}, expected "
+            f"{FORMAT!r}); it was left untouched. Choose another output path or pass "
+            "output.overwrite=true to replace it."
+        )
+
+
+def _attr(value):
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def stack_attrs(path: str | Path) -> dict:
+    """The root attributes of a stack (``frames_written``, ``complete``, ``config``, ...)."""
+    path = Path(path)
+    with _open_h5(path, "r") as handle:
+        _check_format(handle, path)
+        return {key: _attr(value) for key, value in handle.attrs.items()}
+
+
+def read_frames(path: str | Path, frames: Iterable[int] | slice | None = None) -> np.ndarray:
+    """Complete frames of a stack as float32 [T, H, W, C] (the public numpy layout).
+
+    ``frames`` selects frames (default: every complete frame); asking for a frame at
+    or past ``frames_written`` raises ``IndexError``.
+    """
+    path = Path(path)
+    with _open_h5(path, "r") as handle:
+        _check_format(handle, path)
+        written = int(handle.attrs["frames_written"])
+        if frames is None:
+            frames = slice(0, written)
+        indices = range(written)[frames] if isinstance(frames, slice) else list(frames)
+        out = np.empty((len(indices), *handle["noise"].shape[2:], handle["noise"].shape[1]), "f4")
+        for slot, index in enumerate(indices):
+            if not 0 <= index < written:
+                raise IndexError(f"frame {index} is not complete in {str(path)!r} "
+                                 f"({written} frames written)")
+            out[slot] = np.moveaxis(handle["noise"][index], 0, -1)
+        return out
+
+
+def open_stack(path: str | Path, complete_only: bool = True):
+    """Open a stack as an ``xarray.Dataset`` (lazy), dims (frame, channel, y, x).
+
+    With ``complete_only`` (default) the frames past ``frames_written`` (not written,
+    or cut short by a crash) are dropped. The file itself opens with plain
+    ``xarray.open_dataset(path, engine="h5netcdf")`` too; this adds the check and the
+    clear error for a damaged file.
+    """
+    import xarray as xr
+
+    path = Path(path)
+    written = int(stack_attrs(path)["frames_written"])
+    dataset = xr.open_dataset(path, engine="h5netcdf")
+    if complete_only:
+        dataset = dataset.isel(frame=slice(0, written))
+    return dataset
+
+
+class StackWriter:
+    """Create a stack, or reopen one to resume it, and append frames in order.
+
+    Parameters
+    ----------
+    path : path
+        The ``.h5`` file.
+    shape : (frames, channels, height, width)
+        The full stack, allocated up front.
+    identity : mapping
+        Everything the frames depend on (method, options, motion, size, seed,
+        version). Resuming requires it to match the stored one exactly.
+    config_yaml : str
+        The full resolved config, stored for the record.
+    diagnostics : iterable of str
+        Per-frame diagnostics fields known in advance (more are added on first use).
+    store_maps : bool
+        Allocate the ``map`` variable.
+    overwrite : bool
+        Replace an existing file (a mismatching or unreadable one included) instead
+        of resuming it.
+    attrs : mapping
+        Extra root attributes (``method``, ``seed``, ...), set at creation.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        shape: tuple[int, int, int, int],
+        identity: Mapping,
+        config_yaml: str = "",
+        diagnostics: Iterable[str] = (),
+        store_maps: bool = False,
+        overwrite: bool = False,
+        attrs: Mapping | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.shape = tuple(int(n) for n in shape)
+        self.identity = json.loads(json.dumps(dict(identity), sort_keys=True, default=str))
+        self.resumed = False
+        if self.path.exists() and not overwrite:
+            self._file = _open_h5(self.path, "r+")
+            try:
+                self._check_resumable()
+            except Exception:
+                self._file.close()
+                raise
+            self.resumed = True
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = _open_h5(self.path, "w")
+            self._create(config_yaml, list(diagnostics), store_maps, dict(attrs or {}))
+
+    # ------------------------------------------------------------------ creation
+    def _create(self, config_yaml: str, diagnostics: list, store_maps: bool, attrs: dict) -> None:
+        from h5py import h5d, h5p
+
+        frames, channels, height, width = self.shape
+        handle = self._file
+        handle.attrs["format"] = FORMAT
+        handle.attrs["identity"] = json.dumps(self.identity, sort_keys=True)
+        handle.attrs["config"] = config_yaml
+        for key, value in attrs.items():
+            handle.attrs[key] = value
+        handle.attrs["frames_written"] = np.int64(0)
+        handle.attrs["complete"] = np.int64(0)
+
+        scales = {
+            "frame": np.arange(frames, dtype=np.int64),
+            "channel": np.arange(channels, dtype=np.int64),
+            "y": np.arange(height, dtype=np.int64),
+            "x": np.arange(width, dtype=np.int64),
+        }
+        if store_maps:
+            scales["component"] = np.arange(2, dtype=np.int64)
+        for name, values in scales.items():
+            handle.create_dataset(name, data=values)
+            handle[name].make_scale(name)
+        handle["y"].attrs["long_name"] = "pixel row (centre at y + 0.5)"
+        handle["x"].attrs["long_name"] = "pixel column (centre at x + 0.5)"
+
+        def allocated(name, dims, dtype, chunk):
+            # Early allocation: every chunk gets its file space (filled with NaN) now, so
+            # writing frames later never touches the file's metadata.
+            dcpl = h5p.create(h5p.DATASET_CREATE)
+            dcpl.set_alloc_time(h5d.ALLOC_TIME_EARLY)
+            shape = tuple(scales[d].size for d in dims)
+            dataset = handle.create_dataset(
+                name, shape, dtype, chunks=chunk, fillvalue=np.array(np.nan, dtype), dcpl=dcpl
+            )
+            for axis, dim in enumerate(dims):
+                dataset.dims[axis].attach_scale(handle[dim])
+            return dataset
+
+        noise = allocated("noise", ("frame", "channel", "y", "x"), "f4", (1, channels, height, width))
+        noise.attrs["long_name"] = "warped Gaussian noise, i.i.d. N(0, 1) per element"
+        if store_maps:
+            tmap = allocated("map", ("frame", "y", "x", "component"), "f4", (1, height, width, 2))
+            tmap.attrs["long_name"] = "backward map T of the step into this frame (row, col)"
+        timing = self._scalar_variable("time_s")
+        timing.attrs["long_name"] = "seconds to warp this frame (JIT compile excluded)"
+        for field in diagnostics:
+            self._scalar_variable(self._diag_name(field))
+        handle.flush()
+
+    def _scalar_variable(self, name: str):
+        handle = self._file
+        if name in handle:
+            return handle[name]
+        dataset = handle.create_dataset(name, data=np.full(self.shape[0], np.nan))
+        dataset.dims[0].attach_scale(handle["frame"])
+        return dataset
+
+    @staticmethod
+    def _diag_name(field: str) -> str:
+        return f"diag_{field}" if field in _RESERVED else field
+
+    # ------------------------------------------------------------------ resuming
+    def _check_resumable(self) -> None:
+        handle = self._file
+        _check_format(handle, self.path)
+        stored = json.loads(_attr(handle.attrs["identity"]))
+        if stored != self.identity:
+            keys = sorted(set(stored) | set(self.identity))
+            diffs = [
+                f"{key}: stored {stored.get(key)!r}, now {self.identity.get(key)!r}"
+                for key in keys
+                if stored.get(key) != self.identity.get(key)
+            ]
+            raise StackMismatchError(
+                f"the noise stack {str(self.path)!r} was written with a different configuration "
+                f"({'; '.join(diffs)}). It was not modified. Pass a new output path "
+                "(output.dir=... or output.stack=...) or output.overwrite=true to replace it."
+            )
+        if tuple(handle["noise"].shape) != self.shape:
+            raise StackMismatchError(
+                f"the noise stack {str(self.path)!r} has shape {tuple(handle['noise'].shape)}, "
+                f"expected {self.shape}; it was not modified"
+            )
+
+    # ------------------------------------------------------------------ state
+    @property
+    def frames_written(self) -> int:
+        """Frames 0 .. frames_written - 1 are complete on disk."""
+        return int(self._file.attrs["frames_written"])
+
+    @property
+    def complete(self) -> bool:
+        return bool(self._file.attrs["complete"])
+
+    @property
+    def has_maps(self) -> bool:
+        return "map" in self._file
+
+    def read(self, index: int) -> np.ndarray:
+        """Complete frame ``index`` as float32 [H, W, C]."""
+        self._check_index(index)
+        return np.ascontiguousarray(np.moveaxis(self._file["noise"][index], 0, -1))
+
+    def read_map(self, index: int) -> np.ndarray | None:
+        """The stored map into frame ``index`` (float64 [H, W, 2]), if maps are stored."""
+        self._check_index(index)
+        if not self.has_maps or index == 0:
+            return None
+        return self._file["map"][index].astype(np.float64)
+
+    def table(self) -> dict[str, np.ndarray]:
+        """The per-frame table (``time_s`` and diagnostics) of the complete frames."""
+        written = self.frames_written
+        out = {}
+        for name, dataset in self._file.items():
+            if dataset.ndim == 1 and name != "frame" and dataset.shape[0] == self.shape[0]:
+                out[name] = dataset[:written]
+        return out
+
+    def _check_index(self, index: int) -> None:
+        if not 0 <= index < self.frames_written:
+            raise IndexError(
+                f"frame {index} is not complete in {str(self.path)!r} "
+                f"({self.frames_written} frames written)"
+            )
+
+    # ------------------------------------------------------------------ writing
+    def write(
+        self,
+        index: int,
+        frame: np.ndarray,
+        time_s: float = math.nan,
+        diagnostics: Mapping[str, float] | None = None,
+        tmap: np.ndarray | None = None,
+    ) -> None:
+        """Write frame ``index`` ([H, W, C]); frames must come in order, 0 first."""
+        if index != self.frames_written:
+            raise ValueError(
+                f"frames are written in order: expected frame {self.frames_written}, got {index}"
+            )
+        if index >= self.shape[0]:
+            raise IndexError(f"the stack holds {self.shape[0]} frames; frame {index} does not fit")
+        handle = self._file
+        handle["noise"][index] = np.moveaxis(np.asarray(frame, dtype=np.float32), -1, 0)
+        if tmap is not None and self.has_maps:
+            handle["map"][index] = tmap
+        handle["time_s"][index] = time_s
+        for field, value in (diagnostics or {}).items():
+            self._scalar_variable(self._diag_name(field))[index] = float(value)
+        # The frame's bytes are on disk before the counter says so.
+        handle.flush()
+        handle.attrs.modify("frames_written", np.int64(index + 1))
+        handle.flush()
+
+    def finish(self) -> None:
+        """Mark the stack complete (the last thing written)."""
+        self._file.attrs.modify("complete", np.int64(1))
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file.id.valid:
+            self._file.close()
+
+    def __enter__(self) -> StackWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,168 @@
+"""Previews people would rather look at than read: noise frames as images, GIFs, motion.
+
+Noise is shown through the normal CDF, u = Phi(x) in [0, 1] mapped to 0..255, so
+white noise fills the grey levels uniformly and any bias or blur is visible. With
+three channels or more, channels 0-2 are shown as RGB; otherwise channel 0 as grey.
+Previews show a central crop at full resolution (individual noise pixels must stay
+visible), enlarged by pixel replication.
+
+The motion panel is a checkerboard painted on frame 0 and carried along the
+deformation: the backward maps are composed on a coarse grid,
+C_t(p) = C_{t-1}(T_t(p)), and the checkerboard is evaluated at C_t(p); content that
+entered the frame after frame 0 is grey. Memory is bounded by the crop and the
+coarse grid, whatever the resolution and number of frames.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["noise_to_uint8", "central_crop", "PreviewRecorder"]
+
+_TARGET_PIXELS = 256  # crops are enlarged to about this size
+_COARSE = 256  # side of the grid the motion is composed on
+
+
+def noise_to_uint8(frame: np.ndarray) -> np.ndarray:
+    """Noise [H, W, C] (or [H, W]) as uint8 through the normal CDF: RGB [H, W, 3] or grey [H, W]."""
+    from scipy.special import ndtr
+
+    frame = np.asarray(frame, dtype=np.float64)
+    if frame.ndim == 3:
+        frame = frame[..., :3] if frame.shape[2] >= 3 else frame[..., 0]
+    values = np.nan_to_num(ndtr(frame), nan=0.5)
+    return np.clip(np.rint(values * 255.0), 0, 255).astype(np.uint8)
+
+
+def central_crop(height: int, width: int, size: int) -> tuple[slice, slice]:
+    """Row and column slices of the central ``size`` x ``size`` crop (smaller frames: all)."""
+    rows, cols = min(size, height), min(size, width)
+    top, left = (height - rows) // 2, (width - cols) // 2
+    return slice(top, top + rows), slice(left, left + cols)
+
+
+def _bilinear(field: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Sample ``field`` [h, w, K], given at integer grid nodes, at fractional (rows, cols)
+    in node units; NaN outside the grid."""
+    height, width = field.shape[:2]
+    inside = (rows >= 0) & (rows <= height - 1) & (cols >= 0) & (cols <= width - 1)
+    r = np.clip(rows, 0, height - 1)
+    c = np.clip(cols, 0, width - 1)
+    r0 = np.minimum(np.floor(r).astype(np.int64), max(height - 2, 0))
+    c0 = np.minimum(np.floor(c).astype(np.int64), max(width - 2, 0))
+    r1 = np.minimum(r0 + 1, height - 1)
+    c1 = np.minimum(c0 + 1, width - 1)
+    fr = (r - r0)[..., None]
+    fc = (c - c0)[..., None]
+    out = (
+        field[r0, c0] * (1 - fr) * (1 - fc)
+        + field[r0, c1] * (1 - fr) * fc
+        + field[r1, c0] * fr * (1 - fc)
+        + field[r1, c1] * fr * fc
+    )
+    out[~inside] = np.nan
+    return out
+
+
+class PreviewRecorder:
+    """Collect what the previews need, frame by frame, with bounded memory.
+
+    Parameters
+    ----------
+    height, width : int
+        Frame size.
+    frames : int
+        Frames in the run (to pick evenly spaced GIF frames and the PNG frames).
+    size : int
+        Side of the central crop shown.
+    max_gif_frames : int
+        At most this many frames in each GIF.
+    """
+
+    def __init__(self, height: int, width: int, frames: int, size: int = 128, max_gif_frames: int = 48):
+        self.height, self.width = height, width
+        self.crop = central_crop(height, width, size)
+        crop_side = max(self.crop[0].stop - self.crop[0].start, self.crop[1].stop - self.crop[1].start)
+        self.scale = max(1, _TARGET_PIXELS // crop_side)
+        count = max(1, min(max_gif_frames, frames))
+        self.gif_frames = set(np.unique(np.rint(np.linspace(0, frames - 1, count))).astype(int))
+        self.png_frames = sorted({0, 1, (frames - 1) // 2, frames - 1} & set(range(frames)))
+        self.noise: dict[int, np.ndarray] = {}
+        self.motion: dict[int, np.ndarray] = {}
+        # Coarse grid of pixel centres (every `stride`-th pixel) the motion is composed on.
+        self.stride = max(1, -(-max(height, width) // _COARSE))
+        rows = np.arange(0, height, self.stride) + 0.5
+        cols = np.arange(0, width, self.stride) + 0.5
+        grid = np.empty((rows.size, cols.size, 2))
+        grid[..., 0], grid[..., 1] = rows[:, None], cols[None, :]
+        self._grid = grid
+        self._composed = grid.copy()  # C_0 = identity
+        self._cell = max(4.0, crop_side / 8.0)
+
+    def add(self, index: int, frame: np.ndarray, tmap: np.ndarray | None = None) -> None:
+        """Record frame ``index`` ([H, W, C]); ``tmap`` is the backward map into it ([H, W, 2])."""
+        if index > 0:
+            if tmap is None:
+                raise ValueError("frames after 0 need the map of the step into them")
+            coarse_map = tmap[:: self.stride, :: self.stride]
+            # C_t(g) = C_{t-1}(T_t(g)): sample the previous composition at T_t(g), in grid units.
+            self._composed = _bilinear(
+                self._composed,
+                (coarse_map[..., 0] - 0.5) / self.stride,
+                (coarse_map[..., 1] - 0.5) / self.stride,
+            )
+        if index in self.gif_frames or index in self.png_frames:
+            self.noise[index] = noise_to_uint8(frame[self.crop])
+            self.motion[index] = self._checkerboard()
+
+    def _checkerboard(self) -> np.ndarray:
+        rows = np.arange(self.crop[0].start, self.crop[0].stop) + 0.5
+        cols = np.arange(self.crop[1].start, self.crop[1].stop) + 0.5
+        grid_rows, grid_cols = np.meshgrid((rows - 0.5) / self.stride, (cols - 0.5) / self.stride,
+                                           indexing="ij")
+        origin = _bilinear(self._composed, grid_rows, grid_cols)
+        tile = (np.floor(origin[..., 0] / self._cell) + np.floor(origin[..., 1] / self._cell)) % 2
+        image = np.where(tile > 0, 40, 215).astype(np.uint8)
+        image[np.isnan(origin[..., 0])] = 128  # content that entered after frame 0
+        return np.repeat(image[..., None], 3, axis=2)
+
+    def _enlarge(self, image: np.ndarray) -> np.ndarray:
+        image = np.repeat(np.repeat(image, self.scale, axis=0), self.scale, axis=1)
+        return image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
+
+    def _side_by_side(self, index: int) -> np.ndarray:
+        noise, motion = self._enlarge(self.noise[index]), self._enlarge(self.motion[index])
+        gap = np.full((noise.shape[0], 4, 3), 255, np.uint8)
+        return np.concatenate([noise, gap, motion], axis=1)
+
+    def save(self, directory: str | Path) -> list[Path]:
+        """Write ``frames.png`` (noise over motion at a few frames), ``noise.gif`` and
+        ``side_by_side.gif``; return their paths."""
+        from PIL import Image
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        written = []
+        shown = [i for i in self.png_frames if i in self.noise]
+        if shown:
+            tiles = [self._side_by_side(i) for i in shown]
+            gap = np.full((8, tiles[0].shape[1], 3), 255, np.uint8)
+            sheet = np.concatenate([part for tile in tiles for part in (tile, gap)][:-1], axis=0)
+            path = directory / "frames.png"
+            Image.fromarray(sheet).save(path)
+            written.append(path)
+        video = sorted(i for i in self.gif_frames if i in self.noise)
+        if video:
+            for name, images in (
+                ("noise.gif", [self._enlarge(self.noise[i]) for i in video]),
+                ("side_by_side.gif", [self._side_by_side(i) for i in video]),
+            ):
+                pictures = [Image.fromarray(image) for image in images]
+                path = directory / name
+                pictures[0].save(
+                    path, save_all=True, append_images=pictures[1:], duration=100, loop=0
+                )
+                written.append(path)
+        return written

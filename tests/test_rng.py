@@ -1,0 +1,89 @@
+"""The counter-based normal generator (DESIGN 5)."""
+
+import numba
+import numpy as np
+import pytest
+from scipy import stats
+
+from noisewarp.core.rng import Key, Purpose, normals, stream
+
+
+def test_normals_are_standard_normal():
+    x = normals((2_000_000,), Key(123, 4), Purpose.BRIDGE)
+    n = x.size
+    assert abs(x.mean()) < 5 / np.sqrt(n)
+    assert abs(x.std() - 1) < 5 / np.sqrt(2 * n)
+    assert abs(stats.skew(x)) < 5 * np.sqrt(6 / n)
+    assert abs(stats.kurtosis(x)) < 5 * np.sqrt(24 / n)
+    assert stats.kstest(x, "norm").pvalue > 1e-6
+    # The tails come from the ziggurat's slow path: check their mass too.
+    beyond = np.count_nonzero(np.abs(x) > 3.0)
+    expected = n * 2 * stats.norm.sf(3.0)
+    assert abs(beyond - expected) < 5 * np.sqrt(expected)
+    assert np.abs(x).max() < 7.0
+
+
+def test_tail_beyond_ziggurat_base_is_exact():
+    # Draws beyond r = 3.654 use Marsaglia's exponential tail; compare the conditional law.
+    x = normals((4_000_000,), Key(9, 9), Purpose.INIT)
+    tail = np.abs(x[np.abs(x) > 3.7])
+    assert tail.size > 500
+    cdf = lambda t: 1 - stats.norm.sf(t) / stats.norm.sf(3.7)  # noqa: E731
+    assert stats.kstest(tail, cdf).pvalue > 1e-4
+
+
+def test_streams_are_independent():
+    n = 500_000
+    a = normals((n,), Key(0, 0), Purpose.BRIDGE)
+    others = [
+        normals((n,), Key(0, 1), Purpose.BRIDGE),
+        normals((n,), Key(1, 0), Purpose.BRIDGE),
+        normals((n,), Key(0, 0), Purpose.FRESH),
+    ]
+    for b in others:
+        assert abs(np.corrcoef(a, b)[0, 1]) < 5 / np.sqrt(n)
+    # Lag-1 correlation within a stream.
+    assert abs(np.corrcoef(a[:-1], a[1:])[0, 1]) < 5 / np.sqrt(n)
+
+
+def test_pure_function_of_counter():
+    full = normals((10_000,), Key(5, 2), Purpose.BRIDGE)
+    part = normals((100,), Key(5, 2), Purpose.BRIDGE, start=1234)
+    np.testing.assert_array_equal(full[1234:1334], part)
+    np.testing.assert_array_equal(full, normals((10_000,), Key(5, 2), Purpose.BRIDGE))
+
+
+def test_thread_count_does_not_change_draws():
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = normals((100_000,), Key(3, 3))
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        many = normals((100_000,), Key(3, 3))
+    finally:
+        numba.set_num_threads(before)
+    np.testing.assert_array_equal(one, many)
+
+
+def test_stream_keys_differ():
+    keys = {stream(s, f, p) for s in range(4) for f in range(4) for p in Purpose}
+    assert len(keys) == 4 * 4 * len(Purpose)
+    gammas = {int(g) for _, g in keys}
+    assert all(g % 2 == 1 for g in gammas)
+
+
+@pytest.mark.parametrize(
+    "bad, error",
+    [(-1, ValueError), (2**64, ValueError), (1.5, TypeError), ("3", TypeError), (True, TypeError)],
+)
+def test_key_validation(bad, error):
+    with pytest.raises(error, match="seed"):
+        Key(bad, 0)
+
+
+def test_key_coerce():
+    assert Key.coerce(7) == Key(7, 0)
+    assert Key.coerce((7, 3)) == Key(7, 3)
+    assert Key(7, 3).next() == Key(7, 4)
+    with pytest.raises(TypeError, match="key must be"):
+        Key.coerce("seed")
