@@ -51,7 +51,8 @@ __all__ = [
 ]
 
 FORMAT = "noisewarp-stack/1"
-_RESERVED = {"noise", "frame", "channel", "y", "x", "component", "map", "time_s"}
+_SCALES = ("frame", "channel", "y", "x", "component")  # dimension scales
+_RESERVED = {*_SCALES, "noise", "map", "time_s"}
 
 
 class StackError(OSError):
@@ -315,7 +316,7 @@ class StackWriter:
         written = self.frames_written
         out = {}
         for name, dataset in self._file.items():
-            if dataset.ndim == 1 and name != "frame" and dataset.shape[0] == self.shape[0]:
+            if dataset.ndim == 1 and name not in _SCALES and dataset.shape[0] == self.shape[0]:
                 out[name] = dataset[:written]
         return out
 
