@@ -574,7 +574,12 @@ def _finish(spec: RunSpec, observer: _Observer, warmup_s: float) -> dict:
         samples = np.stack([observer.samples[i] for i in observer.sample_frames])
         dataset["sample_noise"] = (("sample", "channel", "sample_y", "sample_x"), samples)
         dataset["sample_frame"] = ("sample", np.array(observer.sample_frames, dtype=np.int64))
-        dataset = dataset.assign_coords(sample=list(SAMPLE_NAMES))
+        dataset = dataset.assign_coords(
+            sample=list(SAMPLE_NAMES),
+            channel=np.arange(spec.channels),
+            sample_y=np.arange(samples.shape[2]),
+            sample_x=np.arange(samples.shape[3]),
+        )
         dataset["sample_noise"].attrs["long_name"] = (
             f"central {samples.shape[2]}x{samples.shape[3]} crop of a few frames"
         )

@@ -32,7 +32,8 @@ import numpy as np
 from numba import njit, prange
 
 from noisewarp.core.rng import normal
-from noisewarp.cpu.sort import counting_sort
+from noisewarp.cpu.sort import counting_sort_into
+from noisewarp.cpu.workspace import workspace
 
 __all__ = ["particle_warp", "particle_record"]
 
@@ -183,23 +184,39 @@ def _gather(noise, tmap, weights, root_weights, normals, inv_claimed, inv_root, 
         row_stats[i, 3] = amax
 
 
-def _partition(tmap, channels, bridge_stream, nchunks):
-    height, width = tmap.shape[:2]
+def _buffers(height, width, channels, nchunks):
     npix = height * width
-    cell = np.empty(npix, dtype=np.int64)
-    weights = np.empty((npix, NEIGHBOURS), dtype=np.float64)
-    root_weights = np.empty((npix, NEIGHBOURS), dtype=np.float64)
-    # Normals in float32: Z_q sums the stored values, so sum_p I_pq = x_q holds
-    # whatever their precision, and the output is float32 anyway.
-    normals = np.empty((npix, NEIGHBOURS, channels), dtype=np.float32)
-    _requests(tmap, *bridge_stream, cell, weights, root_weights, normals)
-    start, order = counting_sort(cell, (height + 1) * (width + 1), nchunks)
-    inv_claimed = np.empty((height, width), dtype=np.float64)
-    inv_root = np.empty((height, width), dtype=np.float64)
-    entries = np.empty((height, width), dtype=np.int32)
-    zsum = np.empty((height, width, channels), dtype=np.float64)
-    _claims(weights, root_weights, normals, start, order, inv_claimed, inv_root, entries, zsum)
-    return weights, root_weights, normals, inv_claimed, inv_root, entries, zsum
+    return {
+        "cell": np.empty(npix, dtype=np.int64),
+        "weights": np.empty((npix, NEIGHBOURS), dtype=np.float64),
+        "root_weights": np.empty((npix, NEIGHBOURS), dtype=np.float64),
+        # Normals in float32: Z_q sums the stored values, so sum_p I_pq = x_q holds
+        # whatever their precision, and the output is float32 anyway.
+        "normals": np.empty((npix, NEIGHBOURS, channels), dtype=np.float32),
+        "counts": np.empty((nchunks, (height + 1) * (width + 1)), dtype=np.int64),
+        "start": np.empty((height + 1) * (width + 1) + 1, dtype=np.int64),
+        "order": np.empty(npix, dtype=np.int32),
+        "inv_claimed": np.empty((height, width), dtype=np.float64),
+        "inv_root": np.empty((height, width), dtype=np.float64),
+        "entries": np.empty((height, width), dtype=np.int32),
+        "zsum": np.empty((height, width, channels), dtype=np.float64),
+        "row_stats": np.empty((height, 4), dtype=np.float64),
+    }
+
+
+def _partition(tmap, channels, bridge_stream, nchunks):
+    """Passes 1-3; returns the work arrays (reused across frames of one shape)."""
+    height, width = tmap.shape[:2]
+    buf = workspace(
+        "particle",
+        (height, width, channels, nchunks),
+        lambda: _buffers(height, width, channels, nchunks),
+    )
+    _requests(tmap, *bridge_stream, buf["cell"], buf["weights"], buf["root_weights"], buf["normals"])
+    counting_sort_into(buf["cell"], buf["counts"], buf["start"], buf["order"])
+    _claims(buf["weights"], buf["root_weights"], buf["normals"], buf["start"], buf["order"],
+            buf["inv_claimed"], buf["inv_root"], buf["entries"], buf["zsum"])
+    return buf
 
 
 def particle_warp(noise, tmap, bridge_stream, fresh_stream, nchunks):
@@ -210,15 +227,15 @@ def particle_warp(noise, tmap, bridge_stream, fresh_stream, nchunks):
     ``(out, stats)``: float32 [H, W, C] and a dict of diagnostics.
     """
     height, width, channels = noise.shape
-    partition = _partition(tmap, channels, bridge_stream, nchunks)
-    entries = partition[-2]
+    buf = _partition(tmap, channels, bridge_stream, nchunks)
     out = np.empty((height, width, channels), dtype=np.float32)
-    row_stats = np.empty((height, 4), dtype=np.float64)
-    _gather(noise, tmap, *partition, *fresh_stream, out, row_stats)
+    row_stats = buf["row_stats"]
+    _gather(noise, tmap, buf["weights"], buf["root_weights"], buf["normals"], buf["inv_claimed"],
+            buf["inv_root"], buf["entries"], buf["zsum"], *fresh_stream, out, row_stats)
     stats = {
         "fresh_pixels": int(row_stats[:, 0].sum()),
         "overclaimed_sources": 0,
-        "unclaimed_sources": int(np.count_nonzero(entries == 0)),
+        "unclaimed_sources": int(np.count_nonzero(buf["entries"] == 0)),
         "area_min": float(row_stats[:, 1].min()),
         "area_mean": float(row_stats[:, 2].sum() / (height * width)),
         "area_max": float(row_stats[:, 3].max()),
@@ -235,7 +252,8 @@ def particle_record(tmap: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     """
     height, width = tmap.shape[:2]
     dummy = (np.uint64(0), np.uint64(1))
-    weights, _, _, inv_claimed, _, _, _ = _partition(np.ascontiguousarray(tmap), 1, dummy, 1)
+    buf = _partition(np.ascontiguousarray(tmap), 1, dummy, 1)
+    weights, inv_claimed = buf["weights"], buf["inv_claimed"]
     ur = np.floor(tmap[..., 0] - 0.5).reshape(-1)
     uc = np.floor(tmap[..., 1] - 0.5).reshape(-1)
     target, slot = np.nonzero(weights > 0.0)

@@ -14,39 +14,52 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["counting_sort"]
+__all__ = ["counting_sort", "counting_sort_into", "default_chunks"]
+
+# Bins per block of the parallel exclusive scan.
+_SCAN_BLOCK = 16384
 
 
 @njit(parallel=True, cache=True)
-def _histograms(keys, nbins, nchunks):
+def _histograms(keys, counts):
+    nchunks = counts.shape[0]
     n = keys.size
-    counts = np.zeros((nchunks, nbins), dtype=np.int64)
     for c in prange(nchunks):
-        lo = c * n // nchunks
-        hi = (c + 1) * n // nchunks
         row = counts[c]
-        for i in range(lo, hi):
+        row[:] = 0
+        for i in range(c * n // nchunks, (c + 1) * n // nchunks):
             k = keys[i]
             if k >= 0:
                 row[k] += 1
-    return counts
 
 
-@njit(cache=True)
-def _offsets(counts):
-    """Exclusive scan in (bin, chunk) order: chunk ``c``'s items of bin ``b`` start
-    after every earlier bin and after chunks ``< c`` of bin ``b``."""
+@njit(parallel=True, cache=True)
+def _offsets(counts, start):
+    """Exclusive scan in (bin, chunk) order, in parallel blocks of bins.
+
+    Afterwards ``counts[c, b]`` is where chunk ``c`` places its first item of bin
+    ``b`` and ``start[b]`` where bin ``b`` begins; ``start[nbins]`` is the total.
+    """
     nchunks, nbins = counts.shape
-    start = np.empty(nbins + 1, dtype=np.int64)
-    total = 0
-    for b in range(nbins):
-        start[b] = total
-        for c in range(nchunks):
-            n = counts[c, b]
-            counts[c, b] = total
-            total += n
-    start[nbins] = total
-    return start
+    nblocks = (nbins + _SCAN_BLOCK - 1) // _SCAN_BLOCK
+    block_total = np.zeros(nblocks + 1, dtype=np.int64)
+    for blk in prange(nblocks):
+        total = 0
+        for b in range(blk * _SCAN_BLOCK, min(nbins, (blk + 1) * _SCAN_BLOCK)):
+            for c in range(nchunks):
+                total += counts[c, b]
+        block_total[blk + 1] = total
+    for blk in range(nblocks):
+        block_total[blk + 1] += block_total[blk]
+    for blk in prange(nblocks):
+        total = block_total[blk]
+        for b in range(blk * _SCAN_BLOCK, min(nbins, (blk + 1) * _SCAN_BLOCK)):
+            start[b] = total
+            for c in range(nchunks):
+                n = counts[c, b]
+                counts[c, b] = total
+                total += n
+    start[nbins] = block_total[nblocks]
 
 
 @njit(parallel=True, cache=True)
@@ -54,10 +67,8 @@ def _place(keys, cursor, order):
     nchunks = cursor.shape[0]
     n = keys.size
     for c in prange(nchunks):
-        lo = c * n // nchunks
-        hi = (c + 1) * n // nchunks
         row = cursor[c]
-        for i in range(lo, hi):
+        for i in range(c * n // nchunks, (c + 1) * n // nchunks):
             k = keys[i]
             if k >= 0:
                 order[row[k]] = i
@@ -65,18 +76,31 @@ def _place(keys, cursor, order):
 
 
 @njit(cache=True)
-def counting_sort(keys, nbins, nchunks):
-    """Stable counting sort of ``keys`` (int, ``-1`` = skip) into ``nbins`` bins.
+def counting_sort_into(keys, counts, start, order):
+    """Stable counting sort of ``keys`` (int, ``-1`` = skip) into work arrays.
 
-    Returns ``(start, order)``: the items of bin ``b`` are
-    ``order[start[b]:start[b + 1]]``, in increasing item index. ``nchunks`` only
-    sets how work is split; the result does not depend on it.
+    ``counts`` int64 [nchunks, nbins] (its first dimension sets how work is
+    split; the result does not depend on it), ``start`` int64 [nbins + 1] and
+    ``order`` int32 [len(keys)] belong to the caller so they can be reused
+    across frames. Afterwards the items of bin ``b`` are
+    ``order[start[b]:start[b + 1]]`` in increasing item index.
     """
-    counts = _histograms(keys, nbins, nchunks)
-    start = _offsets(counts)
-    order = np.empty(start[nbins], dtype=np.int32)
+    _histograms(keys, counts)
+    _offsets(counts, start)
     _place(keys, counts, order)
-    return start, order
+
+
+@njit(cache=True)
+def counting_sort(keys, nbins, nchunks):
+    """Stable counting sort of ``keys`` into ``nbins`` bins; returns ``(start, order)``.
+
+    Allocating form of ``counting_sort_into``.
+    """
+    counts = np.empty((nchunks, nbins), dtype=np.int64)
+    start = np.empty(nbins + 1, dtype=np.int64)
+    order = np.empty(keys.size, dtype=np.int32)
+    counting_sort_into(keys, counts, start, order)
+    return start, order[: start[nbins]]
 
 
 def default_chunks() -> int:
