@@ -471,7 +471,7 @@ def run(cfg) -> dict:
     writer = None
     if out.stack is not None:
         writer = StackWriter(
-            out.stack, shape, spec.identity(), spec.config_yaml, diagnostics_fields,
+            out.stack, shape, spec.identity(), spec.config_yaml, [*diagnostics_fields, "map_s"],
             store_maps=out.store_maps, overwrite=out.overwrite,
             attrs={"method": spec.method, "method_label": spec.method_label,
                    "deform": spec.motion.label, "seed": spec.seed,

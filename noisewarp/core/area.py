@@ -38,15 +38,14 @@ from __future__ import annotations
 from numba import njit
 
 __all__ = [
-    "clamped_mean",
     "clip_edge_to_row",
-    "edge_cell_coverage",
+    "ramp_integral",
     "polygon_signed_area",
     "quad_lobes",
     "orientation",
     "lobe_cell_coverage",
     "lobe_row_edges",
-    "row_cell_coverage",
+    "row_ramp",
     "quad_cell_area",
     "quad_area",
     "AREA_EPS",
@@ -59,59 +58,48 @@ AREA_EPS = 1e-14
 
 
 @njit(inline="always", cache=True)
-def clamped_mean(u0, u1):
-    """Mean of clamp(u, 0, 1) for u linear from ``u0`` to ``u1``.
-
-    Computed piece by piece (below 0, in [0, 1], above 1) so it stays accurate
-    when ``u0`` and ``u1`` are nearly equal: no difference of antiderivatives.
-    """
-    lo = min(u0, u1)
-    hi = max(u0, u1)
-    if hi <= 0.0:
-        return 0.0
-    if lo >= 1.0:
-        return 1.0
-    span = hi - lo
-    if span <= 0.0:
-        return lo
-    a = max(lo, 0.0)
-    b = min(hi, 1.0)
-    # Fraction of the span inside [0, 1] times the mean there, plus the fraction above 1.
-    return (b - a) / span * (0.5 * (a + b)) + max(hi - 1.0, 0.0) / span
-
-
-@njit(inline="always", cache=True)
 def clip_edge_to_row(r0, c0, r1, c1, row):
     """The part of the directed edge (r0, c0) -> (r1, c1) inside the slab [row, row+1].
 
-    Returns ``(length, ca, cb)``: the signed r-length of the piece (positive
-    when the edge goes towards larger r, 0 if the edge misses the slab or is
-    parallel to it) and the columns at its two ends. The interpolation always
-    runs from the lower to the upper end, so an edge shared by two quads (and
-    traversed in opposite directions) gives bit-identical ``ca``, ``cb``.
+    Returns ``(length, lo, hi, k)``: the signed r-length of the piece (positive
+    when the edge runs towards larger r; 0 if it misses the slab or is parallel
+    to it), the smallest and largest column along the piece, and
+    k = 0.5 / (hi - lo) (0 for a piece of constant column). The interpolation
+    runs from the edge's lower end, so the same edge traversed in either
+    direction gives the same piece.
     """
     if r0 == r1:
-        return 0.0, c0, c1
+        return 0.0, 0.0, 0.0, 0.0
     if r0 < r1:
         rlo, clo, rhi, chi, sign = r0, c0, r1, c1, 1.0
     else:
         rlo, clo, rhi, chi, sign = r1, c1, r0, c0, -1.0
-    ra = max(rlo, float(row))
-    rb = min(rhi, float(row) + 1.0)
+    ra = max(rlo, row)
+    rb = min(rhi, row + 1.0)
     if rb <= ra:
-        return 0.0, c0, c1
+        return 0.0, 0.0, 0.0, 0.0
     slope = (chi - clo) / (rhi - rlo)
     ca = clo if ra == rlo else clo + (ra - rlo) * slope
     cb = chi if rb == rhi else clo + (rb - rlo) * slope
-    return sign * (rb - ra), ca, cb
+    lo = min(ca, cb)
+    hi = max(ca, cb)
+    k = 0.5 / (hi - lo) if hi > lo else 0.0
+    return sign * (rb - ra), lo, hi, k
 
 
 @njit(inline="always", cache=True)
-def edge_cell_coverage(length, ca, cb, col):
-    """The edge piece's contribution to the cell of column ``col`` (see the module notes)."""
-    if length == 0.0:
-        return 0.0
-    return length * clamped_mean(ca - col, cb - col)
+def ramp_integral(length, lo, hi, k, x):
+    """Integral over an edge piece of max(c(r) - x, 0) dr, signed by the edge's direction.
+
+    The coverage of the column strip [x, x+1) by the piece is
+    ``ramp_integral(x) - ramp_integral(x + 1)``: the mean over the piece of
+    clamp(c - x, 0, 1), times its signed length. Piecewise closed form:
+    0 right of the piece, the trapezoid left of it, a parabola where x cuts it.
+    """
+    # Branch-free form of the three cases (x in the piece's column range, left of
+    # it, right of it): with u = clamp(x, lo, hi), k (hi - u)^2 + max(lo - x, 0).
+    u = min(max(x, lo), hi)
+    return length * (k * (hi - u) * (hi - u) + max(lo - x, 0.0))
 
 
 @njit(inline="always", cache=True)
@@ -193,59 +181,50 @@ def orientation(signed_area):
 
 
 @njit(inline="always", cache=True)
+def lobe_row_edges(r0, c0, r1, c1, r2, c2, r3, c3, row):
+    """The lobe's four edges clipped to the slab [row, row+1] (``clip_edge_to_row`` each).
+
+    Returns 18 numbers: ``(length, lo, hi, k)`` for each edge, then ``cmin,
+    cmax``, the columns the lobe spans in the slab (``cmin > cmax`` when it has
+    no area there).
+    """
+    l0, lo0, hi0, k0 = clip_edge_to_row(r0, c0, r1, c1, row)
+    l1, lo1, hi1, k1 = clip_edge_to_row(r1, c1, r2, c2, row)
+    l2, lo2, hi2, k2 = clip_edge_to_row(r2, c2, r3, c3, row)
+    l3, lo3, hi3, k3 = clip_edge_to_row(r3, c3, r0, c0, row)
+    cmin = 1.0e308
+    cmax = -1.0e308
+    if l0 != 0.0:
+        cmin = min(cmin, lo0)
+        cmax = max(cmax, hi0)
+    if l1 != 0.0:
+        cmin = min(cmin, lo1)
+        cmax = max(cmax, hi1)
+    if l2 != 0.0:
+        cmin = min(cmin, lo2)
+        cmax = max(cmax, hi2)
+    if l3 != 0.0:
+        cmin = min(cmin, lo3)
+        cmax = max(cmax, hi3)
+    return l0, lo0, hi0, k0, l1, lo1, hi1, k1, l2, lo2, hi2, k2, l3, lo3, hi3, k3, cmin, cmax
+
+
+@njit(inline="always", cache=True)
+def row_ramp(e, x):
+    """Sum of ``ramp_integral`` over the four clipped edges ``e`` of ``lobe_row_edges``."""
+    return (
+        ramp_integral(e[0], e[1], e[2], e[3], x)
+        + ramp_integral(e[4], e[5], e[6], e[7], x)
+        + ramp_integral(e[8], e[9], e[10], e[11], x)
+        + ramp_integral(e[12], e[13], e[14], e[15], x)
+    )
+
+
+@njit(inline="always", cache=True)
 def lobe_cell_coverage(r0, c0, r1, c1, r2, c2, r3, c3, row, col):
     """Signed coverage of the cell (row, col) by the polygon v0 v1 v2 v3."""
-    total = 0.0
-    length, ca, cb = clip_edge_to_row(r0, c0, r1, c1, row)
-    total += edge_cell_coverage(length, ca, cb, col)
-    length, ca, cb = clip_edge_to_row(r1, c1, r2, c2, row)
-    total += edge_cell_coverage(length, ca, cb, col)
-    length, ca, cb = clip_edge_to_row(r2, c2, r3, c3, row)
-    total += edge_cell_coverage(length, ca, cb, col)
-    length, ca, cb = clip_edge_to_row(r3, c3, r0, c0, row)
-    total += edge_cell_coverage(length, ca, cb, col)
-    return total
-
-
-@njit(inline="always", cache=True)
-def _extend(lo, hi, length, ca, cb):
-    if length != 0.0:
-        lo = min(lo, min(ca, cb))
-        hi = max(hi, max(ca, cb))
-    return lo, hi
-
-
-@njit(inline="always", cache=True)
-def lobe_row_edges(r0, c0, r1, c1, r2, c2, r3, c3, row):
-    """The lobe's four edges clipped to the slab [row, row+1] and their column extent.
-
-    Returns 14 numbers: ``(length, ca, cb)`` for each edge (as
-    ``clip_edge_to_row``), then ``cmin, cmax``, the columns the lobe spans in
-    the slab (``cmin > cmax`` when it has no area there). Computed once per
-    slab, they give the coverage of every cell of the row (``row_cell_coverage``).
-    """
-    l0, a0, b0 = clip_edge_to_row(r0, c0, r1, c1, row)
-    l1, a1, b1 = clip_edge_to_row(r1, c1, r2, c2, row)
-    l2, a2, b2 = clip_edge_to_row(r2, c2, r3, c3, row)
-    l3, a3, b3 = clip_edge_to_row(r3, c3, r0, c0, row)
-    lo = 1.0e308
-    hi = -1.0e308
-    lo, hi = _extend(lo, hi, l0, a0, b0)
-    lo, hi = _extend(lo, hi, l1, a1, b1)
-    lo, hi = _extend(lo, hi, l2, a2, b2)
-    lo, hi = _extend(lo, hi, l3, a3, b3)
-    return l0, a0, b0, l1, a1, b1, l2, a2, b2, l3, a3, b3, lo, hi
-
-
-@njit(inline="always", cache=True)
-def row_cell_coverage(l0, a0, b0, l1, a1, b1, l2, a2, b2, l3, a3, b3, col):
-    """Signed coverage of cell ``col`` of a slab from the clipped edges of ``lobe_row_edges``."""
-    return (
-        edge_cell_coverage(l0, a0, b0, col)
-        + edge_cell_coverage(l1, a1, b1, col)
-        + edge_cell_coverage(l2, a2, b2, col)
-        + edge_cell_coverage(l3, a3, b3, col)
-    )
+    e = lobe_row_edges(r0, c0, r1, c1, r2, c2, r3, c3, float(row))
+    return row_ramp(e, float(col)) - row_ramp(e, col + 1.0)
 
 
 @njit(cache=True)

@@ -47,13 +47,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from noisewarp.core.area import (
-    AREA_EPS,
-    lobe_row_edges,
-    orientation,
-    quad_lobes,
-    row_cell_coverage,
-)
+from noisewarp.core.area import AREA_EPS, lobe_row_edges, orientation, quad_lobes, row_ramp
 from noisewarp.core.rng import normal
 from noisewarp.cpu.sort import counting_sort
 
@@ -68,99 +62,54 @@ OUT_EPS = 1e-12
 
 
 @njit(inline="always", cache=True)
-def _lobes(corners, i, j):
-    return quad_lobes(
-        corners[i, j, 0], corners[i, j, 1],
-        corners[i, j + 1, 0], corners[i, j + 1, 1],
-        corners[i + 1, j + 1, 0], corners[i + 1, j + 1, 1],
-        corners[i + 1, j, 0], corners[i + 1, j, 1],
-    )  # fmt: skip
+def _extent(corners, i, j):
+    """Bounding box (rmin, rmax, cmin, cmax) of target (i, j)'s quad."""
+    r0, r1 = corners[i, j, 0], corners[i, j + 1, 0]
+    r2, r3 = corners[i + 1, j + 1, 0], corners[i + 1, j, 0]
+    c0, c1 = corners[i, j, 1], corners[i, j + 1, 1]
+    c2, c3 = corners[i + 1, j + 1, 1], corners[i + 1, j, 1]
+    return (
+        min(min(r0, r1), min(r2, r3)),
+        max(max(r0, r1), max(r2, r3)),
+        min(min(c0, c1), min(c2, c3)),
+        max(max(c0, c1), max(c2, c3)),
+    )
 
 
 @njit(inline="always", cache=True)
-def _row_span(lobes, height):
-    """Rows [lo, hi) of the frame the quad can touch (empty if it misses the frame)."""
-    rmin = 1.0e308
-    rmax = -1.0e308
-    for k in range(2):
-        if lobes[16 + k] != 0.0:
-            for v in range(4):
-                r = lobes[8 * k + 2 * v]
-                rmin = min(rmin, r)
-                rmax = max(rmax, r)
-    # Clamp as floats first: a map far outside the frame must not overflow an int.
-    lo = max(math.floor(rmin), 0.0)
-    hi = min(math.ceil(rmax), float(height))
-    if hi <= lo:
+def _clamped_range(lo, hi, size):
+    """Integer cells [floor(lo), ceil(hi)) clamped to [0, size); clamps as floats first,
+    so a map far outside the frame cannot overflow an int."""
+    first = max(math.floor(lo), 0.0)
+    last = min(math.ceil(hi), float(size))
+    if last <= first:
         return 0, 0
-    return np.int64(lo), np.int64(hi)
-
-
-@njit(inline="always", cache=True)
-def _col_span(lo_a, hi_a, lo_b, hi_b, width):
-    """Columns [lo, hi) of the frame spanned by either lobe in one slab."""
-    cmin = min(lo_a, lo_b)
-    cmax = max(hi_a, hi_b)
-    if not cmax > cmin:
-        return 0, 0
-    lo = max(math.floor(cmin), 0.0)
-    hi = min(math.ceil(cmax), float(width))
-    if hi <= lo:
-        return 0, 0
-    return np.int64(lo), np.int64(hi)
-
-
-@njit(inline="always", cache=True)
-def _slab(lobes, row):
-    """Clipped edges of both lobes in slab ``row`` (an empty lobe spans nothing)."""
-    if lobes[16] != 0.0:
-        ea = lobe_row_edges(
-            lobes[0], lobes[1], lobes[2], lobes[3], lobes[4], lobes[5], lobes[6], lobes[7], row
-        )
-    else:
-        ea = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0e308, -1.0e308)
-    if lobes[17] != 0.0:
-        eb = lobe_row_edges(
-            lobes[8], lobes[9], lobes[10], lobes[11], lobes[12], lobes[13], lobes[14], lobes[15],
-            row,
-        )  # fmt: skip
-    else:
-        eb = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0e308, -1.0e308)
-    return ea, eb
-
-
-@njit(inline="always", cache=True)
-def _cell_area(sign_a, ea, sign_b, eb, col):
-    area = 0.0
-    if sign_a != 0.0:
-        cov = row_cell_coverage(
-            ea[0], ea[1], ea[2], ea[3], ea[4], ea[5], ea[6], ea[7], ea[8], ea[9], ea[10], ea[11],
-            col,
-        )  # fmt: skip
-        area += max(sign_a * cov, 0.0)
-    if sign_b != 0.0:
-        cov = row_cell_coverage(
-            eb[0], eb[1], eb[2], eb[3], eb[4], eb[5], eb[6], eb[7], eb[8], eb[9], eb[10], eb[11],
-            col,
-        )  # fmt: skip
-        area += max(sign_b * cov, 0.0)
-    return area
+    return np.int64(first), np.int64(last)
 
 
 @njit(parallel=True, cache=True)
 def _bounds(corners, height, width, bound):
-    """``bound[p + 1]`` = an upper bound on the number of cells target p overlaps."""
+    """``bound[p + 1]`` = the cells of target p's bounding box inside the frame."""
     bound[0] = 0
     for i in prange(height):
         for j in range(width):
-            lobes = _lobes(corners, i, j)
-            row_lo, row_hi = _row_span(lobes, height)
-            count = 0
-            for row in range(row_lo, row_hi):
-                ea, eb = _slab(lobes, row)
-                col_lo, col_hi = _col_span(ea[12], ea[13], eb[12], eb[13], width)
-                count += col_hi - col_lo
-            bound[i * width + j + 1] = count
+            rmin, rmax, cmin, cmax = _extent(corners, i, j)
+            row_lo, row_hi = _clamped_range(rmin, rmax, height)
+            col_lo, col_hi = _clamped_range(cmin, cmax, width)
+            bound[i * width + j + 1] = (row_hi - row_lo) * (col_hi - col_lo)
+
+
+@njit(inline="always", cache=True)
+def _local_lobes(corners, i, j, row0, col0):
+    """``quad_lobes`` of target (i, j) with the origin moved to the integer point
+    (row0, col0) near the quad (exact), so that the area arithmetic runs on
+    numbers of order one whatever the frame size."""
+    return quad_lobes(
+        corners[i, j, 0] - row0, corners[i, j, 1] - col0,
+        corners[i, j + 1, 0] - row0, corners[i, j + 1, 1] - col0,
+        corners[i + 1, j + 1, 0] - row0, corners[i + 1, j + 1, 1] - col0,
+        corners[i + 1, j, 0] - row0, corners[i + 1, j, 1] - col0,
+    )  # fmt: skip
 
 
 @njit(parallel=True, cache=True)
@@ -169,17 +118,49 @@ def _fill(corners, height, width, offsets, sources, areas, area_out):
     for i in prange(height):
         for j in range(width):
             p = i * width + j
-            lobes = _lobes(corners, i, j)
+            slot = offsets[p]
+            rmin, rmax, cmin, cmax = _extent(corners, i, j)
+            row0 = math.floor(rmin)
+            col0 = math.floor(cmin)
+            lobes = _local_lobes(corners, i, j, row0, col0)
             sign_a = orientation(lobes[16])
             sign_b = orientation(lobes[17])
-            row_lo, row_hi = _row_span(lobes, height)
-            slot = offsets[p]
+            total = abs(lobes[16]) + abs(lobes[17])
+            row_lo, row_hi = _clamped_range(rmin, rmax, height)
+            col_lo, col_hi = _clamped_range(cmin, cmax, width)
             area_in = 0.0
             for row in range(row_lo, row_hi):
-                ea, eb = _slab(lobes, row)
-                col_lo, col_hi = _col_span(ea[12], ea[13], eb[12], eb[13], width)
-                for col in range(col_lo, col_hi):
-                    area = _cell_area(sign_a, ea, sign_b, eb, col)
+                local_row = row - row0
+                ea = lobe_row_edges(
+                    lobes[0], lobes[1], lobes[2], lobes[3],
+                    lobes[4], lobes[5], lobes[6], lobes[7], local_row,
+                )  # fmt: skip
+                if sign_b != 0.0:
+                    eb = lobe_row_edges(
+                        lobes[8], lobes[9], lobes[10], lobes[11],
+                        lobes[12], lobes[13], lobes[14], lobes[15], local_row,
+                    )  # fmt: skip
+                    first, last = _clamped_range(
+                        min(ea[16], eb[16]) + col0, max(ea[17], eb[17]) + col0, width
+                    )
+                else:
+                    eb = ea
+                    first, last = _clamped_range(ea[16] + col0, ea[17] + col0, width)
+                if sign_a == 0.0 or last <= first:
+                    continue
+                # Coverage of column strip [x, x+1) = ramp(x) - ramp(x + 1).
+                x = first - col0
+                ramp_a = row_ramp(ea, x)
+                ramp_b = row_ramp(eb, x) if sign_b != 0.0 else 0.0
+                for col in range(first, last):
+                    x += 1.0
+                    next_a = row_ramp(ea, x)
+                    area = sign_a * (ramp_a - next_a)
+                    ramp_a = next_a
+                    if sign_b != 0.0:
+                        next_b = row_ramp(eb, x)
+                        area = max(area, 0.0) + max(sign_b * (ramp_b - next_b), 0.0)
+                        ramp_b = next_b
                     if area > AREA_EPS:
                         sources[slot] = row * width + col
                         areas[slot] = area
@@ -189,9 +170,11 @@ def _fill(corners, height, width, offsets, sources, areas, area_out):
                 sources[e] = -1
                 areas[e] = 0.0
             # Out-of-frame area: whatever of |R_p| the frame's cells did not account for.
-            total = abs(lobes[16]) + abs(lobes[17])
-            outside = total - area_in
-            area_out[p] = outside if outside > OUT_EPS * total else 0.0
+            if rmin >= 0.0 and rmax <= height and cmin >= 0.0 and cmax <= width:
+                area_out[p] = 0.0
+            else:
+                outside = total - area_in
+                area_out[p] = outside if outside > OUT_EPS * total else 0.0
 
 
 @njit(parallel=True, cache=True)

@@ -31,7 +31,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from noisewarp.core.rng import normal
+from noisewarp.core.rng import fill_normals, normal
 from noisewarp.cpu.sort import counting_sort_into
 from noisewarp.cpu.workspace import workspace
 
@@ -53,10 +53,10 @@ def _requests(tmap, offset, gamma, cell, weights, root_weights, normals):
     channels = normals.shape[2]
     nbin_cols = width + 1
     for i in prange(height):
-        base = np.uint64(i * width * NEIGHBOURS * channels)
-        row = normals[i * width : (i + 1) * width].reshape(-1)
-        for n in range(row.size):
-            row[n] = normal(offset, gamma, base + np.uint64(n))
+        fill_normals(
+            offset, gamma, np.uint64(i * width * NEIGHBOURS * channels),
+            normals[i * width : (i + 1) * width].reshape(-1),
+        )
         for j in range(width):
             p = i * width + j
             ur = tmap[i, j, 0] - 0.5
