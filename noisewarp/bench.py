@@ -127,7 +127,9 @@ def _table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--methods", nargs="+", default=["particle"])
     parser.add_argument("--res", nargs="+", type=int, default=[256, 512, 1024, 2048])
     parser.add_argument("--channels", type=int, default=4)
@@ -140,8 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     options = json.loads(args.options)
     if args.child:
-        print(json.dumps(measure(args.methods[0], args.res[0], args.channels, args.deform,
-                                 args.repeats, options)))
+        print(
+            json.dumps(
+                measure(
+                    args.methods[0], args.res[0], args.channels, args.deform, args.repeats, options
+                )
+            )
+        )
         return 0
     rows = [_run_child(args, m, r, options) for m in args.methods for r in args.res]
     print(_table(rows))
@@ -151,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\nscaling (ns per pixel relative to the smallest frame):")
         for r in ok:
             if r["method"] == first["method"]:
-                print(f"  {r['method']} {r['res']}: {r['ns_per_pixel'] / first['ns_per_pixel']:.2f}x")
+                print(
+                    f"  {r['method']} {r['res']}: {r['ns_per_pixel'] / first['ns_per_pixel']:.2f}x"
+                )
     if args.rng:
         cost = rng_cost()
         print(

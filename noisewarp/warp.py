@@ -197,7 +197,9 @@ def _warp_validated(noise, geometry, method, key, backend, return_diagnostics, o
     unknown = set(options) - set(spec.options)
     if unknown:
         valid = ", ".join(spec.options) or "none"
-        raise TypeError(f"method {method!r} got unknown option(s) {sorted(unknown)}; valid: {valid}")
+        raise TypeError(
+            f"method {method!r} got unknown option(s) {sorted(unknown)}; valid: {valid}"
+        )
     merged = {**spec.options, **options}
     out, stats = spec.kernel(noise, geometry, key, merged)
     if return_diagnostics:
@@ -205,7 +207,14 @@ def _warp_validated(noise, geometry, method, key, backend, return_diagnostics, o
     return out
 
 
-_CORE_FIELDS = ("fresh_pixels", "overclaimed_sources", "unclaimed_sources", "area_min", "area_mean", "area_max")
+_CORE_FIELDS = (
+    "fresh_pixels",
+    "overclaimed_sources",
+    "unclaimed_sources",
+    "area_min",
+    "area_mean",
+    "area_max",
+)
 
 
 def _split_stats(stats: dict) -> dict:
@@ -214,8 +223,10 @@ def _split_stats(stats: dict) -> dict:
     return core
 
 
-def initial_noise(height: int, width: int, channels: int = 4, seed: int = 0, frame: int = 0) -> np.ndarray:
-    """The first frame of a sequence: i.i.d. N(0, 1), float32 [H, W, C], a pure function of the seed."""
+def initial_noise(
+    height: int, width: int, channels: int = 4, seed: int = 0, frame: int = 0
+) -> np.ndarray:
+    """The first frame of a sequence: i.i.d. N(0, 1) float32 [H, W, C], pure in (seed, frame)."""
     for name, value in (("height", height), ("width", width), ("channels", channels)):
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -276,7 +287,9 @@ class NoiseWarper:
         height, width, _ = self.noise.shape
         key = Key(self.seed, self.frame + 1)
         geometry = Geometry.from_input(deformation, height, width, self.frame)
-        out, diag = _warp_validated(self.noise, geometry, self.method, key, self.backend, True, self.options)
+        out, diag = _warp_validated(
+            self.noise, geometry, self.method, key, self.backend, True, self.options
+        )
         self.noise = out
         self.frame += 1
         self.diagnostics = diag

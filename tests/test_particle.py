@@ -3,13 +3,13 @@
 import numba
 import numpy as np
 import pytest
+from naive.moments import moment_z_scores
+from naive.particle import conditional_moments, record_matrix
+from naive.particle import particle_record as naive_record
 
 import noisewarp as nw
 from noisewarp.cpu.particle import particle_record
 from noisewarp.deform import centre_points
-from naive.moments import moment_z_scores
-from naive.particle import conditional_moments, record_matrix
-from naive.particle import particle_record as naive_record
 
 SIZE = 24
 
@@ -50,7 +50,7 @@ def test_partition_record_matches_oracle(name):
     tmap = MAPS[name](SIZE, SIZE + 3)
     target, source, area = particle_record(tmap)
     expected = naive_record(tmap)
-    got = {(int(p), int(q)): a for p, q, a in zip(target, source, area)}
+    got = {(int(p), int(q)): a for p, q, a in zip(target, source, area, strict=False)}
     assert got.keys() == expected.keys()
     for pair, value in expected.items():
         assert abs(got[pair] - value) < 1e-12
@@ -109,9 +109,7 @@ def test_moment_check_rejects_broken_warps():
 
 def test_integer_translation_is_bit_exact():
     x = nw.initial_noise(40, 50, 3, seed=2)
-    y, diag = nw.warp(
-        x, translate_map(40, 50, 3, -4), key=nw.Key(2, 1), return_diagnostics=True
-    )
+    y, diag = nw.warp(x, translate_map(40, 50, 3, -4), key=nw.Key(2, 1), return_diagnostics=True)
     # Content moved down 3 rows and left 4 columns.
     np.testing.assert_array_equal(y[3:, :-4], x[:-3, 4:])
     # Fresh noise only where content enters: the top 3 rows and the right 4 columns.
@@ -173,7 +171,7 @@ def test_resumed_run_equals_uninterrupted_run():
     frames = list(full.warp_maps(maps))
     resumed = nw.NoiseWarper(height, width, 3, seed=21, noise=frames[2].copy(), frame=3)
     tail = list(resumed.warp_maps(maps[3:]))
-    for a, b in zip(frames[3:], tail):
+    for a, b in zip(frames[3:], tail, strict=False):
         np.testing.assert_array_equal(a, b)
     assert resumed.frame == full.frame == 6
 

@@ -62,7 +62,9 @@ def as_noise_frame(noise, what: str = "noise") -> np.ndarray:
     return noise
 
 
-def as_map(tmap, height: int, width: int, what: str = "map", frame: int | None = None) -> np.ndarray:
+def as_map(
+    tmap, height: int, width: int, what: str = "map", frame: int | None = None
+) -> np.ndarray:
     """Validate a deformation map [H, W, 2] in (row, col) order; return C-contiguous float64."""
     if not isinstance(tmap, np.ndarray):
         raise TypeError(f"{what} must be a numpy array [H, W, 2], got {type(tmap).__name__}")

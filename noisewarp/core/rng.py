@@ -149,7 +149,9 @@ class Key:
             return cls(int(key[0]), int(key[1]))
         if isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)):
             return cls(int(key), 0)
-        raise TypeError(f"key must be a noisewarp.Key, an int seed or a (seed, frame) pair, got {key!r}")
+        raise TypeError(
+            f"key must be a noisewarp.Key, an int seed or a (seed, frame) pair, got {key!r}"
+        )
 
 
 # ---------------------------------------------------------------------------

@@ -54,7 +54,9 @@ def _requests(tmap, offset, gamma, cell, weights, root_weights, normals):
     nbin_cols = width + 1
     for i in prange(height):
         fill_normals(
-            offset, gamma, np.uint64(i * width * NEIGHBOURS * channels),
+            offset,
+            gamma,
+            np.uint64(i * width * NEIGHBOURS * channels),
             normals[i * width : (i + 1) * width].reshape(-1),
         )
         for j in range(width):
@@ -125,8 +127,21 @@ def _claims(weights, root_weights, normals, start, order, inv_claimed, inv_root,
 
 
 @njit(parallel=True, cache=True)
-def _gather(noise, tmap, weights, root_weights, normals, inv_claimed, inv_root, entries, zsum,
-            offset, gamma, out, row_stats):
+def _gather(
+    noise,
+    tmap,
+    weights,
+    root_weights,
+    normals,
+    inv_claimed,
+    inv_root,
+    entries,
+    zsum,
+    offset,
+    gamma,
+    out,
+    row_stats,
+):
     """Y_p = sum_q I_pq / sqrt(A_p) with I_pq = z_pq + a_pq (x_q - Z_q); fresh noise
     from counter (p, c) where A_p = 0.
 
@@ -212,10 +227,21 @@ def _partition(tmap, channels, bridge_stream, nchunks):
         (height, width, channels, nchunks),
         lambda: _buffers(height, width, channels, nchunks),
     )
-    _requests(tmap, *bridge_stream, buf["cell"], buf["weights"], buf["root_weights"], buf["normals"])
+    _requests(
+        tmap, *bridge_stream, buf["cell"], buf["weights"], buf["root_weights"], buf["normals"]
+    )
     counting_sort_into(buf["cell"], buf["counts"], buf["start"], buf["order"])
-    _claims(buf["weights"], buf["root_weights"], buf["normals"], buf["start"], buf["order"],
-            buf["inv_claimed"], buf["inv_root"], buf["entries"], buf["zsum"])
+    _claims(
+        buf["weights"],
+        buf["root_weights"],
+        buf["normals"],
+        buf["start"],
+        buf["order"],
+        buf["inv_claimed"],
+        buf["inv_root"],
+        buf["entries"],
+        buf["zsum"],
+    )
     return buf
 
 
@@ -230,8 +256,20 @@ def particle_warp(noise, tmap, bridge_stream, fresh_stream, nchunks):
     buf = _partition(tmap, channels, bridge_stream, nchunks)
     out = np.empty((height, width, channels), dtype=np.float32)
     row_stats = buf["row_stats"]
-    _gather(noise, tmap, buf["weights"], buf["root_weights"], buf["normals"], buf["inv_claimed"],
-            buf["inv_root"], buf["entries"], buf["zsum"], *fresh_stream, out, row_stats)
+    _gather(
+        noise,
+        tmap,
+        buf["weights"],
+        buf["root_weights"],
+        buf["normals"],
+        buf["inv_claimed"],
+        buf["inv_root"],
+        buf["entries"],
+        buf["zsum"],
+        *fresh_stream,
+        out,
+        row_stats,
+    )
     stats = {
         "fresh_pixels": int(row_stats[:, 0].sum()),
         "overclaimed_sources": 0,

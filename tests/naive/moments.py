@@ -6,7 +6,11 @@ import numpy as np
 
 
 def moment_z_scores(
-    samples: np.ndarray, mean: np.ndarray, cov: np.ndarray, rng_seed: int = 0, extra_pairs: int = 2000
+    samples: np.ndarray,
+    mean: np.ndarray,
+    cov: np.ndarray,
+    rng_seed: int = 0,
+    extra_pairs: int = 2000,
 ) -> tuple[float, float]:
     """Largest |z| of the sample mean and of the sample covariance against the exact ones.
 

@@ -1,0 +1,169 @@
+"""Every config group option composes and validates; bad values are clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf import OmegaConf
+
+import noisewarp as nw
+from noisewarp.experiment import ConfigError, build_spec
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+GROUPS = ("method", "deform", "backend", "output")
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+ALL_OPTIONS = [(group, option) for group in GROUPS for option in options(group)]
+
+
+@pytest.fixture
+def flow_file(tmp_path):
+    path = tmp_path / "flow.npy"
+    flow = np.zeros((3, 16, 24, 2), np.float32)
+    flow[..., 0] = 0.5  # backward flow, dx = +0.5: T(p) = p + (0, 0.5)
+    np.save(path, flow)
+    return path
+
+
+def test_every_group_has_options():
+    for group in GROUPS:
+        assert options(group), f"conf/{group}/ is empty"
+    assert options("experiment")
+
+
+@pytest.mark.parametrize(("group", "option"), ALL_OPTIONS, ids=[f"{g}={o}" for g, o in ALL_OPTIONS])
+def test_option_composes_and_validates(compose, flow_file, group, option):
+    overrides = [f"{group}={option}", "res=32"]
+    if (group, option) == ("deform", "flow"):
+        overrides.append(f"deform.path={flow_file}")
+    cfg = compose(*overrides)
+    name = cfg[group].get("name")
+    if group == "method" and name not in nw.METHODS:
+        pytest.skip(f"conf/method/{option}.yaml: method {name!r} is not registered in "
+                    f"noisewarp.METHODS yet (registered: {', '.join(nw.METHODS)})")
+    spec = build_spec(cfg)
+    if group == "method":
+        assert spec.method == option
+        # The conf's options are all valid options of the method.
+        assert set(spec.options) <= set(nw.METHODS[option].options)
+    if group == "deform" and option != "flow":
+        assert spec.motion.name == option
+        assert spec.motion.geometry(0).centres.shape == (32, 32, 2)
+    if (group, option) == ("deform", "flow"):
+        assert (spec.height, spec.width) == (16, 24)
+        assert spec.frames == min(cfg.frames, 4)  # 3 flow fields: 4 frames at most
+        np.testing.assert_allclose(spec.motion.geometry(0).centres[0, 0], [0.5, 1.0])
+
+
+def test_every_registered_method_and_deformation_has_a_conf():
+    assert set(nw.METHODS) <= set(options("method"))
+    assert set(nw.deform.DEFORMATIONS) <= set(options("deform"))
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_experiment_presets_compose(compose, experiment):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = hydra_compose("config", overrides=[f"experiment={experiment}"],
+                            return_hydra_config=True)
+    # Every swept value names an existing option of its group (or is a plain value).
+    for key, values in (cfg.hydra.sweeper.params or {}).items():
+        if key in GROUPS:
+            for value in str(values).split(","):
+                assert value in options(key), f"{experiment}: {key}={value} has no conf file"
+    cfg = compose(f"experiment={experiment}", "res=32")
+    if cfg.method.name in nw.METHODS:
+        build_spec(cfg)
+
+
+def test_defaults_need_no_input_file(compose):
+    cfg = compose()
+    spec = build_spec(cfg)
+    assert spec.method == "particle"
+    assert spec.motion.name in nw.deform.DEFORMATIONS  # synthetic, embedded
+    assert cfg.output.stack and cfg.output.metrics
+
+
+def test_unknown_group_option_lists_the_valid_ones(compose):
+    with pytest.raises(MissingConfigException) as error:
+        compose("method=bogus")
+    message = str(error.value)
+    assert "method/bogus" in message
+    for option in options("method"):
+        assert option in message
+    with pytest.raises(MissingConfigException, match="swirl"):
+        compose("deform=bogus")
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ("res=0", "res must be an integer >= 1, got 0"),
+        ("res=-3", "res must be an integer >= 1"),
+        ("res=big", "res must be an integer >= 1, got 'big'"),
+        ("frames=0", "frames must be an integer >= 1"),
+        ("channels=1.5", "channels must be an integer >= 1"),
+        ("seed=-1", "seed must be an integer >= 0"),
+        ("backend.name=tpu", "valid: auto, cpu, cuda"),
+        ("backend.threads=0", "backend.threads must be null or an integer >= 1"),
+        ("output.metrics_every=0", "output.metrics_every must be an integer >= 1"),
+        ("method.name=bogus", "valid: .*particle"),
+        ("+method.options.bogus=1", r"no option\(s\) \['bogus'\]"),
+        ("deform.name=bogus", "valid: .*flow.*swirl"),
+        ("+deform.params.bogus=1", "valid parameters: degrees, radius, centre"),
+        ("deform.params.radius=-1", "radius"),
+    ],
+)
+def test_bad_value_is_a_clear_config_error(compose, override, match):
+    cfg = compose(override)
+    with pytest.raises(ConfigError, match=match):
+        build_spec(cfg)
+
+
+def test_flow_input_errors(compose, tmp_path):
+    with pytest.raises(ConfigError, match="deform.path="):
+        build_spec(compose("deform=flow"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        build_spec(compose("deform=flow", f"deform.path={tmp_path / 'missing.npy'}"))
+    with pytest.raises(ConfigError, match="backward or forward"):
+        build_spec(compose("deform=flow", "deform.path=x.npy", "deform.direction=sideways"))
+
+
+def test_struct_mode_rejects_typos(compose):
+    with pytest.raises(ConfigCompositionException, match="resolution"):
+        compose("resolution=64")
+
+
+def test_outside_hydra_output_dir_must_be_given():
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = hydra_compose("config")
+    with pytest.raises(ConfigError, match="output.dir"):
+        build_spec(cfg)
+
+
+def test_labels_name_only_what_differs_from_defaults(compose):
+    assert build_spec(compose("deform=rotate")).motion.label == "rotate"
+    assert build_spec(compose("deform=rotate", "deform.params.degrees=5")).motion.label == (
+        "rotate(degrees=5)"
+    )
+    spec = build_spec(compose())
+    assert spec.coords() == {"method": "particle", "deform": "swirl", "res": 256,
+                             "channels": 4, "seed": 0}
+
+
+def test_resolved_config_is_stored_as_yaml(compose):
+    spec = build_spec(compose("res=48"))
+    stored = OmegaConf.create(spec.config_yaml)
+    assert stored.res == 48 and stored.method.name == "particle"
