@@ -21,8 +21,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 __all__ = ["RunRecord", "find_runs", "collect", "main"]
 
 BASE_DIMS = ("method", "deform", "res")
@@ -119,8 +117,11 @@ def _read_run(run: Path) -> RunRecord:
             error = f"cannot read {metrics}: {exc}"
     record = RunRecord(run, "complete", error=error)
     config = _config(run, dataset)
-    record.settings = {k: v for k, v in _flatten(config).items()
-                       if not k.startswith(_NOT_DIMS) and isinstance(v, (int, float, str))}
+    record.settings = {
+        k: v
+        for k, v in _flatten(config).items()
+        if not k.startswith(_NOT_DIMS) and isinstance(v, (int, float, str))
+    }
     if dataset is not None and status.get("status", "complete") == "complete":
         record.dataset = dataset
         record.coords = {k: dataset.coords[k].item() for k in BASE_DIMS if k in dataset.coords}
@@ -139,8 +140,10 @@ def _read_run(run: Path) -> RunRecord:
         if stack.exists():
             try:
                 attrs = stack_attrs(stack)
-                record.error = (f"stack has {attrs['frames_written']} of "
-                                f"{config.get('frames', '?')} frames (killed or still running)")
+                record.error = (
+                    f"stack has {attrs['frames_written']} of "
+                    f"{config.get('frames', '?')} frames (killed or still running)"
+                )
             except StackError as exc:
                 record.status, record.error = "unreadable", str(exc)
         else:
@@ -164,56 +167,73 @@ def collect(sweep_dir: str | Path, output: str | Path | None = None, quiet: bool
     if not records:
         raise FileNotFoundError(f"no runs (metrics.nc, status.json or .hydra/) under {sweep_dir}")
     # Dims: the base ones, plus every other setting that differs between runs.
-    keys = sorted({k for r in records for k in r.settings})
-    varying = [k for k in keys if len({repr(r.settings.get(k)) for r in records}) > 1]
+    known = [r for r in records if r.settings]  # runs whose config could be read
+    keys = sorted({k for r in known for k in r.settings})
+    varying = [k for k in keys if len({repr(r.settings.get(k)) for r in known}) > 1]
     dims = [*BASE_DIMS, *(k.replace(".", "_") for k in varying)]
-    for record in records:
+    for record in known:
         for key in varying:
             record.coords[key.replace(".", "_")] = record.settings.get(key, "")
-        missing = [d for d in dims if d not in record.coords]
-        if missing and record.status == "complete":
-            record.status, record.error = "unreadable", f"metrics.nc lacks coords {missing}"
-        for dim in missing:
-            record.coords[dim] = "?"
-
     seen: dict[tuple, RunRecord] = {}
     for record in records:
+        missing = [d for d in dims if d not in record.coords]
+        if missing:  # nothing says where it belongs: reported only
+            if record.status == "complete":
+                record.status = "unreadable"
+            record.error = f"{record.error} (no {', '.join(missing)} known)".strip()
+            continue
         key = tuple(record.coords[d] for d in dims)
         other = seen.get(key)
         if other is not None:
             # Two runs at the same coordinates: keep the complete / newer one, report both.
-            newer = record.path.stat().st_mtime >= other.path.stat().st_mtime
-            keep, drop = (record, other) if (record.status == "complete") > (
-                other.status == "complete") or (record.status == other.status and newer) \
-                else (other, record)
-            drop.error = f"duplicate of {keep.path} at {dict(zip(dims, key))}; ignored"
+            def rank(r: RunRecord) -> tuple:
+                return (r.status == "complete", r.path.stat().st_mtime)
+
+            keep, drop = sorted([record, other], key=rank, reverse=True)
+            where = dict(zip(dims, key, strict=True))
+            drop.error = f"duplicate of {keep.path} at {where}; ignored"
             drop.status = "duplicate"
             seen[key] = keep
         else:
             seen[key] = record
 
+    placed = list(seen.values())
+    if not placed:
+        raise FileNotFoundError(
+            f"no run under {sweep_dir} says what it ran:\n" + format_report(records, dims)
+        )
     parts = []
-    for record in seen.values():
+    for record in placed:
         if record.status != "complete":
             continue
         dataset = record.dataset.drop_vars([d for d in dims if d in record.dataset.coords])
         dataset = dataset.reset_coords([k for k in _PER_RUN if k in dataset.coords])
         dataset = dataset.drop_vars([k for k in ("channels", "seed") if k in dataset.coords])
         dataset.attrs = {}
-        parts.append(dataset.expand_dims({"run": 1}).assign_coords(
-            {d: ("run", [record.coords[d]]) for d in dims}))
+        parts.append(
+            dataset.expand_dims({"run": 1}).assign_coords(
+                {d: ("run", [record.coords[d]]) for d in dims}
+            )
+        )
     status = xr.Dataset(
         {
-            "status": ("run", [r.status for r in seen.values()]),
-            "error": ("run", [r.error for r in seen.values()]),
-            "run_dir": ("run", [str(r.path) for r in seen.values()]),
+            "status": ("run", [r.status for r in placed]),
+            "error": ("run", [r.error for r in placed]),
+            "run_dir": ("run", [str(r.path) for r in placed]),
         },
-        coords={d: ("run", [r.coords[d] for r in seen.values()]) for d in dims},
+        coords={d: ("run", [r.coords[d] for r in placed]) for d in dims},
     )
     status = status.set_index(run=dims).unstack("run")
     if parts:
-        merged = xr.concat(parts, dim="run", join="outer", combine_attrs="drop",
-                           data_vars="all", coords="different", compat="equals")
+        merged = xr.concat(
+            parts,
+            dim="run",
+            join="outer",
+            combine_attrs="drop",
+            data_vars="all",
+            coords="different",
+            compat="equals",
+        )
         merged = merged.set_index(run=dims).unstack("run")
         merged = xr.merge([merged, status], join="outer", compat="no_conflicts")
     else:
@@ -226,13 +246,15 @@ def collect(sweep_dir: str | Path, output: str | Path | None = None, quiet: bool
         variable.encoding = {}  # unstacking made integers float (NaN where a run is missing)
     from noisewarp import __version__
 
-    merged.attrs.update({
-        "title": "noisewarp sweep",
-        "sweep_dir": str(Path(sweep_dir).resolve()),
-        "runs_complete": sum(r.status == "complete" for r in records),
-        "runs_total": len(records),
-        "noisewarp_version": __version__,
-    })
+    merged.attrs.update(
+        {
+            "title": "noisewarp sweep",
+            "sweep_dir": str(Path(sweep_dir).resolve()),
+            "runs_complete": sum(r.status == "complete" for r in records),
+            "runs_total": len(records),
+            "noisewarp_version": __version__,
+        }
+    )
     if output is not None:
         output = Path(output)
         tmp = output.with_name(output.name + ".tmp")
@@ -246,8 +268,10 @@ def collect(sweep_dir: str | Path, output: str | Path | None = None, quiet: bool
 def format_report(records: list[RunRecord], dims) -> str:
     """One line per run that is not complete, and a count."""
     bad = [r for r in records if r.status != "complete"]
-    lines = [f"collect: {len(records) - len(bad)} of {len(records)} runs complete "
-             f"(dims: {', '.join(dims)})"]
+    lines = [
+        f"collect: {len(records) - len(bad)} of {len(records)} runs complete "
+        f"(dims: {', '.join(dims)})"
+    ]
     for record in bad:
         where = ", ".join(f"{k}={v}" for k, v in record.coords.items())
         message = record.error.strip().splitlines()[-1] if record.error.strip() else ""
@@ -262,8 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("sweep_dir", help="a Hydra multirun directory (or any tree of runs)")
     parser.add_argument("-o", "--output", help="output file (default: SWEEP_DIR/collected.nc)")
-    parser.add_argument("--strict", action="store_true",
-                        help="exit with status 1 if any run is not complete")
+    parser.add_argument(
+        "--strict", action="store_true", help="exit with status 1 if any run is not complete"
+    )
     args = parser.parse_args(argv)
     output = Path(args.output) if args.output else Path(args.sweep_dir) / "collected.nc"
     try:

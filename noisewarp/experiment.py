@@ -297,8 +297,13 @@ def build_spec(cfg) -> RunSpec:
             raise ConfigError("deform=flow needs a file: deform.path=/path/to/flow.npy (or .flo)")
         motion = FlowMotion(str(deform_cfg.path), direction, order)
         if motion.max_frames is not None and frames > motion.max_frames:
-            log.warning("%s holds %d flow fields: %d frames, not %d", motion.path,
-                        motion.max_frames - 1, motion.max_frames, frames)
+            log.warning(
+                "%s holds %d flow fields: %d frames, not %d",
+                motion.path,
+                motion.max_frames - 1,
+                motion.max_frames,
+                frames,
+            )
             frames = motion.max_frames
     else:
         from noisewarp.deform import DEFORMATIONS
@@ -313,8 +318,9 @@ def build_spec(cfg) -> RunSpec:
     if backend not in _BACKENDS:
         raise ConfigError(f"backend={backend} is not a backend; valid: {', '.join(_BACKENDS)}")
     threads = backend_cfg.get("threads")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
-                                or threads < 1):
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+    ):
         raise ConfigError(f"backend.threads must be null or an integer >= 1, got {threads!r}")
 
     out = _section(cfg, "output")
@@ -388,8 +394,13 @@ def _warm_up(spec: RunSpec) -> tuple[float, list[str]]:
     noise = initial_noise(size, size, spec.channels, seed=0)
     start = time.perf_counter()
     _, diagnostics = warp(
-        noise, Translate(rows=0.3, cols=0.6), method=spec.method, key=(0, 1),
-        backend=spec.backend, return_diagnostics=True, **spec.options,
+        noise,
+        Translate(rows=0.3, cols=0.6),
+        method=spec.method,
+        key=(0, 1),
+        backend=spec.backend,
+        return_diagnostics=True,
+        **spec.options,
     )
     return time.perf_counter() - start, list(diagnostics.as_dict())
 
@@ -409,7 +420,10 @@ class _Observer:
         self.previews = None
         if spec.output.previews:
             self.previews = PreviewRecorder(
-                spec.height, spec.width, spec.frames, spec.output.preview_size,
+                spec.height,
+                spec.width,
+                spec.frames,
+                spec.output.preview_size,
                 spec.output.preview_frames,
             )
         self.last_frame: np.ndarray | None = None
@@ -424,8 +438,13 @@ class _Observer:
         from noisewarp.metrics import frame_metrics
 
         current, peak = _rss_mb()
-        record = {"frame": index, "time_s": time_s, "map_s": map_s, "rss_mb": current,
-                  "peak_rss_mb": peak}
+        record = {
+            "frame": index,
+            "time_s": time_s,
+            "map_s": map_s,
+            "rss_mb": current,
+            "peak_rss_mb": peak,
+        }
         record.update({k: float(v) for k, v in diagnostics.items()})
         if self.wants_metrics(index):
             if index > 0:
@@ -463,38 +482,69 @@ def run(cfg) -> dict:
 
         numba.set_num_threads(min(spec.threads, numba.config.NUMBA_NUM_THREADS))
     shape = (spec.frames, spec.channels, spec.height, spec.width)
-    log.info("%s on %s, %dx%dx%d, %d frames, seed %d -> %s", spec.method_label,
-             spec.motion.label, spec.height, spec.width, spec.channels, spec.frames, spec.seed,
-             out.dir)
+    log.info(
+        "%s on %s, %dx%dx%d, %d frames, seed %d -> %s",
+        spec.method_label,
+        spec.motion.label,
+        spec.height,
+        spec.width,
+        spec.channels,
+        spec.frames,
+        spec.seed,
+        out.dir,
+    )
 
     warmup_s, diagnostics_fields = _warm_up(spec)
     writer = None
     if out.stack is not None:
         writer = StackWriter(
-            out.stack, shape, spec.identity(), spec.config_yaml, [*diagnostics_fields, "map_s"],
-            store_maps=out.store_maps, overwrite=out.overwrite,
-            attrs={"method": spec.method, "method_label": spec.method_label,
-                   "deform": spec.motion.label, "seed": spec.seed,
-                   "noisewarp_version": __version__},
+            out.stack,
+            shape,
+            spec.identity(),
+            spec.config_yaml,
+            [*diagnostics_fields, "map_s"],
+            store_maps=out.store_maps,
+            overwrite=out.overwrite,
+            attrs={
+                "method": spec.method,
+                "method_label": spec.method_label,
+                "deform": spec.motion.label,
+                "seed": spec.seed,
+                "noisewarp_version": __version__,
+            },
         )
     observer = _Observer(spec)
     start = writer.frames_written if writer is not None else 0
     if start:
         log.info("resuming %s after frame %d of %d", out.stack, start - 1, spec.frames)
     try:
-        with tqdm(total=spec.frames, desc=f"{spec.method_label} {spec.height}x{spec.width}",
-                  unit="frame", disable=not out.progress, mininterval=1.0,
-                  dynamic_ncols=True) as bar:
+        with tqdm(
+            total=spec.frames,
+            desc=f"{spec.method_label} {spec.height}x{spec.width}",
+            unit="frame",
+            disable=not out.progress,
+            mininterval=1.0,
+            dynamic_ncols=True,
+        ) as bar:
             prev = None
             stored = writer.table() if start else {}
             for index in range(start):  # replay the stored frames through the observer
                 frame = writer.read(index)
-                tmap = spec.motion.geometry(index - 1).centres if observer.needs_map(index) \
-                    else None
-                diagnostics = {k: v[index] for k, v in stored.items()
-                               if k not in ("time_s", "map_s")}
-                observer.add(index, frame, prev, tmap, float(stored["time_s"][index]),
-                             float(stored.get("map_s", [math.nan] * start)[index]), diagnostics)
+                tmap = (
+                    spec.motion.geometry(index - 1).centres if observer.needs_map(index) else None
+                )
+                diagnostics = {
+                    k: v[index] for k, v in stored.items() if k not in ("time_s", "map_s")
+                }
+                observer.add(
+                    index,
+                    frame,
+                    prev,
+                    tmap,
+                    float(stored["time_s"][index]),
+                    float(stored.get("map_s", [math.nan] * start)[index]),
+                    diagnostics,
+                )
                 prev = frame
                 bar.update()
             if start == 0:
@@ -505,8 +555,15 @@ def run(cfg) -> dict:
                 bar.update()
                 start = 1
             warper = NoiseWarper(
-                spec.height, spec.width, spec.channels, method=spec.method, seed=spec.seed,
-                noise=prev, frame=start - 1, backend=spec.backend, **spec.options,
+                spec.height,
+                spec.width,
+                spec.channels,
+                method=spec.method,
+                seed=spec.seed,
+                noise=prev,
+                frame=start - 1,
+                backend=spec.backend,
+                **spec.options,
             )
             for index in range(start, spec.frames):
                 tick = time.perf_counter()
@@ -517,14 +574,21 @@ def run(cfg) -> dict:
                 time_s = time.perf_counter() - tick
                 diagnostics = warper.diagnostics.as_dict()
                 if writer is not None:
-                    writer.write(index, frame, time_s, {**diagnostics, "map_s": map_s},
-                                 geometry.centres if out.store_maps else None)
-                record = observer.add(index, frame, prev, geometry.centres, time_s, map_s,
-                                      diagnostics)
+                    writer.write(
+                        index,
+                        frame,
+                        time_s,
+                        {**diagnostics, "map_s": map_s},
+                        geometry.centres if out.store_maps else None,
+                    )
+                record = observer.add(
+                    index, frame, prev, geometry.centres, time_s, map_s, diagnostics
+                )
                 prev = frame
                 bar.update()
-                bar.set_postfix(ms=f"{1e3 * time_s:.1f}", rss=f"{record['rss_mb']:.0f}M",
-                                refresh=False)
+                bar.set_postfix(
+                    ms=f"{1e3 * time_s:.1f}", rss=f"{record['rss_mb']:.0f}M", refresh=False
+                )
         if writer is not None:
             writer.finish()
     finally:
@@ -560,9 +624,14 @@ def _finish(spec: RunSpec, observer: _Observer, warmup_s: float) -> dict:
         "metrics": str(out.metrics) if out.metrics else None,
     }
     if out.metrics is not None:
-        dataset = metrics_dataset(observer.records, dims=("frame",), attrs={
-            "config": spec.config_yaml, "identity": json.dumps(spec.identity(), sort_keys=True,
-                                                               default=str)})
+        dataset = metrics_dataset(
+            observer.records,
+            dims=("frame",),
+            attrs={
+                "config": spec.config_yaml,
+                "identity": json.dumps(spec.identity(), sort_keys=True, default=str),
+            },
+        )
         dataset = dataset.assign_coords(spec.coords())
         dataset = dataset.assign_coords(height=spec.height, width=spec.width, frames=spec.frames)
         dataset["warmup_s"] = summary["warmup_s"]
@@ -591,7 +660,12 @@ def _finish(spec: RunSpec, observer: _Observer, warmup_s: float) -> dict:
         dataset.to_netcdf(tmp, engine="h5netcdf")
         os.replace(tmp, out.metrics)
     if observer.previews is not None:
-        observer.previews.save(out.dir)
+        try:
+            observer.previews.save(out.dir)
+        except ImportError as error:  # Pillow is an optional dependency
+            log.warning(
+                "previews skipped (%s): pip install pillow, or noisewarp[experiments]", error
+            )
     table = format_summary(spec, observer, summary)
     (out.dir / "summary.txt").write_text(table + "\n")
     (out.dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
@@ -621,11 +695,17 @@ def format_summary(spec: RunSpec, observer: _Observer, summary: Mapping) -> str:
         "",
         f"{'statistic':<26}{'expected':>11}{'mean':>12}{'min':>12}{'max':>12}{'worst |z|':>11}",
     ]
+
     def cell(value: float, width: int, digits: int) -> str:
         return f"{value:>{width}.{digits}g}" if np.isfinite(value) else f"{'-':>{width}}"
 
-    names = (*SPATIAL_STATISTICS, *TEMPORAL_STATISTICS,
-             "fresh_pixels", "overclaimed_sources", "unclaimed_sources")
+    names = (
+        *SPATIAL_STATISTICS,
+        *TEMPORAL_STATISTICS,
+        "fresh_pixels",
+        "overclaimed_sources",
+        "unclaimed_sources",
+    )
     for name in names:
         values = np.array([r[name] for r in observer.records if name in r], dtype=np.float64)
         values = values[np.isfinite(values)]
@@ -633,8 +713,7 @@ def format_summary(spec: RunSpec, observer: _Observer, summary: Mapping) -> str:
             continue
         exp = expected.get(name, math.nan)
         se = errors.get(name, math.nan)
-        worst = float(np.max(np.abs(values - exp)) / se) if np.isfinite(se) and se > 0 \
-            else math.nan
+        worst = float(np.max(np.abs(values - exp)) / se) if np.isfinite(se) and se > 0 else math.nan
         lines.append(
             f"{name:<26}{cell(exp, 11, 4)}{cell(values.mean(), 12, 5)}{cell(values.min(), 12, 5)}"
             f"{cell(values.max(), 12, 5)}{cell(worst, 11, 3)}"

@@ -67,6 +67,9 @@ def _open_h5(path: Path, mode: str):
     import h5py
 
     try:
+        if mode != "w" and path.exists() and not h5py.is_hdf5(path):
+            # Checked first: HDF5 2.0 opens an empty file in "r+" mode as a new file.
+            raise OSError("no HDF5 signature")
         return h5py.File(path, mode, libver="earliest")
     except OSError as error:
         text = str(error)
@@ -121,8 +124,9 @@ def read_frames(path: str | Path, frames: Iterable[int] | slice | None = None) -
         out = np.empty((len(indices), *handle["noise"].shape[2:], handle["noise"].shape[1]), "f4")
         for slot, index in enumerate(indices):
             if not 0 <= index < written:
-                raise IndexError(f"frame {index} is not complete in {str(path)!r} "
-                                 f"({written} frames written)")
+                raise IndexError(
+                    f"frame {index} is not complete in {str(path)!r} ({written} frames written)"
+                )
             out[slot] = np.moveaxis(handle["noise"][index], 0, -1)
         return out
 
@@ -239,7 +243,9 @@ class StackWriter:
                 dataset.dims[axis].attach_scale(handle[dim])
             return dataset
 
-        noise = allocated("noise", ("frame", "channel", "y", "x"), "f4", (1, channels, height, width))
+        noise = allocated(
+            "noise", ("frame", "channel", "y", "x"), "f4", (1, channels, height, width)
+        )
         noise.attrs["long_name"] = "warped Gaussian noise, i.i.d. N(0, 1) per element"
         if store_maps:
             tmap = allocated("map", ("frame", "y", "x", "component"), "f4", (1, height, width, 2))

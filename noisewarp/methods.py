@@ -6,7 +6,13 @@ Each entry adapts a backend driver to the common kernel signature
 
 from __future__ import annotations
 
+import numpy as np
+
+from noisewarp.core.checks import check_finite
 from noisewarp.core.rng import Key, Purpose
+from noisewarp.cpu.baselines import bilinear_warp, fixed_warp, nearest_warp, random_warp
+from noisewarp.cpu.grid import grid_warp
+from noisewarp.cpu.hiwyn import hiwyn_warp
 from noisewarp.cpu.particle import particle_warp
 from noisewarp.cpu.sort import default_chunks
 from noisewarp.warp import Geometry, register_method
@@ -24,4 +30,74 @@ def _particle(noise, geometry: Geometry, key: Key, options: dict):
         key.stream(Purpose.BRIDGE),
         key.stream(Purpose.FRESH),
         default_chunks(),
+    )
+
+
+def _corner_map(geometry: Geometry) -> np.ndarray:
+    """T at the pixel corners, finite and float64 (exact, or interpolated from the centres)."""
+    corners = np.ascontiguousarray(geometry.corner_map(), dtype=np.float64)
+    if geometry.corners is not None:
+        check_finite(corners, "corner map")
+    return corners
+
+
+@register_method(
+    "grid",
+    "Grid-based integral warping (Deng et al. 2025, Alg. 2): exact areas of the mapped "
+    "pixel quads, fold-over detected and renormalised",
+)
+def _grid(noise, geometry: Geometry, key: Key, options: dict):
+    return grid_warp(
+        noise,
+        _corner_map(geometry),
+        key.stream(Purpose.BRIDGE),
+        key.stream(Purpose.REST),
+        key.stream(Purpose.FRESH),
+        default_chunks(),
+    )
+
+
+@register_method(
+    "hiwyn",
+    "How I Warped Your Noise (Chang et al. 2024): n x n conditional upsampling and "
+    "sub-pixel rasterisation; cost and memory grow as n^2",
+    n=8,
+)
+def _hiwyn(noise, geometry: Geometry, key: Key, options: dict):
+    n = options["n"]
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"hiwyn: n must be a positive integer (2, 4, 8, ...), got {n!r}")
+    return hiwyn_warp(
+        noise,
+        _corner_map(geometry),
+        geometry.centres,
+        int(n),
+        key.stream(Purpose.SUBPIXEL),
+        key.stream(Purpose.FRESH),
+    )
+
+
+@register_method("random", "Baseline: fresh noise every frame (no temporal correlation)")
+def _random(noise, geometry: Geometry, key: Key, options: dict):
+    return random_warp(noise, key.stream(Purpose.BASELINE))
+
+
+@register_method("fixed", "Baseline: the same noise every frame (sticks to the screen)")
+def _fixed(noise, geometry: Geometry, key: Key, options: dict):
+    return fixed_warp(noise)
+
+
+@register_method("nearest", "Baseline: nearest-neighbour resampling (duplicates pixels)")
+def _nearest(noise, geometry: Geometry, key: Key, options: dict):
+    return nearest_warp(noise, geometry.centres, key.stream(Purpose.BASELINE))
+
+
+@register_method(
+    "bilinear",
+    "Baseline: bilinear resampling (blurs; renormalize divides by sqrt(sum w^2))",
+    renormalize=True,
+)
+def _bilinear(noise, geometry: Geometry, key: Key, options: dict):
+    return bilinear_warp(
+        noise, geometry.centres, bool(options["renormalize"]), key.stream(Purpose.BASELINE)
     )

@@ -81,10 +81,14 @@ class PreviewRecorder:
         At most this many frames in each GIF.
     """
 
-    def __init__(self, height: int, width: int, frames: int, size: int = 128, max_gif_frames: int = 48):
+    def __init__(
+        self, height: int, width: int, frames: int, size: int = 128, max_gif_frames: int = 48
+    ):
         self.height, self.width = height, width
         self.crop = central_crop(height, width, size)
-        crop_side = max(self.crop[0].stop - self.crop[0].start, self.crop[1].stop - self.crop[1].start)
+        crop_side = max(
+            self.crop[0].stop - self.crop[0].start, self.crop[1].stop - self.crop[1].start
+        )
         self.scale = max(1, _TARGET_PIXELS // crop_side)
         count = max(1, min(max_gif_frames, frames))
         self.gif_frames = set(np.unique(np.rint(np.linspace(0, frames - 1, count))).astype(int))
@@ -120,8 +124,9 @@ class PreviewRecorder:
     def _checkerboard(self) -> np.ndarray:
         rows = np.arange(self.crop[0].start, self.crop[0].stop) + 0.5
         cols = np.arange(self.crop[1].start, self.crop[1].stop) + 0.5
-        grid_rows, grid_cols = np.meshgrid((rows - 0.5) / self.stride, (cols - 0.5) / self.stride,
-                                           indexing="ij")
+        grid_rows, grid_cols = np.meshgrid(
+            (rows - 0.5) / self.stride, (cols - 0.5) / self.stride, indexing="ij"
+        )
         origin = _bilinear(self._composed, grid_rows, grid_cols)
         tile = (np.floor(origin[..., 0] / self._cell) + np.floor(origin[..., 1] / self._cell)) % 2
         image = np.where(tile > 0, 40, 215).astype(np.uint8)

@@ -19,7 +19,7 @@ def compose_config(*overrides: str, output_dir: Path | str | None = None):
 
     extra = ["output.progress=false"]
     if output_dir is not None:
-        extra.append(f"output.dir={output_dir}")
+        extra.append(f"output.dir='{output_dir}'")
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose("config", overrides=[*extra, *overrides])
 
@@ -34,12 +34,16 @@ def compose(tmp_path):
     return _compose
 
 
-def _run_py(*args: str, timeout: float = 300, env: dict | None = None,
-            check: bool = True) -> subprocess.CompletedProcess:
+def _run_py(
+    *args: str, timeout: float = 300, env: dict | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
     """``python run.py ARGS`` in the repository (progress bar off), output captured."""
     result = subprocess.run(
-        [sys.executable, str(REPO / "run.py"), "output.progress=false", *args],
-        cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        [sys.executable, str(REPO / "run.py"), *args, "output.progress=false"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={**os.environ, **(env or {})},
     )
     if check and result.returncode != 0:

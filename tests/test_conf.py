@@ -46,8 +46,10 @@ def test_option_composes_and_validates(compose, flow_file, group, option):
     cfg = compose(*overrides)
     name = cfg[group].get("name")
     if group == "method" and name not in nw.METHODS:
-        pytest.skip(f"conf/method/{option}.yaml: method {name!r} is not registered in "
-                    f"noisewarp.METHODS yet (registered: {', '.join(nw.METHODS)})")
+        pytest.skip(
+            f"conf/method/{option}.yaml: method {name!r} is not registered in "
+            f"noisewarp.METHODS yet (registered: {', '.join(nw.METHODS)})"
+        )
     spec = build_spec(cfg)
     if group == "method":
         assert spec.method == option
@@ -73,8 +75,9 @@ def test_experiment_presets_compose(compose, experiment):
     from hydra import initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = hydra_compose("config", overrides=[f"experiment={experiment}"],
-                            return_hydra_config=True)
+        cfg = hydra_compose(
+            "config", overrides=[f"experiment={experiment}"], return_hydra_config=True
+        )
     # Every swept value names an existing option of its group (or is a plain value).
     for key, values in (cfg.hydra.sweeper.params or {}).items():
         if key in GROUPS:
@@ -159,8 +162,13 @@ def test_labels_name_only_what_differs_from_defaults(compose):
         "rotate(degrees=5)"
     )
     spec = build_spec(compose())
-    assert spec.coords() == {"method": "particle", "deform": "swirl", "res": 256,
-                             "channels": 4, "seed": 0}
+    assert spec.coords() == {
+        "method": "particle",
+        "deform": "swirl",
+        "res": 256,
+        "channels": 4,
+        "seed": 0,
+    }
 
 
 def test_resolved_config_is_stored_as_yaml(compose):

@@ -1,36 +1,40 @@
 """Exact overlap areas of mapped pixel quadrilaterals with unit source cells.
 
-Scalar float64 code only (no arrays, no allocation), so every function here
-compiles both with ``numba.njit`` and as a ``numba.cuda.jit(device=True)``
-function; the kernels of grid and hiwyn call them per target.
+Scalar float64 code only (no arrays, no allocation, tuples of floats for
+state), so every function here compiles both with ``numba.njit`` and as a
+``numba.cuda.jit(device=True)`` function; the grid kernels call them per target.
 
 Coverage by edge integrals
-    For a closed polygon P and the unit cell [row, row+1) x [col, col+1),
-    Green's theorem gives the winding-number-weighted area of P inside the cell
-    as a sum over P's directed edges (r0, c0) -> (r1, c1) of
+    For a closed polygon P, Green's theorem writes the winding-number-weighted
+    area of P left of the vertical line c = x, inside the row slab
+    [row, row+1], as a sum over P's directed edges of
 
-        cov_e = sign(r1 - r0) * integral over r in [row, row+1] of clamp(c_e(r) - col, 0, 1) dr,
+        ramp_e(x) = sign(r1 - r0) * integral over the edge's part in the slab of max(c(r) - x, 0) dr,
 
-    the edge's r-extent clipped to the cell's row slab, times the mean of the
-    clamped column offset along the clipped piece (``clamped_mean``). Each edge
-    is clipped in a canonical direction (from its lower to its upper end), so two
-    quads sharing an edge compute bit-identical pieces with opposite signs and
-    the areas of a tiling sum to one per cell up to rounding of the sum alone.
-    The formula is exact: no sampling, no polygon clipping, no allocation.
+    and the coverage of the cell [row, row+1) x [col, col+1) is
+    ramp(col) - ramp(col + 1), summed over the edges. Along a straight piece of
+    an edge ``ramp`` has a closed form (a trapezoid left of the piece, a parabola
+    where x cuts it, 0 right of it), evaluated branch-free (``ramp``). So the
+    areas of one slab's cells cost one ramp evaluation per interior cell
+    boundary; nothing is sampled, no polygon is clipped, and the result is
+    exact up to rounding.
 
 Orientation and fold-over
     A simple polygon has winding number +1 or -1 inside, so its coverage of any
     cell has one sign, that of its signed area: multiplying by that sign gives
     the area whatever the orientation (a mirrored map has negative signed area).
     A self-intersecting quadrilateral (a "bow tie", produced where the map folds
-    over) is split at the crossing of its two opposite edges into two triangles,
-    each simple, and their areas are added: R_p is then the set of points the
-    quad's boundary winds around, counted once (|winding number|, at most 1 for
-    four edges), never a signed difference that could cancel or go negative.
+    over) is split at the crossing of two opposite edges into two triangles,
+    each simple, and their areas are added (``quad_lobes``): R_p is the set of
+    points its boundary winds around, each counted once (|winding number|, at
+    most 1 for four edges), never a signed difference that could cancel or go
+    negative.
 
 A quad is given by its corners v0..v3 in boundary order, (row, col) each; for
 pixel (i, j) that is T at corners (i, j), (i, j+1), (i+1, j+1), (i+1, j). A
-triangle is passed as a quad whose last two vertices coincide.
+triangle is passed as a quad whose last two vertices coincide. Callers should
+move the origin to an integer point near the quad first (exact), so the
+arithmetic runs on numbers of order one whatever the frame size.
 """
 
 from __future__ import annotations
@@ -38,17 +42,18 @@ from __future__ import annotations
 from numba import njit
 
 __all__ = [
-    "clip_edge_to_row",
-    "ramp_integral",
+    "AREA_EPS",
+    "edge_setup",
+    "edge_piece",
+    "ramp",
     "polygon_signed_area",
     "quad_lobes",
     "orientation",
-    "lobe_cell_coverage",
-    "lobe_row_edges",
-    "row_ramp",
+    "lobe_edges",
+    "lobe_pieces",
+    "pieces_ramp",
     "quad_cell_area",
     "quad_area",
-    "AREA_EPS",
 ]
 
 # Overlaps at or below this are rounding residue of exact zeros (a cell touched
@@ -56,58 +61,71 @@ __all__ = [
 # 1e-9 partition-of-unity tolerance or a noise statistic can see.
 AREA_EPS = 1e-14
 
+# An edge whose column changes by less than this fraction of its row change is
+# treated as vertical by ``ramp`` (its parabola term would need 1/slope); the
+# area this neglects is below 1e-14 of the edge's length.
+_VERTICAL = 1e-14
+
 
 @njit(inline="always", cache=True)
-def clip_edge_to_row(r0, c0, r1, c1, row):
-    """The part of the directed edge (r0, c0) -> (r1, c1) inside the slab [row, row+1].
+def edge_setup(r0, c0, r1, c1):
+    """Canonical form of the directed edge (r0, c0) -> (r1, c1) for slab clipping.
 
-    Returns ``(length, lo, hi, k)``: the signed r-length of the piece (positive
-    when the edge runs towards larger r; 0 if it misses the slab or is parallel
-    to it), the smallest and largest column along the piece, and
-    k = 0.5 / (hi - lo) (0 for a piece of constant column). The interpolation
-    runs from the edge's lower end, so the same edge traversed in either
-    direction gives the same piece.
+    Returns ``(rlo, rhi, clo, slope, lk, sign)``: the edge's row range and the
+    column at its lower end (pieces are interpolated from there, so both
+    directions of an edge give the same pieces), dc/dr, the parabola weight
+    lk = sign * 0.5 * |dr/dc| of ``ramp``, and sign = +1 if the edge runs towards
+    larger rows, -1 if towards smaller, 0 if it is horizontal (no area).
     """
-    if r0 == r1:
-        return 0.0, 0.0, 0.0, 0.0
-    if r0 < r1:
-        rlo, clo, rhi, chi, sign = r0, c0, r1, c1, 1.0
-    else:
-        rlo, clo, rhi, chi, sign = r1, c1, r0, c0, -1.0
+    dr = r1 - r0
+    dc = c1 - c0
+    if dr == 0.0:
+        return r0, r0, c0, 0.0, 0.0, 0.0
+    sign = 1.0 if dr > 0.0 else -1.0
+    rlo = min(r0, r1)
+    rhi = max(r0, r1)
+    clo = c0 if dr > 0.0 else c1
+    if abs(dc) <= _VERTICAL * abs(dr):
+        return rlo, rhi, clo, dc / dr, 0.0, sign
+    # One division for both dc/dr and |dr/dc|.
+    inv = 1.0 / (dr * dc)
+    return rlo, rhi, clo, dc * dc * inv, 0.5 * sign * abs(dr * dr * inv), sign
+
+
+@njit(inline="always", cache=True)
+def edge_piece(rlo, rhi, clo, slope, sign, row):
+    """The edge's piece in the slab [row, row+1]: ``(length, lo, hi)``.
+
+    ``length`` is the signed row extent (0 if the edge misses the slab), ``lo``
+    and ``hi`` the smallest and largest column along the piece.
+    """
     ra = max(rlo, row)
     rb = min(rhi, row + 1.0)
     if rb <= ra:
-        return 0.0, 0.0, 0.0, 0.0
-    slope = (chi - clo) / (rhi - rlo)
-    ca = clo if ra == rlo else clo + (ra - rlo) * slope
-    cb = chi if rb == rhi else clo + (rb - rlo) * slope
-    lo = min(ca, cb)
-    hi = max(ca, cb)
-    k = 0.5 / (hi - lo) if hi > lo else 0.0
-    return sign * (rb - ra), lo, hi, k
+        return 0.0, 0.0, 0.0
+    ca = clo + (ra - rlo) * slope
+    cb = clo + (rb - rlo) * slope
+    return sign * (rb - ra), min(ca, cb), max(ca, cb)
 
 
 @njit(inline="always", cache=True)
-def ramp_integral(length, lo, hi, k, x):
+def ramp(length, lo, hi, lk, x):
     """Integral over an edge piece of max(c(r) - x, 0) dr, signed by the edge's direction.
 
-    The coverage of the column strip [x, x+1) by the piece is
-    ``ramp_integral(x) - ramp_integral(x + 1)``: the mean over the piece of
-    clamp(c - x, 0, 1), times its signed length. Piecewise closed form:
-    0 right of the piece, the trapezoid left of it, a parabola where x cuts it.
+    The three cases (x right of the piece: 0; left of it: the trapezoid
+    length * ((lo - x) + (hi - x)) / 2; inside: the parabola
+    length * (hi - x)^2 / (2 (hi - lo))) in one branch-free expression, with
+    u = clamp(x, lo, hi) and lk = length / (2 (hi - lo)) (from ``edge_setup``).
     """
-    # Branch-free form of the three cases (x in the piece's column range, left of
-    # it, right of it): with u = clamp(x, lo, hi), k (hi - u)^2 + max(lo - x, 0).
     u = min(max(x, lo), hi)
-    return length * (k * (hi - u) * (hi - u) + max(lo - x, 0.0))
+    return lk * (hi - u) * (hi - u) + length * max(lo - x, 0.0)
 
 
 @njit(inline="always", cache=True)
 def polygon_signed_area(r0, c0, r1, c1, r2, c2, r3, c3):
     """Signed area (integral of c dr around the boundary) of the polygon v0 v1 v2 v3.
 
-    Same sign convention as the coverage: positive when the boundary runs with
-    increasing r on its larger-c side. The identity map's pixel quads are positive.
+    Same sign convention as the coverage; the identity map's pixel quads are positive.
     """
     return 0.5 * (
         (r1 - r0) * (c0 + c1) + (r2 - r1) * (c1 + c2) + (r3 - r2) * (c2 + c3) + (r0 - r3) * (c3 + c0)
@@ -134,15 +152,15 @@ def _crossing(ar, ac, br, bc, cr, cc, dr, dc):
     return True, o_a / (o_a - o_b)
 
 
-@njit(cache=True)
+@njit(inline="always", cache=True)
 def quad_lobes(r0, c0, r1, c1, r2, c2, r3, c3):
     """Decompose the quad v0 v1 v2 v3 into at most two simple polygons ("lobes").
 
     Returns 18 numbers: lobe A as four vertices (8 numbers), lobe B likewise,
     then the signed area of each (its sign is the lobe's orientation; 0 for an
-    empty or degenerate lobe). A simple quad is lobe A with lobe B empty; a bow tie (edges v0v1 and
-    v2v3 cross, or v1v2 and v3v0) becomes its two triangles, each written as a
-    quad with a repeated vertex.
+    empty or degenerate lobe). A simple quad is lobe A with lobe B empty; a bow
+    tie (edges v0v1 and v2v3 cross, or v1v2 and v3v0) becomes its two
+    triangles, each written as a quad with a repeated vertex.
     """
     cross, t = _crossing(r0, c0, r1, c1, r2, c2, r3, c3)
     if cross:
@@ -181,75 +199,83 @@ def orientation(signed_area):
 
 
 @njit(inline="always", cache=True)
-def lobe_row_edges(r0, c0, r1, c1, r2, c2, r3, c3, row):
-    """The lobe's four edges clipped to the slab [row, row+1] (``clip_edge_to_row`` each).
-
-    Returns 18 numbers: ``(length, lo, hi, k)`` for each edge, then ``cmin,
-    cmax``, the columns the lobe spans in the slab (``cmin > cmax`` when it has
-    no area there).
-    """
-    l0, lo0, hi0, k0 = clip_edge_to_row(r0, c0, r1, c1, row)
-    l1, lo1, hi1, k1 = clip_edge_to_row(r1, c1, r2, c2, row)
-    l2, lo2, hi2, k2 = clip_edge_to_row(r2, c2, r3, c3, row)
-    l3, lo3, hi3, k3 = clip_edge_to_row(r3, c3, r0, c0, row)
-    cmin = 1.0e308
-    cmax = -1.0e308
-    if l0 != 0.0:
-        cmin = min(cmin, lo0)
-        cmax = max(cmax, hi0)
-    if l1 != 0.0:
-        cmin = min(cmin, lo1)
-        cmax = max(cmax, hi1)
-    if l2 != 0.0:
-        cmin = min(cmin, lo2)
-        cmax = max(cmax, hi2)
-    if l3 != 0.0:
-        cmin = min(cmin, lo3)
-        cmax = max(cmax, hi3)
-    return l0, lo0, hi0, k0, l1, lo1, hi1, k1, l2, lo2, hi2, k2, l3, lo3, hi3, k3, cmin, cmax
+def lobe_edges(r0, c0, r1, c1, r2, c2, r3, c3):
+    """``edge_setup`` of the lobe's four edges: 24 numbers, six per edge."""
+    e0 = edge_setup(r0, c0, r1, c1)
+    e1 = edge_setup(r1, c1, r2, c2)
+    e2 = edge_setup(r2, c2, r3, c3)
+    e3 = edge_setup(r3, c3, r0, c0)
+    return (
+        e0[0], e0[1], e0[2], e0[3], e0[4], e0[5],
+        e1[0], e1[1], e1[2], e1[3], e1[4], e1[5],
+        e2[0], e2[1], e2[2], e2[3], e2[4], e2[5],
+        e3[0], e3[1], e3[2], e3[3], e3[4], e3[5],
+    )  # fmt: skip
 
 
 @njit(inline="always", cache=True)
-def row_ramp(e, x):
-    """Sum of ``ramp_integral`` over the four clipped edges ``e`` of ``lobe_row_edges``."""
+def _span(cmin, cmax, length, lo, hi):
+    if length != 0.0:
+        cmin = min(cmin, lo)
+        cmax = max(cmax, hi)
+    return cmin, cmax
+
+
+@njit(inline="always", cache=True)
+def lobe_pieces(e, row):
+    """The pieces of the lobe's edges ``e`` (``lobe_edges``) in the slab [row, row+1].
+
+    Returns 14 numbers: ``(length, lo, hi)`` per edge, then ``cmin, cmax``, the
+    columns the lobe spans in the slab (``cmin > cmax`` when it has no area there).
+    """
+    l0, lo0, hi0 = edge_piece(e[0], e[1], e[2], e[3], e[5], row)
+    l1, lo1, hi1 = edge_piece(e[6], e[7], e[8], e[9], e[11], row)
+    l2, lo2, hi2 = edge_piece(e[12], e[13], e[14], e[15], e[17], row)
+    l3, lo3, hi3 = edge_piece(e[18], e[19], e[20], e[21], e[23], row)
+    cmin, cmax = _span(1.0e308, -1.0e308, l0, lo0, hi0)
+    cmin, cmax = _span(cmin, cmax, l1, lo1, hi1)
+    cmin, cmax = _span(cmin, cmax, l2, lo2, hi2)
+    cmin, cmax = _span(cmin, cmax, l3, lo3, hi3)
+    return l0, lo0, hi0, l1, lo1, hi1, l2, lo2, hi2, l3, lo3, hi3, cmin, cmax
+
+
+@njit(inline="always", cache=True)
+def pieces_ramp(e, s, x):
+    """Sum of ``ramp`` over the lobe's pieces ``s`` (``lobe_pieces``) at column x."""
     return (
-        ramp_integral(e[0], e[1], e[2], e[3], x)
-        + ramp_integral(e[4], e[5], e[6], e[7], x)
-        + ramp_integral(e[8], e[9], e[10], e[11], x)
-        + ramp_integral(e[12], e[13], e[14], e[15], x)
+        ramp(s[0], s[1], s[2], e[4], x)
+        + ramp(s[3], s[4], s[5], e[10], x)
+        + ramp(s[6], s[7], s[8], e[16], x)
+        + ramp(s[9], s[10], s[11], e[22], x)
     )
 
 
-@njit(inline="always", cache=True)
-def lobe_cell_coverage(r0, c0, r1, c1, r2, c2, r3, c3, row, col):
-    """Signed coverage of the cell (row, col) by the polygon v0 v1 v2 v3."""
-    e = lobe_row_edges(r0, c0, r1, c1, r2, c2, r3, c3, float(row))
-    return row_ramp(e, float(col)) - row_ramp(e, col + 1.0)
+@njit(cache=True)
+def _lobe_cell(r0, c0, r1, c1, r2, c2, r3, c3, signed_area, row, col):
+    sign = orientation(signed_area)
+    if sign == 0.0:
+        return 0.0
+    e = lobe_edges(r0, c0, r1, c1, r2, c2, r3, c3)
+    s = lobe_pieces(e, row)
+    return max(sign * (pieces_ramp(e, s, col) - pieces_ramp(e, s, col + 1.0)), 0.0)
 
 
 @njit(cache=True)
 def quad_cell_area(r0, c0, r1, c1, r2, c2, r3, c3, row, col):
-    """Exact area of the quad v0 v1 v2 v3 (any orientation, bow ties allowed) in cell (row, col)."""
-    lobes = quad_lobes(r0, c0, r1, c1, r2, c2, r3, c3)
-    area = 0.0
-    sign = orientation(lobes[16])
-    if sign != 0.0:
-        cov = lobe_cell_coverage(
-            lobes[0], lobes[1], lobes[2], lobes[3], lobes[4], lobes[5], lobes[6], lobes[7], row, col
-        )
-        area += max(sign * cov, 0.0)
-    sign = orientation(lobes[17])
-    if sign != 0.0:
-        cov = lobe_cell_coverage(
-            lobes[8], lobes[9], lobes[10], lobes[11], lobes[12], lobes[13], lobes[14], lobes[15],
-            row, col,
-        )  # fmt: skip
-        area += max(sign * cov, 0.0)
-    return area
+    """Exact area of the quad v0 v1 v2 v3 (any orientation, bow ties allowed) in cell (row, col).
+
+    One cell at a time (for tests and analysis); the kernels sweep whole slabs.
+    """
+    q = quad_lobes(r0, c0, r1, c1, r2, c2, r3, c3)
+    row = float(row)
+    col = float(col)
+    return _lobe_cell(q[0], q[1], q[2], q[3], q[4], q[5], q[6], q[7], q[16], row, col) + _lobe_cell(
+        q[8], q[9], q[10], q[11], q[12], q[13], q[14], q[15], q[17], row, col
+    )
 
 
 @njit(cache=True)
 def quad_area(r0, c0, r1, c1, r2, c2, r3, c3):
     """|R_p|: the area of the quad counted once per covered point (bow-tie lobes added)."""
-    lobes = quad_lobes(r0, c0, r1, c1, r2, c2, r3, c3)
-    return abs(lobes[16]) + abs(lobes[17])
+    q = quad_lobes(r0, c0, r1, c1, r2, c2, r3, c3)
+    return abs(q[16]) + abs(q[17])

@@ -47,8 +47,15 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from noisewarp.core.area import AREA_EPS, lobe_row_edges, orientation, quad_lobes, row_ramp
-from noisewarp.core.rng import normal
+from noisewarp.core.area import (
+    AREA_EPS,
+    lobe_edges,
+    lobe_pieces,
+    orientation,
+    pieces_ramp,
+    quad_lobes,
+)
+from noisewarp.core.rng import fill_normals
 from noisewarp.cpu.sort import counting_sort
 
 __all__ = ["grid_warp", "grid_record", "OVERCLAIM_TOL", "REST_EPS"]
@@ -59,6 +66,8 @@ OVERCLAIM_TOL = 1e-9
 REST_EPS = 1e-12
 # Out-of-frame area at or below this fraction of |R_p| is rounding of A_in = |R_p|.
 OUT_EPS = 1e-12
+# Source id of the record slot that holds a target's out-of-frame area A_out.
+OUT_SLOT = -2
 
 
 @njit(inline="always", cache=True)
@@ -87,16 +96,24 @@ def _clamped_range(lo, hi, size):
     return np.int64(first), np.int64(last)
 
 
+@njit(inline="always", cache=True)
+def _inside(rmin, rmax, cmin, cmax, height, width):
+    """Whether the bounding box lies in the frame (then A_out = 0 without computing it)."""
+    return rmin >= 0.0 and rmax <= height and cmin >= 0.0 and cmax <= width
+
+
 @njit(parallel=True, cache=True)
 def _bounds(corners, height, width, bound):
-    """``bound[p + 1]`` = the cells of target p's bounding box inside the frame."""
+    """``bound[p + 1]`` = the slots target p needs: the cells of its bounding box inside
+    the frame, plus one for A_out if the box leaves the frame."""
     bound[0] = 0
     for i in prange(height):
         for j in range(width):
             rmin, rmax, cmin, cmax = _extent(corners, i, j)
             row_lo, row_hi = _clamped_range(rmin, rmax, height)
             col_lo, col_hi = _clamped_range(cmin, cmax, width)
-            bound[i * width + j + 1] = (row_hi - row_lo) * (col_hi - col_lo)
+            extra = 0 if _inside(rmin, rmax, cmin, cmax, height, width) else 1
+            bound[i * width + j + 1] = (row_hi - row_lo) * (col_hi - col_lo) + extra
 
 
 @njit(inline="always", cache=True)
@@ -113,68 +130,76 @@ def _local_lobes(corners, i, j, row0, col0):
 
 
 @njit(parallel=True, cache=True)
-def _fill(corners, height, width, offsets, sources, areas, area_out):
-    """Write target p's entries into ``sources``/``areas`` [offsets[p], offsets[p+1])."""
+def _fill(corners, height, width, offsets, sources, areas):
+    """Write target p's entries into ``sources``/``areas`` [offsets[p], offsets[p+1]).
+
+    A target whose box leaves the frame keeps A_out in its first slot, marked
+    with source ``OUT_SLOT`` (negative, so the sort skips it); unused slots are -1.
+
+    Slab by slab: the cells between the columns the quad spans in the slab get
+    ramp(x) - ramp(x + 1) (``noisewarp.core.area``), one ramp per cell boundary.
+    """
     for i in prange(height):
         for j in range(width):
             p = i * width + j
             slot = offsets[p]
             rmin, rmax, cmin, cmax = _extent(corners, i, j)
+            inside = _inside(rmin, rmax, cmin, cmax, height, width)
+            if not inside:
+                slot += 1
             row0 = math.floor(rmin)
             col0 = math.floor(cmin)
-            lobes = _local_lobes(corners, i, j, row0, col0)
-            sign_a = orientation(lobes[16])
-            sign_b = orientation(lobes[17])
-            total = abs(lobes[16]) + abs(lobes[17])
+            q = _local_lobes(corners, i, j, row0, col0)
+            sign_a = orientation(q[16])
+            sign_b = orientation(q[17])
+            total = abs(q[16]) + abs(q[17])
+            ea = lobe_edges(q[0], q[1], q[2], q[3], q[4], q[5], q[6], q[7])
+            eb = ea
+            if sign_b != 0.0:
+                eb = lobe_edges(q[8], q[9], q[10], q[11], q[12], q[13], q[14], q[15])
             row_lo, row_hi = _clamped_range(rmin, rmax, height)
-            col_lo, col_hi = _clamped_range(cmin, cmax, width)
             area_in = 0.0
-            for row in range(row_lo, row_hi):
-                local_row = row - row0
-                ea = lobe_row_edges(
-                    lobes[0], lobes[1], lobes[2], lobes[3],
-                    lobes[4], lobes[5], lobes[6], lobes[7], local_row,
-                )  # fmt: skip
-                if sign_b != 0.0:
-                    eb = lobe_row_edges(
-                        lobes[8], lobes[9], lobes[10], lobes[11],
-                        lobes[12], lobes[13], lobes[14], lobes[15], local_row,
-                    )  # fmt: skip
-                    first, last = _clamped_range(
-                        min(ea[16], eb[16]) + col0, max(ea[17], eb[17]) + col0, width
-                    )
-                else:
-                    eb = ea
-                    first, last = _clamped_range(ea[16] + col0, ea[17] + col0, width)
-                if sign_a == 0.0 or last <= first:
-                    continue
-                # Coverage of column strip [x, x+1) = ramp(x) - ramp(x + 1).
-                x = first - col0
-                ramp_a = row_ramp(ea, x)
-                ramp_b = row_ramp(eb, x) if sign_b != 0.0 else 0.0
-                for col in range(first, last):
-                    x += 1.0
-                    next_a = row_ramp(ea, x)
-                    area = sign_a * (ramp_a - next_a)
-                    ramp_a = next_a
+            if sign_a != 0.0:
+                for row in range(row_lo, row_hi):
+                    local_row = row - row0
+                    sa = lobe_pieces(ea, local_row)
+                    sb = sa
+                    span_lo = sa[12]
+                    span_hi = sa[13]
                     if sign_b != 0.0:
-                        next_b = row_ramp(eb, x)
-                        area = max(area, 0.0) + max(sign_b * (ramp_b - next_b), 0.0)
-                        ramp_b = next_b
-                    if area > AREA_EPS:
-                        sources[slot] = row * width + col
-                        areas[slot] = area
-                        area_in += area
-                        slot += 1
+                        sb = lobe_pieces(eb, local_row)
+                        span_lo = min(span_lo, sb[12])
+                        span_hi = max(span_hi, sb[13])
+                    if not span_hi > span_lo:
+                        continue
+                    first, last = _clamped_range(span_lo + col0, span_hi + col0, width)
+                    # Coverage of the column strip [x, x+1) = ramp(x) - ramp(x + 1);
+                    # ramp is 0 right of the span.
+                    x = first - col0
+                    ramp_a = pieces_ramp(ea, sa, x)
+                    ramp_b = pieces_ramp(eb, sb, x) if sign_b != 0.0 else 0.0
+                    for col in range(first, last):
+                        x += 1.0
+                        next_a = pieces_ramp(ea, sa, x) if x < span_hi else 0.0
+                        area = sign_a * (ramp_a - next_a)
+                        ramp_a = next_a
+                        if sign_b != 0.0:
+                            next_b = pieces_ramp(eb, sb, x) if x < span_hi else 0.0
+                            area = max(area, 0.0) + max(sign_b * (ramp_b - next_b), 0.0)
+                            ramp_b = next_b
+                        if area > AREA_EPS:
+                            sources[slot] = row * width + col
+                            areas[slot] = area
+                            area_in += area
+                            slot += 1
             for e in range(slot, offsets[p + 1]):
                 sources[e] = -1
                 areas[e] = 0.0
-            # Out-of-frame area: whatever of |R_p| the frame's cells did not account for.
-            if rmin >= 0.0 and rmax <= height and cmin >= 0.0 and cmax <= width:
-                area_out[p] = 0.0
-            else:
+            if not inside:
+                # Out-of-frame area: whatever of |R_p| the frame's cells did not account for.
                 outside = total - area_in
-                area_out[p] = outside if outside > OUT_EPS * total else 0.0
+                sources[offsets[p]] = OUT_SLOT
+                areas[offsets[p]] = outside if outside > OUT_EPS * total else 0.0
 
 
 @njit(parallel=True, cache=True)
@@ -187,6 +212,7 @@ def _sources(noise, start, order, areas, bridge_offset, bridge_gamma, rest_offse
     height, width, channels = noise.shape
     for i in prange(height):
         zsum = np.empty(channels)
+        g = np.empty(channels)
         overclaimed = 0
         unclaimed = 0
         for j in range(width):
@@ -220,15 +246,15 @@ def _sources(noise, start, order, areas, bridge_offset, bridge_gamma, rest_offse
             for t in range(first, last):
                 e = order[t]
                 root = math.sqrt(areas[e])
-                base = np.uint64(e) * np.uint64(channels)
+                fill_normals(bridge_offset, bridge_gamma, np.uint64(e) * np.uint64(channels), g)
                 for c in range(channels):
-                    zsum[c] += root * normal(bridge_offset, bridge_gamma, base + np.uint64(c))
+                    zsum[c] += root * g[c]
             rest = 1.0 - claimed
             if rest > REST_EPS:
                 root = math.sqrt(rest)
-                base = np.uint64(q) * np.uint64(channels)
+                fill_normals(rest_offset, rest_gamma, np.uint64(q) * np.uint64(channels), g)
                 for c in range(channels):
-                    zsum[c] += root * normal(rest_offset, rest_gamma, base + np.uint64(c))
+                    zsum[c] += root * g[c]
             for c in range(channels):
                 corr[q, c] = noise[i, j, c] - zsum[c]
         row_stats[i, 0] = overclaimed
@@ -236,7 +262,7 @@ def _sources(noise, start, order, areas, bridge_offset, bridge_gamma, rest_offse
 
 
 @njit(parallel=True, cache=True)
-def _gather(offsets, sources, areas, area_out, corr, single, bridge_offset, bridge_gamma,
+def _gather(offsets, sources, areas, corr, single, bridge_offset, bridge_gamma,
             fresh_offset, fresh_gamma, out, row_stats):  # fmt: skip
     """Y_p = (sum_q I_pq + sqrt(A_out) xi_p) / sqrt(A_in + A_out); xi_p where A_in = 0.
 
@@ -245,6 +271,7 @@ def _gather(offsets, sources, areas, area_out, corr, single, bridge_offset, brid
     height, width, channels = out.shape
     for i in prange(height):
         acc = np.empty(channels)
+        g = np.empty(channels)
         fresh = 0
         amin = np.inf
         amax = 0.0
@@ -254,9 +281,12 @@ def _gather(offsets, sources, areas, area_out, corr, single, bridge_offset, brid
             for c in range(channels):
                 acc[c] = 0.0
             area_in = 0.0
+            outside = 0.0
             for e in range(offsets[p], offsets[p + 1]):
                 q = sources[e]
                 if q < 0:
+                    if q == OUT_SLOT:
+                        outside = areas[e]
                     continue
                 a = areas[e]
                 area_in += a
@@ -265,25 +295,25 @@ def _gather(offsets, sources, areas, area_out, corr, single, bridge_offset, brid
                         acc[c] += corr[q, c]
                 else:
                     root = math.sqrt(a)
-                    base = np.uint64(e) * np.uint64(channels)
+                    fill_normals(bridge_offset, bridge_gamma, np.uint64(e) * np.uint64(channels), g)
                     for c in range(channels):
-                        g = normal(bridge_offset, bridge_gamma, base + np.uint64(c))
-                        acc[c] += root * g + a * corr[q, c]
-            outside = area_out[p]
+                        acc[c] += root * g[c] + a * corr[q, c]
             total = area_in + outside
             base = np.uint64(p) * np.uint64(channels)
             if area_in > 0.0:
                 if outside > 0.0:
                     root = math.sqrt(outside)
+                    fill_normals(fresh_offset, fresh_gamma, base, g)
                     for c in range(channels):
-                        acc[c] += root * normal(fresh_offset, fresh_gamma, base + np.uint64(c))
+                        acc[c] += root * g[c]
                 inv = 1.0 / math.sqrt(total)
                 for c in range(channels):
                     out[i, j, c] = acc[c] * inv
             else:
                 fresh += 1
+                fill_normals(fresh_offset, fresh_gamma, base, g)
                 for c in range(channels):
-                    out[i, j, c] = normal(fresh_offset, fresh_gamma, base + np.uint64(c))
+                    out[i, j, c] = g[c]
             amin = min(amin, total)
             amax = max(amax, total)
             asum += total
@@ -303,23 +333,25 @@ def _check_corners(corners: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def _partition(corners: np.ndarray, height: int, width: int):
-    """Steps 1-2: ``(offsets, sources, areas, area_out)``, the target-major record."""
+    """Steps 1-2: ``(offsets, sources, areas)``, the target-major record."""
     if height * width >= 2**31:
         raise ValueError(f"a {height} x {width} frame has too many pixels for int32 source ids")
-    offsets = np.empty(height * width + 1, dtype=np.int64)
-    _bounds(corners, height, width, offsets)
-    np.cumsum(offsets, out=offsets)
-    entries = int(offsets[-1])
+    bound = np.empty(height * width + 1, dtype=np.int64)
+    _bounds(corners, height, width, bound)
+    np.cumsum(bound, out=bound)
+    entries = int(bound[-1])
     if entries >= 2**31:
         raise ValueError(
             f"the map's quads overlap {entries} source cells in total (more than 2**31): "
             "it stretches pixels over far too much of the frame to warp with grid"
         )
+    # int32 offsets: the record is indexed by int32 anyway (counting_sort's order).
+    offsets = bound.astype(np.int32)
+    del bound
     sources = np.empty(entries, dtype=np.int32)
     areas = np.empty(entries, dtype=np.float64)
-    area_out = np.empty(height * width, dtype=np.float64)
-    _fill(corners, height, width, offsets, sources, areas, area_out)
-    return offsets, sources, areas, area_out
+    _fill(corners, height, width, offsets, sources, areas)
+    return offsets, sources, areas
 
 
 def grid_record(corners: np.ndarray, height: int, width: int):
@@ -342,8 +374,11 @@ def grid_record(corners: np.ndarray, height: int, width: int):
         A_out of every target: the area of R_p outside the frame.
     """
     corners = _check_corners(corners, height, width)
-    offsets, sources, areas, area_out = _partition(corners, height, width)
+    offsets, sources, areas = _partition(corners, height, width)
     targets = np.repeat(np.arange(height * width, dtype=np.int64), np.diff(offsets))
+    area_out = np.zeros(height * width)
+    out_slots = sources == OUT_SLOT
+    area_out[targets[out_slots]] = areas[out_slots]
     valid = sources >= 0
     return targets[valid], sources[valid].astype(np.int64), areas[valid], area_out
 
@@ -351,22 +386,25 @@ def grid_record(corners: np.ndarray, height: int, width: int):
 def grid_warp(noise, corners, bridge_stream, rest_stream, fresh_stream, nchunks):
     """Warp one frame. ``noise`` float32 [H, W, C], ``corners`` float64 [H+1, W+1, 2].
 
-    Returns ``(out, stats)``: ``out`` float32 [H, W, C] and a dict of diagnostics
-    (the common keys plus ``entries``, the size of the partition record, and
-    ``area_out_mean``, the mean out-of-frame area per target).
+    The streams are ``(offset, gamma)`` pairs (``Key.stream``) for the bridge
+    normals (counter: record slot, channel), the unclaimed remainders (source,
+    channel) and the fresh out-of-frame noise (target, channel). Returns
+    ``(out, stats)``: ``out`` float32 [H, W, C] and a dict of diagnostics, the
+    common keys plus ``entries`` (size of the partition record).
     """
     height, width, channels = noise.shape
     corners = _check_corners(corners, height, width)
-    offsets, sources, areas, area_out = _partition(corners, height, width)
+    offsets, sources, areas = _partition(corners, height, width)
     start, order = counting_sort(sources, height * width, nchunks)
     corr = np.empty((height * width, channels), dtype=np.float64)
     single = np.empty(height * width, dtype=np.uint8)
     source_stats = np.empty((height, 2), dtype=np.int64)
     _sources(noise, start, order, areas, *bridge_stream, *rest_stream, corr, single, source_stats)
+    entries = int(start[-1])
     del start, order
     out = np.empty_like(noise, dtype=np.float32)
     target_stats = np.empty((height, 4), dtype=np.float64)
-    _gather(offsets, sources, areas, area_out, corr, single, *bridge_stream, *fresh_stream, out,
+    _gather(offsets, sources, areas, corr, single, *bridge_stream, *fresh_stream, out,
             target_stats)  # fmt: skip
     npix = height * width
     stats = {
@@ -376,7 +414,6 @@ def grid_warp(noise, corners, bridge_stream, rest_stream, fresh_stream, nchunks)
         "area_min": float(target_stats[:, 1].min()),
         "area_mean": float(target_stats[:, 2].sum() / npix),
         "area_max": float(target_stats[:, 3].max()),
-        "entries": int(np.count_nonzero(sources >= 0)),
-        "area_out_mean": float(area_out.sum() / npix),
+        "entries": entries,
     }
     return out, stats

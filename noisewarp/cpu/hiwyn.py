@@ -31,7 +31,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from noisewarp.core.rng import mix64, normal
+from noisewarp.core.rng import fill_normals, mix64, normal
 
 __all__ = ["hiwyn_warp", "hiwyn_counts"]
 
@@ -48,12 +48,10 @@ def _upsample(noise, n, offset, gamma, field):
         for j in range(width):
             q = i * width + j
             for c in range(channels):
-                base = np.uint64((q * channels + c) * nsub)
+                fill_normals(offset, gamma, np.uint64((q * channels + c) * nsub), z)
                 total = 0.0
                 for k in range(nsub):
-                    g = normal(offset, gamma, base + np.uint64(k))
-                    z[k] = g
-                    total += g
+                    total += z[k]
                 shift = noise[i, j, c] * inv_n - total * inv_nsub
                 for a in range(n):
                     row = field[i * n + a]

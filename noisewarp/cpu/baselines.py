@@ -1,0 +1,179 @@
+"""Simple noise warps that integral warping improves on (DESIGN section 4).
+
+They exist to show what goes wrong without it, behind the same interface as the
+real methods:
+
+- ``random``: fresh noise every frame. White, but nothing moves with the video.
+- ``fixed``: the same noise every frame. White, but it sticks to the screen.
+- ``nearest``: Y_p = x at the pixel containing T(p). Each value is N(0, 1), but
+  under contraction or rotation pixels are duplicated or dropped: neighbouring
+  targets share values (spatial correlation) and some sources vanish.
+- ``bilinear``: bilinear interpolation of x at T(p). A weighted mean of
+  independent values has variance sum w^2 < 1 (blur); ``renormalize=True``
+  divides by sqrt(sum w^2), which restores the variance but not the whiteness
+  (neighbours share sources, so the frame is spatially correlated).
+
+Positions outside the frame read fresh N(0, 1) noise, a pure function of the
+integer cell they fall in (so the continuation of the frame is one fixed
+noise field for the whole warp).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from noisewarp.core.rng import fill_normals, mix64, normal
+
+__all__ = ["random_warp", "fixed_warp", "nearest_warp", "bilinear_warp"]
+
+
+@njit(inline="always", cache=True)
+def _outside(row, col, channel, offset, gamma):
+    """Fresh N(0, 1) of the out-of-frame cell (row, col) (any integers)."""
+    key = (np.uint64(row & 0xFFFFFFFF) << np.uint64(32)) | np.uint64(col & 0xFFFFFFFF)
+    return normal(offset, gamma, mix64(key) + np.uint64(channel))
+
+
+@njit(inline="always", cache=True)
+def _cell(x, size):
+    """floor(x) as an int, clamped to [-1, size] so a far-away point cannot overflow."""
+    if x < 0.0:
+        return -1
+    if x >= size:
+        return size
+    return np.int64(math.floor(x))
+
+
+@njit(inline="always", cache=True)
+def _value(noise, row, col, channel, offset, gamma):
+    height, width = noise.shape[0], noise.shape[1]
+    if row >= 0 and row < height and col >= 0 and col < width:
+        return np.float64(noise[row, col, channel])
+    return _outside(row, col, channel, offset, gamma)
+
+
+@njit(parallel=True, cache=True)
+def _random(offset, gamma, out):
+    height, width, channels = out.shape
+    for i in prange(height):
+        row = np.empty(width * channels)
+        fill_normals(offset, gamma, np.uint64(i * width * channels), row)
+        flat = out[i].reshape(-1)
+        for n in range(flat.size):
+            flat[n] = row[n]
+
+
+@njit(parallel=True, cache=True)
+def _nearest(noise, tmap, offset, gamma, out, source):
+    """Y_p = x[floor(T(p))]; ``source[p]`` = that flat index, or -1 outside the frame."""
+    height, width, channels = noise.shape
+    for i in prange(height):
+        for j in range(width):
+            row = _cell(tmap[i, j, 0], height)
+            col = _cell(tmap[i, j, 1], width)
+            inside = row >= 0 and row < height and col >= 0 and col < width
+            source[i * width + j] = row * width + col if inside else -1
+            for c in range(channels):
+                out[i, j, c] = _value(noise, row, col, c, offset, gamma)
+
+
+@njit(parallel=True, cache=True)
+def _bilinear(noise, tmap, renormalize, offset, gamma, out, sources, weights):
+    """Bilinear interpolation at T(p) - 0.5; ``sources``/``weights`` [H*W, 4] record
+    the in-frame neighbours (-1 elsewhere) for the diagnostics."""
+    height, width, channels = noise.shape
+    for i in prange(height):
+        for j in range(width):
+            p = i * width + j
+            ur = tmap[i, j, 0] - 0.5
+            uc = tmap[i, j, 1] - 0.5
+            # Far outside the frame every neighbour is fresh noise: take one value.
+            if not (ur > -2.0 and ur < height + 1.0 and uc > -2.0 and uc < width + 1.0):
+                for k in range(4):
+                    sources[p, k] = -1
+                    weights[p, k] = 0.0
+                for c in range(channels):
+                    out[i, j, c] = _outside(_cell(ur, height), _cell(uc, width), c, offset, gamma)
+                continue
+            fi = math.floor(ur)
+            fj = math.floor(uc)
+            fr = ur - fi
+            fc = uc - fj
+            ci = np.int64(fi)
+            cj = np.int64(fj)
+            norm = 1.0
+            if renormalize:
+                norm = 1.0 / math.sqrt(
+                    ((1.0 - fr) ** 2 + fr**2) * ((1.0 - fc) ** 2 + fc**2)
+                )
+            for k in range(4):
+                row = ci + (k >> 1)
+                col = cj + (k & 1)
+                w = (fr if k >> 1 else 1.0 - fr) * (fc if k & 1 else 1.0 - fc)
+                inside = row >= 0 and row < height and col >= 0 and col < width
+                sources[p, k] = row * width + col if inside else -1
+                weights[p, k] = w
+            for c in range(channels):
+                acc = 0.0
+                for k in range(4):
+                    w = weights[p, k]
+                    if w != 0.0:
+                        acc += w * _value(noise, ci + (k >> 1), cj + (k & 1), c, offset, gamma)
+                out[i, j, c] = acc * norm
+
+
+def _claim_stats(sources: np.ndarray, weights: np.ndarray, npix: int) -> tuple[int, int]:
+    """(over-claimed, unclaimed) sources: total weight drawn > 1 (duplicated) and = 0."""
+    valid = sources >= 0
+    claimed = np.bincount(sources[valid], weights=weights[valid], minlength=npix)
+    return int(np.count_nonzero(claimed > 1.0 + 1e-9)), int(np.count_nonzero(claimed == 0.0))
+
+
+def _stats(fresh: int, overclaimed: int, unclaimed: int) -> dict:
+    nan = float("nan")
+    return {
+        "fresh_pixels": int(fresh),
+        "overclaimed_sources": int(overclaimed),
+        "unclaimed_sources": int(unclaimed),
+        "area_min": nan,
+        "area_mean": nan,
+        "area_max": nan,
+    }
+
+
+def random_warp(noise, stream):
+    """Fresh i.i.d. N(0, 1) of ``noise``'s shape from ``stream`` (counter: pixel, channel)."""
+    out = np.empty(noise.shape, dtype=np.float32)
+    _random(*stream, out)
+    height, width = noise.shape[:2]
+    return out, _stats(height * width, 0, height * width)
+
+
+def fixed_warp(noise):
+    """The input, unchanged (a copy)."""
+    return noise.copy(), _stats(0, 0, 0)
+
+
+def nearest_warp(noise, tmap, stream):
+    """Nearest-neighbour resampling of ``noise`` at the centre map ``tmap``."""
+    height, width, _ = noise.shape
+    out = np.empty(noise.shape, dtype=np.float32)
+    source = np.empty(height * width, dtype=np.int64)
+    _nearest(noise, tmap, *stream, out, source)
+    over, unclaimed = _claim_stats(source, np.ones(source.size), height * width)
+    return out, _stats(int(np.count_nonzero(source < 0)), over, unclaimed)
+
+
+def bilinear_warp(noise, tmap, renormalize, stream):
+    """Bilinear resampling of ``noise`` at ``tmap``; ``renormalize`` divides by sqrt(sum w^2)."""
+    height, width, _ = noise.shape
+    out = np.empty(noise.shape, dtype=np.float32)
+    sources = np.empty((height * width, 4), dtype=np.int64)
+    weights = np.empty((height * width, 4), dtype=np.float64)
+    _bilinear(noise, tmap, bool(renormalize), *stream, out, sources, weights)
+    over, unclaimed = _claim_stats(sources.ravel(), weights.ravel(), height * width)
+    fresh = int(np.count_nonzero((sources < 0).all(axis=1)))
+    return out, _stats(fresh, over, unclaimed)

@@ -1,0 +1,367 @@
+"""experiment.run end to end: outputs, resume, refusals, CLI, kill-and-resume, sweeps, collect."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import xarray as xr
+
+import noisewarp as nw
+from noisewarp.collect import collect
+from noisewarp.experiment import build_spec, run
+from noisewarp.io import StackError, StackMismatchError, read_frames, stack_attrs
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = ("res=32", "frames=5", "deform=rotate")
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def reference_frames(height, width, channels, frames, seed, deformation) -> np.ndarray:
+    """The public streaming API, independently of experiment.run."""
+    warper = nw.NoiseWarper(height, width, channels, method="particle", seed=seed)
+    out = [warper.noise]
+    for _ in range(frames - 1):
+        out.append(warper.step(deformation))
+    return np.stack(out)
+
+
+def test_run_writes_stack_metrics_previews_and_summary(compose, tmp_path, capsys):
+    cfg = compose(*SMALL)
+    summary = run(cfg)
+    out = Path(cfg.output.dir)
+    for name in (
+        "noise.h5",
+        "metrics.nc",
+        "frames.png",
+        "noise.gif",
+        "side_by_side.gif",
+        "summary.txt",
+        "summary.json",
+    ):
+        assert (out / name).is_file(), name
+    # The stack: complete, and exactly what the public API produces.
+    attrs = stack_attrs(out / "noise.h5")
+    assert attrs["complete"] == 1 and attrs["frames_written"] == 5
+    assert attrs["method"] == "particle" and attrs["noisewarp_version"] == nw.__version__
+    assert "deform:" in attrs["config"] and json.loads(attrs["identity"])["seed"] == 0
+    expected = reference_frames(32, 32, 4, 5, 0, nw.deform.get_deformation("rotate"))
+    np.testing.assert_array_equal(read_frames(out / "noise.h5"), expected)
+    with xr.open_dataset(out / "noise.h5", engine="h5netcdf") as stack:
+        assert stack["noise"].dims == ("frame", "channel", "y", "x")
+        assert np.isfinite(stack["time_s"].values[1:]).all()
+        assert "fresh_pixels" in stack and "map_s" in stack
+    # Metrics: one row per frame, timing, memory, sweep coordinates.
+    with xr.open_dataset(out / "metrics.nc", engine="h5netcdf") as metrics:
+        assert metrics.sizes["frame"] == 5
+        for name in (
+            "mean",
+            "std",
+            "ks_pvalue",
+            "acf_row",
+            "temporal_corr",
+            "time_s",
+            "rss_mb",
+            "peak_rss_mb",
+            "fresh_pixels",
+            "sample_noise",
+        ):
+            assert name in metrics, name
+        assert np.isnan(metrics["temporal_corr"].values[0])
+        assert (metrics["temporal_corr"].values[1:] > 0.3).all()
+        assert metrics["method"].item() == "particle" and metrics["res"].item() == 32
+        assert metrics["deform"].item() == "rotate"
+    # The printed summary table.
+    printed = capsys.readouterr().out
+    assert "time per frame" in printed and "JIT warm-up" in printed
+    assert "temporal_corr" in printed and "white-noise test" in printed
+    assert summary["status"] == "complete" and summary["time_per_frame_s"] > 0
+    assert (out / "summary.txt").read_text().strip() in printed
+
+
+def test_rerun_after_a_crash_resumes_bit_identically(compose, tmp_path):
+    cfg = compose(*SMALL, "frames=8")
+    run(cfg)
+    path = Path(cfg.output.dir) / "noise.h5"
+    complete = read_frames(path)
+    # Simulate a crash after frame 2: the counter says 3 frames, later ones are garbage.
+    with h5py.File(path, "r+") as handle:
+        handle.attrs.modify("frames_written", np.int64(3))
+        handle.attrs.modify("complete", np.int64(0))
+        handle["noise"][3:] = 123.0
+    summary = run(cfg)
+    assert summary["status"] == "complete"
+    np.testing.assert_array_equal(read_frames(path), complete)
+    assert stack_attrs(path)["complete"] == 1
+
+
+def test_a_different_config_never_overwrites_the_stack(compose):
+    cfg = compose(*SMALL)
+    run(cfg)
+    path = Path(cfg.output.dir) / "noise.h5"
+    before = digest(path)
+    with pytest.raises(StackMismatchError, match="seed: stored 0, now 1") as error:
+        run(compose(*SMALL, "seed=1"))
+    assert "output.overwrite=true" in str(error.value) and str(path) in str(error.value)
+    assert digest(path) == before
+    run(compose(*SMALL, "seed=1", "output.overwrite=true"))
+    assert json.loads(stack_attrs(path)["identity"])["seed"] == 1
+
+
+def test_a_truncated_stack_is_a_clear_error_and_kept(compose):
+    cfg = compose(*SMALL)
+    run(cfg)
+    path = Path(cfg.output.dir) / "noise.h5"
+    path.write_bytes(path.read_bytes()[:5000])
+    before = digest(path)
+    with pytest.raises(StackError) as error:
+        run(cfg)
+    assert str(path) in str(error.value) and "left untouched" in str(error.value)
+    assert digest(path) == before
+
+
+def test_flow_file_input(compose, tmp_path):
+    flow = np.zeros((2, 24, 40, 2), np.float32)
+    flow[..., 0], flow[..., 1] = 0.25, -0.5  # backward flow (dx, dy)
+    np.save(tmp_path / "flow.npy", flow)
+    cfg = compose(
+        "deform=flow", f"deform.path={tmp_path / 'flow.npy'}", "frames=10", "output.store_maps=true"
+    )
+    summary = run(cfg)
+    assert summary["frames"] == 3 and (summary["height"], summary["width"]) == (24, 40)
+    path = Path(cfg.output.dir) / "noise.h5"
+    with xr.open_dataset(path, engine="h5netcdf") as stack:
+        assert stack["noise"].shape == (3, 4, 24, 40)
+        tmap = stack["map"].isel(frame=1).values
+    np.testing.assert_allclose(tmap[0, 0], [0.5 - 0.5, 0.5 + 0.25])
+    expected = reference_frames(24, 40, 4, 3, 0, nw.flow.map_from_flow(flow[0]))
+    np.testing.assert_array_equal(read_frames(path), expected)
+
+
+def test_bench_output_writes_metrics_only(compose):
+    cfg = compose("output=bench", "res=32", "frames=12", "deform=translate")
+    run(cfg)
+    out = Path(cfg.output.dir)
+    assert not (out / "noise.h5").exists() and not (out / "noise.gif").exists()
+    with xr.open_dataset(out / "metrics.nc", engine="h5netcdf") as metrics:
+        measured = np.flatnonzero(np.isfinite(metrics["std"].values))
+        assert list(measured) == [0, 10, 11]  # every 10th frame and the last
+        assert np.isfinite(metrics["time_s"].values[1:]).all()
+
+
+def test_cli_default_needs_no_input(run_py, tmp_path):
+    result = run_py("method=particle", "res=32", "frames=3", f"hydra.run.dir={tmp_path}")
+    assert "time per frame" in result.stdout and "temporal_corr" in result.stdout
+    assert (tmp_path / "noise.h5").exists() and (tmp_path / "metrics.nc").exists()
+    assert json.loads((tmp_path / "status.json").read_text())["status"] == "complete"
+    assert (tmp_path / ".hydra" / "config.yaml").exists()
+
+
+def test_cli_error_is_reported_and_nonzero(run_py, tmp_path):
+    result = run_py("res=0", f"hydra.run.dir={tmp_path}", check=False)
+    assert result.returncode != 0
+    assert "res must be an integer >= 1, got 0" in result.stderr
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["status"] == "failed" and "ConfigError" in status["error"]
+
+
+def _frames_written(path: Path) -> int:
+    """frames_written of a stack another process is writing (no HDF5 file lock)."""
+    try:
+        with h5py.File(path, "r", locking=False) as handle:
+            return int(handle.attrs["frames_written"])
+    except (OSError, KeyError):
+        return -1
+
+
+@pytest.mark.slow
+def test_sigkill_then_same_command_resumes_bit_identically(compose, tmp_path):
+    args = ["res=48", "frames=60", "deform=swirl", "output.previews=false", "output.progress=false"]
+    killed = tmp_path / "killed"
+    child = subprocess.Popen(
+        [sys.executable, str(REPO / "run.py"), *args, f"hydra.run.dir={killed}"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    stack = killed / "noise.h5"
+    deadline = time.monotonic() + 240
+    while _frames_written(stack) < 4:
+        assert child.poll() is None, f"run.py ended early:\n{child.stderr.read()[-3000:]}"
+        assert time.monotonic() < deadline, "run.py made no progress"
+        time.sleep(0.02)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    child.stderr.close()
+    written = stack_attrs(stack)["frames_written"]
+    assert 4 <= written < 60, written
+    assert stack_attrs(stack)["complete"] == 0
+
+    rerun = subprocess.run(
+        [sys.executable, str(REPO / "run.py"), *args, f"hydra.run.dir={killed}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"resuming {stack} after frame {written - 1}" in rerun.stdout + rerun.stderr
+    assert stack_attrs(stack)["complete"] == 1
+
+    uninterrupted = compose(*args[:-1], output_dir=tmp_path / "uninterrupted")
+    run(uninterrupted)
+    reference = Path(uninterrupted.output.dir) / "noise.h5"
+    np.testing.assert_array_equal(read_frames(stack), read_frames(reference))
+    with (
+        xr.open_dataset(stack, engine="h5netcdf") as a,
+        xr.open_dataset(reference, engine="h5netcdf") as b,
+    ):
+        for name in ("fresh_pixels", "area_mean", "area_max"):
+            np.testing.assert_array_equal(a[name].values, b[name].values)
+
+
+@pytest.mark.slow
+def test_multirun_survives_a_failing_job_and_collect_reports_it(run_py, tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_py(
+        "-m",
+        "res=0,32",
+        "frames=3",
+        "deform=translate,rotate",
+        "output.previews=false",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert result.returncode == 0
+    assert "run failed" in result.stdout + result.stderr  # logged, not fatal
+    merged, records = collect(sweep, sweep / "collected.nc")
+    statuses = {(r.coords["res"], r.coords["deform"]): r.status for r in records}
+    assert statuses[(32, "rotate")] == "complete"
+    assert statuses[(0, "rotate")] == "failed"
+    assert "res must be an integer" in next(r.error for r in records if r.status == "failed")
+    with xr.open_dataset(sweep / "collected.nc", engine="h5netcdf") as ds:
+        assert set(ds["status"].dims) == {"method", "deform", "res"}
+        # sel(method=...) is xarray's fill-method keyword: select the dim with a dict.
+        where = {"deform": "rotate", "method": "particle"}
+        assert ds["status"].sel({**where, "res": 32}).item() == "complete"
+        assert ds["status"].sel({**where, "res": 0}).item() == "failed"
+        assert np.isnan(ds["std"].sel(res=0).values).all()
+        assert np.isfinite(ds["std"].sel(res=32).values).all()
+    # The command-line entry point.
+    cli = subprocess.run(
+        [sys.executable, "-m", "noisewarp.collect", str(sweep), "--strict"],
+        capture_output=True,
+        text=True,
+    )
+    assert cli.returncode == 1 and "failed" in cli.stderr and "2 of 4 runs" in cli.stderr
+
+
+def test_collect_tolerates_partial_and_unreadable_runs(compose, tmp_path):
+    sweep = tmp_path / "sweep"
+    for res in (32, 48):
+        run(
+            compose(
+                f"res={res}", "frames=3", "output.previews=false", output_dir=sweep / f"res={res}"
+            )
+        )
+    # A run killed mid-way: a stack with 1 of 3 frames, no metrics.
+    partial = sweep / "res=64"
+    partial.mkdir()
+    cfg = compose("res=64", "frames=3", output_dir=partial)
+    (partial / ".hydra").mkdir()
+    (partial / ".hydra" / "config.yaml").write_text(build_spec(cfg).config_yaml)
+    from noisewarp.io import StackWriter
+
+    with StackWriter(partial / "noise.h5", (3, 4, 64, 64), {}) as writer:
+        writer.write(0, np.zeros((64, 64, 4), np.float32))
+    # A damaged metrics file.
+    broken = sweep / "res=80"
+    broken.mkdir()
+    (broken / "metrics.nc").write_bytes(b"garbage")
+    merged, records = collect(sweep)
+    by_status = {r.status for r in records}
+    assert by_status == {"complete", "incomplete", "unreadable"}
+    incomplete = next(r for r in records if r.status == "incomplete")
+    assert "1 of 3 frames" in incomplete.error and incomplete.coords["res"] == 64
+    assert list(merged["res"].values[:2]) == [32, 48]
+    assert (merged["status"].sel(res=[32, 48]) == "complete").all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+def test_sweep_with_launcher(run_py, tmp_path, launcher):
+    plugin = {
+        "joblib": "hydra_plugins.hydra_joblib_launcher",
+        "submitit_local": "hydra_plugins.hydra_submitit_launcher",
+    }[launcher]
+    pytest.importorskip(plugin, reason="pip install -e '.[experiments]'")
+    sweep = tmp_path / launcher
+    extra = (
+        ["hydra.launcher.n_jobs=2"] if launcher == "joblib" else ["hydra.launcher.timeout_min=10"]
+    )
+    run_py(
+        "-m",
+        f"hydra/launcher={launcher}",
+        *extra,
+        "res=32,48",
+        "frames=3",
+        "deform=translate",
+        "output.previews=false",
+        f"hydra.sweep.dir={sweep}",
+        timeout=400,
+    )
+    merged, records = collect(sweep)
+    assert [r.status for r in records] == ["complete", "complete"]
+    for record in records:
+        assert stack_attrs(record.path / "noise.h5")["complete"] == 1
+    assert merged.sizes["res"] == 2 and np.isfinite(merged["std"].values).all()
+
+
+def test_collect_reports_duplicate_runs(compose, tmp_path):
+    sweep = tmp_path / "sweep"
+    for name in ("a", "b"):
+        run(compose("res=32", "frames=2", "output.previews=false", output_dir=sweep / name))
+    merged, records = collect(sweep)
+    assert sorted(r.status for r in records) == ["complete", "duplicate"]
+    duplicate = next(r for r in records if r.status == "duplicate")
+    assert "duplicate of" in duplicate.error
+    assert merged.sizes["res"] == 1
+
+
+def test_previews_are_bounded_and_show_the_motion(tmp_path):
+    from noisewarp.preview import PreviewRecorder, noise_to_uint8
+
+    values = noise_to_uint8(nw.initial_noise(64, 64, 4, seed=0))
+    assert values.shape == (64, 64, 3) and values.dtype == np.uint8
+    counts = np.bincount(values.ravel() // 32, minlength=8)  # Phi(x): uniform grey levels
+    assert counts.min() > 0.8 * counts.mean()
+    shift = nw.deform.get_deformation("translate", cols=1.0)
+    recorder = PreviewRecorder(48, 48, frames=100, size=32, max_gif_frames=10)
+    for index in range(100):
+        recorder.add(index, nw.initial_noise(48, 48, 1, seed=index), shift.map(48, 48))
+    assert len(recorder.noise) <= 10 + 4  # GIF frames plus the PNG frames
+    # The checkerboard is carried along: content moves one column right per frame.
+    moving = PreviewRecorder(48, 48, frames=9, size=32, max_gif_frames=9)
+    for index in range(9):
+        moving.add(index, nw.initial_noise(48, 48, 1, seed=index), shift.map(48, 48))
+    first, later = moving.motion[0][..., 0], moving.motion[5][..., 0]
+    np.testing.assert_array_equal(later[:, 5:], first[:, :-5])
+    assert len(np.unique(first)) == 2  # a two-tone checkerboard
+    paths = recorder.save(tmp_path)
+    assert {p.name for p in paths} == {"frames.png", "noise.gif", "side_by_side.gif"}
+    from PIL import Image
+
+    with Image.open(tmp_path / "noise.gif") as gif:
+        assert gif.n_frames == len(recorder.gif_frames)
