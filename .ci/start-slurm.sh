@@ -80,22 +80,27 @@ fi
 
 running() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
-if ! running "$DIR/slurmctld.pid"; then
+ctld_up() { scontrol ping 2>/dev/null | grep -q "UP"; }
+if ! running "$DIR/slurmctld.pid" && ! ctld_up; then
     slurmctld -f "$CONF" || fail "slurmctld exited with status $?"
 fi
 for _ in $(seq 1 40); do
-    scontrol ping 2>/dev/null | grep -q "UP" && break
+    ctld_up && break
     sleep 0.5
 done
-scontrol ping 2>/dev/null | grep -q "UP" || fail "slurmctld does not answer 'scontrol ping'"
+ctld_up || fail "slurmctld does not answer 'scontrol ping'"
 
+node_state() { sinfo -h -n localhost -o %T 2>/dev/null | head -n 1; }
 if ! running "$DIR/slurmd.pid"; then
-    slurmd -f "$CONF" -N localhost || fail "slurmd exited with status $?"
+    case "$(node_state)" in
+        idle* | mixed* | allocated*) ;;  # a slurmd from an earlier start still serves it
+        *) slurmd -f "$CONF" -N localhost || fail "slurmd exited with status $?" ;;
+    esac
 fi
 
 state=""
 for _ in $(seq 1 60); do
-    state=$(sinfo -h -n localhost -o %T 2>/dev/null | head -n 1)
+    state=$(node_state)
     case "$state" in
         idle* | mixed* | allocated*) break ;;
         down* | drain* | drained*)

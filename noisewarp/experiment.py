@@ -470,18 +470,12 @@ def run(cfg) -> dict:
     """
     from tqdm.auto import tqdm
 
-    from noisewarp import __version__
-    from noisewarp.io import StackWriter
-    from noisewarp.warp import NoiseWarper, initial_noise
-
     spec = build_spec(cfg)
-    out = spec.output
-    out.dir.mkdir(parents=True, exist_ok=True)
+    spec.output.dir.mkdir(parents=True, exist_ok=True)
     if spec.threads is not None:
         import numba
 
         numba.set_num_threads(min(spec.threads, numba.config.NUMBA_NUM_THREADS))
-    shape = (spec.frames, spec.channels, spec.height, spec.width)
     log.info(
         "%s on %s, %dx%dx%d, %d frames, seed %d -> %s",
         spec.method_label,
@@ -491,112 +485,121 @@ def run(cfg) -> dict:
         spec.channels,
         spec.frames,
         spec.seed,
-        out.dir,
+        spec.output.dir,
     )
-
     warmup_s, diagnostics_fields = _warm_up(spec)
-    writer = None
-    if out.stack is not None:
-        writer = StackWriter(
-            out.stack,
-            shape,
-            spec.identity(),
-            spec.config_yaml,
-            [*diagnostics_fields, "map_s"],
-            store_maps=out.store_maps,
-            overwrite=out.overwrite,
-            attrs={
-                "method": spec.method,
-                "method_label": spec.method_label,
-                "deform": spec.motion.label,
-                "seed": spec.seed,
-                "noisewarp_version": __version__,
-            },
-        )
     observer = _Observer(spec)
-    start = writer.frames_written if writer is not None else 0
-    if start:
-        log.info("resuming %s after frame %d of %d", out.stack, start - 1, spec.frames)
-    try:
-        with tqdm(
+    with (
+        _open_stack(spec, diagnostics_fields) as writer,
+        tqdm(
             total=spec.frames,
             desc=f"{spec.method_label} {spec.height}x{spec.width}",
             unit="frame",
-            disable=not out.progress,
+            disable=not spec.output.progress,
             mininterval=1.0,
             dynamic_ncols=True,
-        ) as bar:
-            prev = None
-            stored = writer.table() if start else {}
-            for index in range(start):  # replay the stored frames through the observer
-                frame = writer.read(index)
-                tmap = (
-                    spec.motion.geometry(index - 1).centres if observer.needs_map(index) else None
-                )
-                diagnostics = {
-                    k: v[index] for k, v in stored.items() if k not in ("time_s", "map_s")
-                }
-                observer.add(
-                    index,
-                    frame,
-                    prev,
-                    tmap,
-                    float(stored["time_s"][index]),
-                    float(stored.get("map_s", [math.nan] * start)[index]),
-                    diagnostics,
-                )
-                prev = frame
-                bar.update()
-            if start == 0:
-                prev = initial_noise(spec.height, spec.width, spec.channels, spec.seed)
-                if writer is not None:
-                    writer.write(0, prev)
-                observer.add(0, prev, None, None, math.nan, math.nan, {})
-                bar.update()
-                start = 1
-            warper = NoiseWarper(
-                spec.height,
-                spec.width,
-                spec.channels,
-                method=spec.method,
-                seed=spec.seed,
-                noise=prev,
-                frame=start - 1,
-                backend=spec.backend,
-                **spec.options,
-            )
-            for index in range(start, spec.frames):
-                tick = time.perf_counter()
-                geometry = spec.motion.geometry(index - 1)
-                map_s = time.perf_counter() - tick
-                tick = time.perf_counter()
-                frame = warper.step(geometry)
-                time_s = time.perf_counter() - tick
-                diagnostics = warper.diagnostics.as_dict()
-                if writer is not None:
-                    writer.write(
-                        index,
-                        frame,
-                        time_s,
-                        {**diagnostics, "map_s": map_s},
-                        geometry.centres if out.store_maps else None,
-                    )
-                record = observer.add(
-                    index, frame, prev, geometry.centres, time_s, map_s, diagnostics
-                )
-                prev = frame
-                bar.update()
-                bar.set_postfix(
-                    ms=f"{1e3 * time_s:.1f}", rss=f"{record['rss_mb']:.0f}M", refresh=False
-                )
+        ) as progress,
+    ):
+        prev, start = _replay(spec, writer, observer, progress)
+        _stream(spec, writer, observer, progress, prev, start)
         if writer is not None:
             writer.finish()
-    finally:
-        if writer is not None:
-            writer.close()
+    return _finish(spec, observer, warmup_s)
 
-    summary = _finish(spec, observer, warmup_s)
-    return summary
+
+def _open_stack(spec: RunSpec, diagnostics_fields: list[str]):
+    """The stack writer (new or resumed), or a null context when no stack is written."""
+    from contextlib import nullcontext
+
+    from noisewarp import __version__
+    from noisewarp.io import StackWriter
+
+    if spec.output.stack is None:
+        return nullcontext(None)
+    writer = StackWriter(
+        spec.output.stack,
+        (spec.frames, spec.channels, spec.height, spec.width),
+        spec.identity(),
+        spec.config_yaml,
+        [*diagnostics_fields, "map_s"],
+        store_maps=spec.output.store_maps,
+        overwrite=spec.output.overwrite,
+        attrs={
+            "method": spec.method,
+            "method_label": spec.method_label,
+            "deform": spec.motion.label,
+            "seed": spec.seed,
+            "noisewarp_version": __version__,
+        },
+    )
+    if writer.frames_written:
+        log.info(
+            "resuming %s after frame %d of %d",
+            spec.output.stack,
+            writer.frames_written - 1,
+            spec.frames,
+        )
+    return writer
+
+
+def _replay(spec: RunSpec, writer, observer: _Observer, progress) -> tuple[np.ndarray, int]:
+    """Feed the frames a resumed stack already holds to the observer (metrics, previews);
+    write frame 0 for a new run. Return the last frame and the index of the next one."""
+    from noisewarp.warp import initial_noise
+
+    start = writer.frames_written if writer is not None else 0
+    if start == 0:
+        frame = initial_noise(spec.height, spec.width, spec.channels, spec.seed)
+        if writer is not None:
+            writer.write(0, frame)
+        observer.add(0, frame, None, None, math.nan, math.nan, {})
+        progress.update()
+        return frame, 1
+    stored = writer.table()
+    prev = None
+    for index in range(start):
+        frame = writer.read(index)
+        tmap = spec.motion.geometry(index - 1).centres if observer.needs_map(index) else None
+        diagnostics = {k: v[index] for k, v in stored.items() if k not in ("time_s", "map_s")}
+        times = float(stored["time_s"][index]), float(stored["map_s"][index])
+        observer.add(index, frame, prev, tmap, *times, diagnostics)
+        prev = frame
+        progress.update()
+    return prev, start
+
+
+def _stream(spec: RunSpec, writer, observer: _Observer, progress, prev, start: int) -> None:
+    """Warp frames ``start ..`` one at a time: write, measure, drop (memory stays flat)."""
+    from noisewarp.warp import NoiseWarper
+
+    warper = NoiseWarper(
+        spec.height,
+        spec.width,
+        spec.channels,
+        method=spec.method,
+        seed=spec.seed,
+        noise=prev,
+        frame=start - 1,
+        backend=spec.backend,
+        **spec.options,
+    )
+    for index in range(start, spec.frames):
+        tick = time.perf_counter()
+        geometry = spec.motion.geometry(index - 1)
+        map_s = time.perf_counter() - tick
+        tick = time.perf_counter()
+        frame = warper.step(geometry)
+        time_s = time.perf_counter() - tick
+        diagnostics = warper.diagnostics.as_dict()
+        if writer is not None:
+            tmap = geometry.centres if spec.output.store_maps else None
+            writer.write(index, frame, time_s, {**diagnostics, "map_s": map_s}, tmap)
+        record = observer.add(index, frame, prev, geometry.centres, time_s, map_s, diagnostics)
+        prev = frame
+        progress.update()
+        progress.set_postfix(
+            ms=f"{1e3 * time_s:.1f}", rss=f"{record['rss_mb']:.0f}M", refresh=False
+        )
 
 
 def _finish(spec: RunSpec, observer: _Observer, warmup_s: float) -> dict:

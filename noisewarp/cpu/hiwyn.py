@@ -33,7 +33,7 @@ from numba import njit, prange
 
 from noisewarp.core.rng import fill_normals, mix64, normal
 
-__all__ = ["hiwyn_warp", "hiwyn_counts"]
+__all__ = ["hiwyn_warp", "hiwyn_conditional_mean"]
 
 
 @njit(parallel=True, cache=True)
@@ -109,8 +109,8 @@ def _column(x, n):
 
 
 @njit(cache=True)
-def _add_span(field, sub_row, k_lo, k_hi, acc, offset, gamma):
-    """Add sub-pixels [k_lo, k_hi) of ``sub_row`` to ``acc``.
+def _add_span(field, sub_row, k_lo, k_hi, acc, offset, gamma, fresh_weight):
+    """Add sub-pixels [k_lo, k_hi) of ``sub_row`` to ``acc`` (fresh ones times ``fresh_weight``).
 
     Returns (sub-pixels added, how many of them were in the frame).
     """
@@ -136,10 +136,12 @@ def _add_span(field, sub_row, k_lo, k_hi, acc, offset, gamma):
 
 
 @njit(parallel=True, cache=True)
-def _rasterise(field, corners, centres, n, offset, gamma, out, counts, row_stats):
+def _rasterise(field, corners, centres, n, offset, gamma, fresh_weight, out, counts, row_stats):
     """Y_p = sum_{K_p} s / sqrt(|K_p|), or the sub-pixel containing T(p) when K_p is empty.
 
-    ``counts[p]`` = |K_p|; ``row_stats[i]`` = targets of row i with no sub-pixel in the frame.
+    ``counts[p]`` = |K_p|; ``row_stats[i]`` = targets of row i with no sub-pixel in
+    the frame. Fresh values are scaled by ``fresh_weight`` (1; 0 gives E[Y | X]
+    from a field of conditional means).
     """
     height, width, channels = out.shape
     n_rows = field.shape[0]
@@ -163,7 +165,7 @@ def _rasterise(field, corners, centres, n, offset, gamma, out, counts, row_stats
                 fresh += 1
                 counts[p] = 0
                 for c in range(channels):
-                    out[i, j, c] = _fresh_target(p, c, offset, gamma)
+                    out[i, j, c] = fresh_weight * _fresh_target(p, c, offset, gamma)
                 continue
             for c in range(channels):
                 acc[c] = 0.0
@@ -182,13 +184,13 @@ def _rasterise(field, corners, centres, n, offset, gamma, out, counts, row_stats
                 a, b, cc, d = _sort4(x0, x1, x2, x3)
                 if b < math.inf:
                     added, added_in = _add_span(
-                        field, s, _column(a, n), _column(b, n), acc, offset, gamma
+                        field, s, _column(a, n), _column(b, n), acc, offset, gamma, fresh_weight
                     )
                     count += added
                     inside += added_in
                 if d < math.inf:
                     added, added_in = _add_span(
-                        field, s, _column(cc, n), _column(d, n), acc, offset, gamma
+                        field, s, _column(cc, n), _column(d, n), acc, offset, gamma, fresh_weight
                     )
                     count += added
                     inside += added_in
@@ -210,7 +212,7 @@ def _rasterise(field, corners, centres, n, offset, gamma, out, counts, row_stats
                     out[i, j, c] = field[sr, sc, c]
             else:
                 for c in range(channels):
-                    out[i, j, c] = _fresh_target(p, c, offset, gamma)
+                    out[i, j, c] = fresh_weight * _fresh_target(p, c, offset, gamma)
         row_stats[i] = fresh
 
 
@@ -218,7 +220,10 @@ def hiwyn_warp(noise, corners, centres, n, subpixel_stream, fresh_stream):
     """Warp one frame with upsampling factor ``n``.
 
     ``noise`` float32 [H, W, C], ``corners`` float64 [H+1, W+1, 2], ``centres``
-    float64 [H, W, 2] (validated, C-contiguous). Returns ``(out, stats)``.
+    float64 [H, W, 2] (validated, C-contiguous). Returns ``(out, stats)``; besides
+    the common keys (``overclaimed_sources`` and ``unclaimed_sources`` are -1:
+    HIWYN keeps no per-source record), ``area_*`` are |K_p| / n^2 and
+    ``empty_targets`` counts targets with no sub-pixel centre in R_p.
     """
     height, width, channels = noise.shape
     field = np.empty((height * n, width * n, channels), dtype=np.float32)
@@ -226,13 +231,11 @@ def hiwyn_warp(noise, corners, centres, n, subpixel_stream, fresh_stream):
     out = np.empty((height, width, channels), dtype=np.float32)
     counts = np.empty(height * width, dtype=np.int64)
     row_stats = np.empty(height, dtype=np.int64)
-    _rasterise(field, corners, centres, n, *fresh_stream, out, counts, row_stats)
+    _rasterise(field, corners, centres, n, *fresh_stream, 1.0, out, counts, row_stats)
     del field
     areas = counts / float(n * n)
     stats = {
         "fresh_pixels": int(row_stats.sum()),
-        # HIWYN has no per-source bookkeeping: sub-pixels claimed twice (fold-over)
-        # or never are not tracked.
         "overclaimed_sources": -1,
         "unclaimed_sources": -1,
         "area_min": float(areas.min()),
@@ -244,11 +247,17 @@ def hiwyn_warp(noise, corners, centres, n, subpixel_stream, fresh_stream):
     return out, stats
 
 
-def hiwyn_counts(corners, centres, height, width, n):
-    """|K_p| of every target (for tests): the number of sub-pixel centres inside R_p."""
-    field = np.zeros((height * n, width * n, 1), dtype=np.float32)
-    out = np.empty((height, width, 1), dtype=np.float32)
+def hiwyn_conditional_mean(noise, corners, centres, n):
+    """E[Y | X] of hiwyn and |K_p|, exactly: the rasteriser run on the field of
+    conditional means E[s | x_q] = x_q / n, fresh sub-pixels contributing 0.
+
+    Returns ``(mean float64 [H, W, C], counts int64 [H*W])``.
+    """
+    height, width, channels = noise.shape
+    field = np.repeat(np.repeat(noise.astype(np.float32) / np.float32(n), n, axis=0), n, axis=1)
+    out = np.empty((height, width, channels), dtype=np.float32)
     counts = np.empty(height * width, dtype=np.int64)
     row_stats = np.empty(height, dtype=np.int64)
-    _rasterise(field, corners, centres, n, np.uint64(0), np.uint64(1), out, counts, row_stats)
-    return counts
+    offset, gamma = np.uint64(0), np.uint64(1)
+    _rasterise(field, corners, centres, n, offset, gamma, 0.0, out, counts, row_stats)
+    return out.astype(np.float64), counts
