@@ -369,19 +369,32 @@ def build_spec(cfg) -> RunSpec:
 # ------------------------------------------------------------------------------ running
 
 
-def _rss_mb() -> tuple[float, float]:
-    """(current, peak) resident memory of this process in MiB."""
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    peak_mb = peak / 1024.0 if sys.platform != "darwin" else peak / 2**20
+def _reset_peak_rss() -> bool:
+    """Start a new peak-memory window (Linux: ``echo 5 > /proc/self/clear_refs``), so a job
+    sharing its process with earlier jobs (basic or joblib launcher) reports its own peak."""
     try:
-        with open("/proc/self/statm") as handle:
-            pages = int(handle.read().split()[1])
-        current = pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        current = math.nan
-    return current, peak_mb
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _rss_mb() -> tuple[float, float]:
+    """(current, peak) resident memory of this process in MiB (peak since the last reset)."""
+    try:
+        fields = {}
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "VmHWM"):
+                    fields[key] = int(value.split()[0]) / 1024.0  # kB
+        return fields["VmRSS"], fields["VmHWM"]
+    except (OSError, KeyError, ValueError):
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return math.nan, peak / 1024.0 if sys.platform != "darwin" else peak / 2**20
 
 
 def _warm_up(spec: RunSpec) -> tuple[float, list[str]]:
@@ -487,6 +500,7 @@ def run(cfg) -> dict:
         spec.seed,
         spec.output.dir,
     )
+    _reset_peak_rss()
     warmup_s, diagnostics_fields = _warm_up(spec)
     observer = _Observer(spec)
     with (

@@ -51,7 +51,7 @@ def test_shared_edges_split_subpixels_exactly():
     """Neighbouring quads agree on their shared edges: for an injective map the targets
     count every sub-pixel centre inside the image of the frame exactly once."""
     height, width, n = 14, 12, 4
-    corners, centres = geometry(Compose((Swirl(degrees=80.0, radius=0.3), Zoom(0.85))),
+    corners, centres = geometry(Compose((Swirl(degrees=80.0, radius=0.3), Zoom(1.15))),
                                 height, width)  # fmt: skip
     _, counts = hiwyn_conditional_mean(nw.initial_noise(height, width, 1), corners, centres, n)
     outline = naive.frame_outline(corners)
@@ -105,8 +105,8 @@ def test_exact_conditional_moments():
 
 
 def test_equivalence_with_grid_as_n_grows():
-    """Deng et al.'s equivalence: E[Y | X] of hiwyn converges to grid's as n grows,
-    with max and RMS differences falling roughly like 1/n."""
+    """Deng et al.'s equivalence: E[Y | X] of hiwyn converges to grid's as n grows
+    (|K_pq| / n^2 -> a_pq), max and RMS differences falling at least like 1/n."""
     height, width = 48, 48
     deformation = Compose((Swirl(degrees=40.0, radius=0.3), Rotate(degrees=7.0), Zoom(0.9)))
     corners, centres = geometry(deformation, height, width)
@@ -126,12 +126,14 @@ def test_equivalence_with_grid_as_n_grows():
         rms.append(float(np.sqrt((diff**2).mean())))
         worst.append(float(np.abs(diff).max()))
     rms, worst = np.array(rms), np.array(worst)
-    # Each doubling of n shrinks the RMS difference (1/n would halve it).
-    assert (rms[1:] / rms[:-1] < 0.75).all(), rms
-    assert rms[-1] < rms[0] / 8, rms
-    # n * RMS stays bounded: the rate is 1/n, not slower.
-    assert (rms * ns).max() < 2.5 * (rms * ns).min(), rms * ns
-    assert worst[-1] < worst[0] / 4, worst
+    # Both fall with every doubling of n, at least as fast as 1/n: the log-log slopes
+    # are at most -0.9 (measured here: about -1.5 for the RMS, -1.3 for the max, as
+    # lattice-point counting errors along the quads' edges partly cancel).
+    assert (np.diff(rms) < 0).all() and (np.diff(worst) < 0).all(), (rms, worst)
+    slope_rms = np.polyfit(np.log(ns), np.log(rms), 1)[0]
+    slope_max = np.polyfit(np.log(ns), np.log(worst), 1)[0]
+    assert slope_rms < -0.9 and slope_max < -0.9, (slope_rms, slope_max, rms, worst)
+    assert rms[-1] < 0.01 and worst[-1] < 0.05, (rms, worst)
 
 
 def test_deterministic_across_thread_counts():
@@ -188,14 +190,19 @@ def test_hiwyn_marginal_law(name):
 
 
 @pytest.mark.slow
-def test_hiwyn_fold_is_finite_with_unit_variance_but_correlated():
-    """On a fold, sub-pixels inside two quads are counted by both targets: the output
-    keeps unit variance but neighbours become correlated (HIWYN has no fold-over
-    handling; grid renormalises, test_grid checks it stays white)."""
+def test_hiwyn_fold_is_finite_but_not_white():
+    """HIWYN has no fold-over handling: sub-pixels inside two quads are counted by both
+    targets. One warp of white noise still has unit variance per pixel (every
+    sub-pixel is N(0, 1)), but neighbours become correlated, and warping that
+    correlated output again lets the variance drift (grid renormalises the
+    over-claimed sources and stays white: test_grid.test_grid_marginal_law[fold])."""
+    x = nw.initial_noise(512, 512, 4, seed=2024)
+    once = nw.warp(x, Fold(), method="hiwyn", n=MARGINAL_N, key=nw.Key(2024, 1))
+    report = white_noise_report(once)
+    assert abs(report["statistics"]["std"]["z"]) < 5.0
+    assert not report["passed"]
     warper = nw.NoiseWarper(512, 512, 4, method="hiwyn", seed=2024, n=MARGINAL_N)
     for t in range(50):
         frame = warper.step(Fold())
         assert np.isfinite(frame).all(), f"hiwyn/fold: non-finite values at frame {t + 1}"
-    report = white_noise_report(frame)
-    assert abs(report["statistics"]["std"]["value"] - 1.0) < 0.01
-    assert abs(report["statistics"]["mean"]["value"]) < 0.01
+    assert white_noise_report(frame)["statistics"]["std"]["value"] > 1.02

@@ -9,7 +9,7 @@ Coverage by edge integrals
     area of P left of the vertical line c = x, inside the row slab
     [row, row+1], as a sum over P's directed edges of
 
-        ramp_e(x) = sign(r1 - r0) * integral over the edge's part in the slab of max(c(r) - x, 0) dr,
+        ramp_e(x) = sign(r1 - r0) * (integral of max(c(r) - x, 0) dr over the edge's piece),
 
     and the coverage of the cell [row, row+1) x [col, col+1) is
     ramp(col) - ramp(col + 1), summed over the edges. Along a straight piece of
@@ -128,7 +128,10 @@ def polygon_signed_area(r0, c0, r1, c1, r2, c2, r3, c3):
     Same sign convention as the coverage; the identity map's pixel quads are positive.
     """
     return 0.5 * (
-        (r1 - r0) * (c0 + c1) + (r2 - r1) * (c1 + c2) + (r3 - r2) * (c2 + c3) + (r0 - r3) * (c3 + c0)
+        (r1 - r0) * (c0 + c1)
+        + (r2 - r1) * (c1 + c2)
+        + (r3 - r2) * (c2 + c3)
+        + (r0 - r3) * (c3 + c0)
     )
 
 

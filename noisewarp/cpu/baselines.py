@@ -106,9 +106,7 @@ def _bilinear(noise, tmap, renormalize, offset, gamma, out, sources, weights):
             cj = np.int64(fj)
             norm = 1.0
             if renormalize:
-                norm = 1.0 / math.sqrt(
-                    ((1.0 - fr) ** 2 + fr**2) * ((1.0 - fc) ** 2 + fc**2)
-                )
+                norm = 1.0 / math.sqrt(((1.0 - fr) ** 2 + fr**2) * ((1.0 - fc) ** 2 + fc**2))
             for k in range(4):
                 row = ci + (k >> 1)
                 col = cj + (k & 1)

@@ -225,14 +225,31 @@ def _sources(noise, start, order, areas, bridge_offset, bridge_gamma, rest_offse
                 for c in range(channels):
                     corr[q, c] = 0.0
                 continue
+            # One sweep for S_q and sum_p z_pq; a fold's over-claimed source (rare)
+            # is rescaled and swept again.
+            for c in range(channels):
+                zsum[c] = 0.0
             claimed = 0.0
             for t in range(first, last):
-                claimed += areas[order[t]]
+                e = order[t]
+                a = areas[e]
+                claimed += a
+                root = math.sqrt(a)
+                fill_normals(bridge_offset, bridge_gamma, np.uint64(e) * np.uint64(channels), g)
+                for c in range(channels):
+                    zsum[c] += root * g[c]
             if claimed > 1.0 + OVERCLAIM_TOL:
                 overclaimed += 1
                 scale = 1.0 / claimed
+                for c in range(channels):
+                    zsum[c] = 0.0
                 for t in range(first, last):
-                    areas[order[t]] *= scale
+                    e = order[t]
+                    areas[e] *= scale
+                    root = math.sqrt(areas[e])
+                    fill_normals(bridge_offset, bridge_gamma, np.uint64(e) * np.uint64(channels), g)
+                    for c in range(channels):
+                        zsum[c] += root * g[c]
                 claimed = 1.0
             if last - first == 1 and claimed >= 1.0 - REST_EPS:
                 # The whole of x_q goes to one target: pass it through exactly.
@@ -241,14 +258,6 @@ def _sources(noise, start, order, areas, bridge_offset, bridge_gamma, rest_offse
                     corr[q, c] = noise[i, j, c]
                 continue
             single[q] = 0
-            for c in range(channels):
-                zsum[c] = 0.0
-            for t in range(first, last):
-                e = order[t]
-                root = math.sqrt(areas[e])
-                fill_normals(bridge_offset, bridge_gamma, np.uint64(e) * np.uint64(channels), g)
-                for c in range(channels):
-                    zsum[c] += root * g[c]
             rest = 1.0 - claimed
             if rest > REST_EPS:
                 root = math.sqrt(rest)

@@ -128,10 +128,10 @@ def _add_span(field, sub_row, k_lo, k_hi, acc, offset, gamma, fresh_weight):
                 acc[c] += row[k, c]
     for k in range(k_lo, in_lo):
         for c in range(channels):
-            acc[c] += _outside(sub_row, k, c, offset, gamma)
+            acc[c] += fresh_weight * _outside(sub_row, k, c, offset, gamma)
     for k in range(in_hi, k_hi):
         for c in range(channels):
-            acc[c] += _outside(sub_row, k, c, offset, gamma)
+            acc[c] += fresh_weight * _outside(sub_row, k, c, offset, gamma)
     return k_hi - k_lo, in_hi - in_lo
 
 

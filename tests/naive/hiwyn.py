@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
 from naive.grid import quad_of
 
 
@@ -46,7 +47,8 @@ def subpixel_counts(corners: np.ndarray, centres: np.ndarray, n: int):
     """Per target p: ({source q: |K_pq|}, fresh sub-pixels of K_p, fallback).
 
     ``fallback`` is None when K_p is non-empty, else the flat source containing
-    T(p) at sub-pixel resolution (or -1 outside the frame).
+    T(p) at sub-pixel resolution (or -1 outside the frame). A quad entirely
+    outside the frame is fresh noise as a whole: no counts, fallback -1.
     """
     height, width = corners.shape[0] - 1, corners.shape[1] - 1
     result = []
@@ -57,6 +59,10 @@ def subpixel_counts(corners: np.ndarray, centres: np.ndarray, n: int):
             cols = [v[1] for v in quad]
             per_source: dict[int, int] = {}
             fresh = 0
+            if max(rows) <= 0 or min(rows) >= height or max(cols) <= 0 or min(cols) >= width:
+                # Entirely outside the frame: one fresh N(0, 1), by convention |K_p| = 0.
+                result.append((per_source, fresh, -1))
+                continue
             for sr in range(math.floor(min(rows) * n) - 1, math.ceil(max(rows) * n) + 1):
                 for sc in range(math.floor(min(cols) * n) - 1, math.ceil(max(cols) * n) + 1):
                     if not inside(quad, (sr + 0.5) / n, (sc + 0.5) / n):
