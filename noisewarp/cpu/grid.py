@@ -20,20 +20,26 @@ over-claimed. Self-intersecting quads are split into their two lobes
 Driver (every pass parallel over rows, no atomics, every sum in a fixed order,
 so the output is bit-identical for any number of threads):
 
-1. ``_bounds`` (per target): an upper bound on its entries, the cells of each
-   slab row between the columns the quad spans there, clamped to the frame.
-   An exclusive scan gives every target a private slice of the record.
-2. ``_fill`` (per target): the areas of those cells; entries with area above
-   ``AREA_EPS`` are written (source, area), the rest of the slice is marked -1;
-   A_out = |R_p| - A_in when the quad leaves the frame (a quad far outside
-   costs nothing: its cell range is clamped to the frame first).
-3. ``counting_sort`` of the entries by source.
-4. ``_sources`` (per source): S_q, the over-claim scaling, and the correction
-   corr_q = x_q - sum_p z_pq - z_rest. z_pq = sqrt(a_pq) g with g drawn from
-   counter (entry, channel): the gather draws the same g again, which costs one
-   more normal per entry but keeps the memory at one float per entry (no
-   per-entry, per-channel increment buffer).
+1. ``_bounds`` (per target): the cells of its bounding box inside the frame
+   (plus one slot for A_out if the box leaves the frame). An inclusive scan
+   gives every target a private slice of the record.
+2. ``_fill`` (per target): the exact areas, slab row by slab row, of the cells
+   between the columns the quad spans there; entries above ``AREA_EPS`` are
+   written as (source, area), unused slots are marked -1, and a quad leaving
+   the frame stores A_out = |R_p| - A_in in its first slot (source
+   ``OUT_SLOT``). A quad far outside costs nothing: its cell range is clamped
+   to the frame before any loop.
+3. ``counting_sort`` of the entries by source (negative ids skipped).
+4. ``_sources`` (per source, one sweep over its entries): S_q, the over-claim
+   scaling (written back into the record), and corr_q = x_q - sum_p z_pq -
+   z_rest. z_pq = sqrt(a_pq) g with g drawn from counter (record slot,
+   channel); the gather draws the same g again. That costs one more normal per
+   entry but keeps the record at 16 bytes per entry (area, source, sort index)
+   instead of adding a per-entry, per-channel buffer of increments.
 5. ``_gather`` (per target): Y_p from its entries, corr and fresh noise.
+
+Fresh noise xi_p comes from counter (target, channel) of the FRESH stream, z_rest
+from (source, channel) of the REST stream.
 
 A source covered by a single target with all of its unit area (integer
 translations) passes x_q through unchanged, so such maps reproduce the shifted

@@ -6,8 +6,9 @@ that speed and memory comparisons mean something:
 1. Conditional upsampling (``_upsample``): every source pixel q becomes N x N
    sub-pixels s = x_q / N + (z - mean(z)), z ~ N(0, I_{N^2}) drawn from counter
    (q, channel, sub-pixel), so each s ~ N(0, 1) and sum(s) / N = x_q. The field
-   is materialised, float32 [H*N, W*N, C], as the original does; its memory and
-   the work to fill it grow as N^2.
+   is materialised, float32 [H*N, W*N, C], as the original does (once here,
+   where tensor implementations hold several field-sized temporaries); its
+   memory and the work to fill it grow as N^2.
 2. Rasterisation (``_rasterise``, per target): K_p is the set of sub-pixels whose
    centres lie inside the target's quadrilateral R_p (the same quad as grid, from
    the mapped pixel corners). Each sub-pixel row is scan-converted: the quad's
@@ -16,7 +17,9 @@ that speed and memory comparisons mean something:
    interpolated from each edge's lower end, so quads that share an edge agree on
    its crossings bit for bit and split the sub-pixels between them without gaps
    or double counting. Sub-pixels outside the frame are fresh N(0, 1), a pure
-   function of their sub-pixel coordinates.
+   function of their sub-pixel coordinates. A quad entirely outside the frame
+   draws one fresh N(0, 1) for the target (the law of a normalised sum of fresh
+   sub-pixels) and reports |K_p| = 0, instead of drawing |K_p| of them.
 3. Y_p = sum_{K_p} s / sqrt(|K_p|); where K_p is empty, the sub-pixel containing
    T(p) (the centre map).
 
