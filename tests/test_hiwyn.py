@@ -164,6 +164,14 @@ def test_memory_grows_as_n_squared():
         assert field * n * n <= peak < field * n * n * 1.3 + 4e6, (n, peak)
 
 
+def test_field_too_large_is_a_clear_error():
+    x = nw.initial_noise(64, 64, 4)
+    with pytest.raises(MemoryError, match="upsampled field"):
+        nw.warp(x, nw.deform.Identity(), method="hiwyn", n=2**12, key=1)
+    with pytest.raises(ValueError, match="positive integer"):
+        nw.warp(x, nw.deform.Identity(), method="hiwyn", n=0, key=1)
+
+
 def test_empty_and_outside_targets_are_fresh_and_finite():
     x = nw.initial_noise(16, 16, 4, seed=3)
     y, diag = nw.warp(x, Translate(rows=1e12, cols=-1e30), method="hiwyn", n=4, key=1,

@@ -74,6 +74,8 @@ REST_EPS = 1e-12
 OUT_EPS = 1e-12
 # Source id of the record slot that holds a target's out-of-frame area A_out.
 OUT_SLOT = -2
+# At most this many chunks (histogram rows) for the counting sort of the record.
+SORT_CHUNKS = 4
 
 
 @njit(inline="always", cache=True)
@@ -410,7 +412,9 @@ def grid_warp(noise, corners, bridge_stream, rest_stream, fresh_stream, nchunks)
     height, width, channels = noise.shape
     corners = _check_corners(corners, height, width)
     offsets, sources, areas = _partition(corners, height, width)
-    start, order = counting_sort(sources, height * width, nchunks)
+    # The sort keeps one int64 histogram row per chunk (8 bytes per source each): a
+    # few chunks parallelise it well enough without making it the largest array.
+    start, order = counting_sort(sources, height * width, min(nchunks, SORT_CHUNKS))
     corr = np.empty((height * width, channels), dtype=np.float64)
     single = np.empty(height * width, dtype=np.uint8)
     source_stats = np.empty((height, 2), dtype=np.int64)

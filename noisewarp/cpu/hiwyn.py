@@ -30,6 +30,7 @@ to grid's (Deng et al. 2025, the equivalence result).
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 from numba import njit, prange
@@ -219,6 +220,21 @@ def _rasterise(field, corners, centres, n, offset, gamma, fresh_weight, out, cou
         row_stats[i] = fresh
 
 
+def _check_field_fits(height: int, width: int, channels: int, n: int) -> None:
+    """A clear error instead of a swap storm when the n x n field cannot fit in memory."""
+    need = height * width * channels * n * n * 4
+    try:
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return
+    if need > physical:
+        raise MemoryError(
+            f"hiwyn n={n} at {height}x{width}x{channels} needs {need / 2**30:.1f} GiB for its "
+            f"upsampled field (memory grows as n^2); this machine has {physical / 2**30:.1f} "
+            "GiB. Use a smaller n, or grid/particle (the n -> infinity limit without the field)."
+        )
+
+
 def hiwyn_warp(noise, corners, centres, n, subpixel_stream, fresh_stream):
     """Warp one frame with upsampling factor ``n``.
 
@@ -229,6 +245,7 @@ def hiwyn_warp(noise, corners, centres, n, subpixel_stream, fresh_stream):
     ``empty_targets`` counts targets with no sub-pixel centre in R_p.
     """
     height, width, channels = noise.shape
+    _check_field_fits(height, width, channels, n)
     field = np.empty((height * n, width * n, channels), dtype=np.float32)
     _upsample(noise, n, *subpixel_stream, field)
     out = np.empty((height, width, channels), dtype=np.float32)
