@@ -16,8 +16,8 @@ Driver (every pass parallel over rows, no atomics, no Python loop over pixels):
 2. ``counting_sort`` of the targets by cell: the requesters of a source are
    exactly the targets in the four cells around it, so one key per target
    indexes the whole partition record.
-3. ``_claims`` (per source, over those four bins): 1 / W_q, the number of
-   requests and Z_q = sum_p z_pq.
+3. ``_claims`` (per source, over those four bins): a packed record of
+   1 / W_q, 1 / sqrt(W_q) and x_q - Z_q with Z_q = sum_p z_pq.
 4. ``_gather`` (per target): sum the increments, normalise by sqrt(A_p).
 
 Every sum runs in a fixed order, so the result is bit-identical for any number
@@ -88,22 +88,30 @@ def _requests(tmap, offset, gamma, cell, weights, root_weights, normals):
                     root_weights[p, k] = math.sqrt(w)
 
 
-@njit(parallel=True, cache=True)
-def _claims(weights, root_weights, normals, start, order, inv_claimed, inv_root, entries, zsum):
-    """Per source q: 1 / W_q, 1 / sqrt(W_q), the number of requests (pieces), and
-    Z_q = sum_p z_pq = sum_p sqrt(w_pq / W_q) g_pq (per channel).
+# Columns of the per-source record written by ``_claims`` and read by ``_gather``.
+_SCALE = 0  # 1 / W_q, or -1 for a source with one piece (passed on whole)
+_ROOT = 1  # 1 / sqrt(W_q)
+_RESID = 2  # x_qc - Z_qc for each channel c (x_qc itself for a one-piece source)
 
-    The requesters of q are the targets binned in cells q - (di, dj).
-    Reciprocals are stored so that the gather multiplies instead of dividing.
+
+@njit(parallel=True, cache=True)
+def _claims(noise, weights, root_weights, normals, start, order, record, entries):
+    """Per source q, over the targets requesting it (those binned in cells q - (di, dj)):
+    the number of pieces and the record (1 / W_q, 1 / sqrt(W_q), x_q - Z_q), where
+    W_q = sum_p w_pq and Z_q = sum_p z_pq = sum_p sqrt(w_pq / W_q) g_pq per channel.
+
+    One packed row per source keeps the gather's reads in one place, and storing
+    reciprocals lets it multiply instead of divide.
     """
-    height, width, channels = zsum.shape
+    height, width, channels = noise.shape
     nbin_cols = width + 1
     for i in prange(height):
         for j in range(width):
+            q = i * width + j
             total = 0.0
             count = 0
             for c in range(channels):
-                zsum[i, j, c] = 0.0
+                record[q, _RESID + c] = 0.0
             for k in range(NEIGHBOURS):
                 b = (i - (k >> 1) + 1) * nbin_cols + (j - (k & 1) + 1)
                 for e in range(start[b], start[b + 1]):
@@ -114,40 +122,30 @@ def _claims(weights, root_weights, normals, start, order, inv_claimed, inv_root,
                         count += 1
                         root = root_weights[p, k]
                         for c in range(channels):
-                            zsum[i, j, c] += root * normals[p, k, c]
-            entries[i, j] = count
-            if count > 0:
-                inv_claimed[i, j] = 1.0 / total
-                inv_root[i, j] = math.sqrt(inv_claimed[i, j])
+                            record[q, _RESID + c] += root * normals[p, k, c]
+            entries[q] = count
+            if count == 1:
+                # A bridge of one piece is the whole of x_q: the gather copies it
+                # exactly, so integer translations reproduce the input bit for bit.
+                record[q, _SCALE] = -1.0
+                record[q, _ROOT] = 0.0
                 for c in range(channels):
-                    zsum[i, j, c] *= inv_root[i, j]
-            else:
-                inv_claimed[i, j] = 0.0
-                inv_root[i, j] = 0.0
+                    record[q, _RESID + c] = noise[i, j, c]
+            elif count > 1:
+                inv = 1.0 / total
+                inv_root = math.sqrt(inv)
+                record[q, _SCALE] = inv
+                record[q, _ROOT] = inv_root
+                for c in range(channels):
+                    record[q, _RESID + c] = noise[i, j, c] - inv_root * record[q, _RESID + c]
 
 
 @njit(parallel=True, cache=True)
-def _gather(
-    noise,
-    tmap,
-    weights,
-    root_weights,
-    normals,
-    inv_claimed,
-    inv_root,
-    entries,
-    zsum,
-    offset,
-    gamma,
-    out,
-    row_stats,
-):
-    """Y_p = sum_q I_pq / sqrt(A_p) with I_pq = z_pq + a_pq (x_q - Z_q); fresh noise
-    from counter (p, c) where A_p = 0.
-
-    A source with a single piece passes x_q on whole and exactly, so integer
-    translations reproduce the input bit for bit. ``row_stats[i]`` receives
-    (fresh pixels, min A_p, sum A_p, max A_p) of row i.
+def _gather(tmap, weights, root_weights, normals, record, offset, gamma, out, row_stats):
+    """Y_p = sum_q I_pq / sqrt(A_p) with I_pq = z_pq + a_pq (x_q - Z_q),
+    a_pq = w_pq / W_q and z_pq = sqrt(a_pq) g_pq; fresh noise from counter (p, c)
+    where A_p = 0. ``row_stats[i]`` receives (fresh pixels, min A_p, sum A_p,
+    max A_p) of row i.
     """
     height, width, channels = out.shape
     for i in prange(height):
@@ -162,34 +160,31 @@ def _gather(
             for c in range(channels):
                 acc[c] = 0.0
             if weights[p, 0] + weights[p, 1] + weights[p, 2] + weights[p, 3] > 0.0:
-                ci = np.int64(math.floor(tmap[i, j, 0] - 0.5))
-                cj = np.int64(math.floor(tmap[i, j, 1] - 0.5))
+                q0 = np.int64(math.floor(tmap[i, j, 0] - 0.5)) * width + np.int64(
+                    math.floor(tmap[i, j, 1] - 0.5)
+                )
                 for k in range(NEIGHBOURS):
                     w = weights[p, k]
                     if w > 0.0:
-                        si = ci + (k >> 1)
-                        sj = cj + (k & 1)
-                        if entries[si, sj] == 1:
+                        q = q0 + (k >> 1) * width + (k & 1)
+                        scale = record[q, _SCALE]
+                        if scale < 0.0:
                             area += 1.0
                             for c in range(channels):
-                                acc[c] += noise[si, sj, c]
+                                acc[c] += record[q, _RESID + c]
                         else:
-                            a = w * inv_claimed[si, sj]
+                            a = w * scale
                             area += a
-                            root = root_weights[p, k] * inv_root[si, sj]
+                            root = root_weights[p, k] * record[q, _ROOT]
                             for c in range(channels):
-                                acc[c] += root * normals[p, k, c] + a * (
-                                    noise[si, sj, c] - zsum[si, sj, c]
-                                )
+                                acc[c] += root * normals[p, k, c] + a * record[q, _RESID + c]
             if area > 0.0:
                 inv = 1.0 / math.sqrt(area)
                 for c in range(channels):
                     out[i, j, c] = acc[c] * inv
             else:
                 fresh += 1
-                base = np.uint64(p * channels)
-                for c in range(channels):
-                    out[i, j, c] = normal(offset, gamma, base + np.uint64(c))
+                fill_normals(offset, gamma, np.uint64(p * channels), out[i, j])
             amin = min(amin, area)
             amax = max(amax, area)
             asum += area
@@ -211,17 +206,15 @@ def _buffers(height, width, channels, nchunks):
         "counts": np.empty((nchunks, (height + 1) * (width + 1)), dtype=np.int64),
         "start": np.empty((height + 1) * (width + 1) + 1, dtype=np.int64),
         "order": np.empty(npix, dtype=np.int32),
-        "inv_claimed": np.empty((height, width), dtype=np.float64),
-        "inv_root": np.empty((height, width), dtype=np.float64),
-        "entries": np.empty((height, width), dtype=np.int32),
-        "zsum": np.empty((height, width, channels), dtype=np.float64),
+        "record": np.empty((npix, _RESID + channels), dtype=np.float64),
+        "entries": np.empty(npix, dtype=np.int32),
         "row_stats": np.empty((height, 4), dtype=np.float64),
     }
 
 
-def _partition(tmap, channels, bridge_stream, nchunks):
+def _partition(noise, tmap, bridge_stream, nchunks):
     """Passes 1-3; returns the work arrays (reused across frames of one shape)."""
-    height, width = tmap.shape[:2]
+    height, width, channels = noise.shape
     buf = workspace(
         "particle",
         (height, width, channels, nchunks),
@@ -231,17 +224,8 @@ def _partition(tmap, channels, bridge_stream, nchunks):
         tmap, *bridge_stream, buf["cell"], buf["weights"], buf["root_weights"], buf["normals"]
     )
     counting_sort_into(buf["cell"], buf["counts"], buf["start"], buf["order"])
-    _claims(
-        buf["weights"],
-        buf["root_weights"],
-        buf["normals"],
-        buf["start"],
-        buf["order"],
-        buf["inv_claimed"],
-        buf["inv_root"],
-        buf["entries"],
-        buf["zsum"],
-    )
+    _claims(noise, buf["weights"], buf["root_weights"], buf["normals"], buf["start"],
+            buf["order"], buf["record"], buf["entries"])  # fmt: skip
     return buf
 
 
@@ -253,23 +237,11 @@ def particle_warp(noise, tmap, bridge_stream, fresh_stream, nchunks):
     ``(out, stats)``: float32 [H, W, C] and a dict of diagnostics.
     """
     height, width, channels = noise.shape
-    buf = _partition(tmap, channels, bridge_stream, nchunks)
+    buf = _partition(noise, tmap, bridge_stream, nchunks)
     out = np.empty((height, width, channels), dtype=np.float32)
     row_stats = buf["row_stats"]
-    _gather(
-        noise,
-        tmap,
-        buf["weights"],
-        buf["root_weights"],
-        buf["normals"],
-        buf["inv_claimed"],
-        buf["inv_root"],
-        buf["entries"],
-        buf["zsum"],
-        *fresh_stream,
-        out,
-        row_stats,
-    )
+    _gather(tmap, buf["weights"], buf["root_weights"], buf["normals"], buf["record"],
+            *fresh_stream, out, row_stats)  # fmt: skip
     stats = {
         "fresh_pixels": int(row_stats[:, 0].sum()),
         "overclaimed_sources": 0,
@@ -290,13 +262,15 @@ def particle_record(tmap: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     """
     height, width = tmap.shape[:2]
     dummy = (np.uint64(0), np.uint64(1))
-    buf = _partition(np.ascontiguousarray(tmap), 1, dummy, 1)
-    weights, inv_claimed = buf["weights"], buf["inv_claimed"]
+    tmap = np.ascontiguousarray(tmap)
+    buf = _partition(np.zeros((height, width, 1), np.float32), tmap, dummy, 1)
+    weights = buf["weights"]
+    single = buf["entries"] == 1
     ur = np.floor(tmap[..., 0] - 0.5).reshape(-1)
     uc = np.floor(tmap[..., 1] - 0.5).reshape(-1)
     target, slot = np.nonzero(weights > 0.0)
     rows = ur[target].astype(np.int64) + (slot >> 1)
     cols = uc[target].astype(np.int64) + (slot & 1)
     source = rows * width + cols
-    area = weights[target, slot] * inv_claimed.reshape(-1)[source]
+    area = np.where(single[source], 1.0, weights[target, slot] * buf["record"][source, _SCALE])
     return target.astype(np.int64), source, area
