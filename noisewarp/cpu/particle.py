@@ -10,9 +10,9 @@ A_p = sum_q a_pq; a target with no neighbour in the frame gets fresh noise.
 
 Driver (every pass parallel over rows, no atomics, no Python loop over pixels):
 
-1. ``_requests`` (per target): the cell floor(u) as a bin index, the bilinear
-   weights and their square roots, and the standard normals g_pkc of its four
-   pieces, z_pkc = sqrt(a_pk) g_pkc, drawn from counter (p, k, c).
+1. ``_requests`` (per target): the cell floor(u) as a bin index and the
+   standard normals g_pkc of its four pieces, z_pkc = sqrt(a_pk) g_pkc, drawn
+   from counter (p, k, c). Weights are recomputed from T(p) where needed.
 2. ``counting_sort`` of the targets by cell: the requesters of a source are
    exactly the targets in the four cells around it, so one key per target
    indexes the whole partition record.
@@ -31,7 +31,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from noisewarp.core.rng import fill_normals, normal
+from noisewarp.core.rng import fill_normals
 from noisewarp.cpu.sort import counting_sort_into
 from noisewarp.cpu.workspace import workspace
 
@@ -41,13 +41,22 @@ __all__ = ["particle_warp", "particle_record"]
 NEIGHBOURS = 4
 
 
+@njit(inline="always")
+def _weight(fr, fc, k):
+    """Bilinear weight of neighbour k of a particle at fractional offset (fr, fc)."""
+    wr = fr if (k >> 1) else 1.0 - fr
+    wc = fc if (k & 1) else 1.0 - fc
+    return wr * wc
+
+
 @njit(parallel=True, cache=True)
-def _requests(tmap, offset, gamma, cell, weights, root_weights, normals):
-    """Per target: bin of floor(T(p) - 0.5) (-1 if no neighbour is in the frame),
-    bilinear weights, their square roots, and standard normals for all four pieces.
+def _requests(tmap, offset, gamma, cell, normals):
+    """Per target: bin of floor(T(p) - 0.5) (-1 if no neighbour is in the frame) and
+    standard normals for all four pieces.
 
     Normals are drawn for every slot, used or not: the draw is the hot spot and a
-    contiguous, branch-free counter range per row is its fastest form.
+    contiguous, branch-free counter range per row is its fastest form. Weights are
+    not stored: recomputing them from T(p) is cheaper than the memory traffic.
     """
     height, width = tmap.shape[0], tmap.shape[1]
     channels = normals.shape[2]
@@ -60,32 +69,15 @@ def _requests(tmap, offset, gamma, cell, weights, root_weights, normals):
             normals[i * width : (i + 1) * width].reshape(-1),
         )
         for j in range(width):
-            p = i * width + j
             ur = tmap[i, j, 0] - 0.5
             uc = tmap[i, j, 1] - 0.5
-            for k in range(NEIGHBOURS):
-                weights[p, k] = 0.0
-                root_weights[p, k] = 0.0
             # Compare as floats before converting: maps far outside the frame are valid.
-            if not (ur >= -1.0 and ur < height and uc >= -1.0 and uc < width):
-                cell[p] = -1
-                continue
-            fi = math.floor(ur)
-            fj = math.floor(uc)
-            fr = ur - fi
-            fc = uc - fj
-            ci = np.int64(fi)
-            cj = np.int64(fj)
-            cell[p] = (ci + 1) * nbin_cols + (cj + 1)
-            for k in range(NEIGHBOURS):
-                si = ci + (k >> 1)
-                sj = cj + (k & 1)
-                if si >= 0 and si < height and sj >= 0 and sj < width:
-                    wr = fr if (k >> 1) else 1.0 - fr
-                    wc = fc if (k & 1) else 1.0 - fc
-                    w = wr * wc
-                    weights[p, k] = w
-                    root_weights[p, k] = math.sqrt(w)
+            if ur >= -1.0 and ur < height and uc >= -1.0 and uc < width:
+                cell[i * width + j] = np.int32(
+                    (np.int64(math.floor(ur)) + 1) * nbin_cols + np.int64(math.floor(uc)) + 1
+                )
+            else:
+                cell[i * width + j] = -1
 
 
 # Columns of the per-source record written by ``_claims`` and read by ``_gather``.
@@ -95,13 +87,13 @@ _RESID = 2  # x_qc - Z_qc for each channel c (x_qc itself for a one-piece source
 
 
 @njit(parallel=True, cache=True)
-def _claims(noise, weights, root_weights, normals, start, order, record, entries):
+def _claims(noise, points, normals, start, order, record, entries):
     """Per source q, over the targets requesting it (those binned in cells q - (di, dj)):
     the number of pieces and the record (1 / W_q, 1 / sqrt(W_q), x_q - Z_q), where
     W_q = sum_p w_pq and Z_q = sum_p z_pq = sum_p sqrt(w_pq / W_q) g_pq per channel.
 
-    One packed row per source keeps the gather's reads in one place, and storing
-    reciprocals lets it multiply instead of divide.
+    ``points`` is the map as [H*W, 2]. One packed row per source keeps the
+    gather's reads together, and reciprocals let it multiply instead of divide.
     """
     height, width, channels = noise.shape
     nbin_cols = width + 1
@@ -116,11 +108,13 @@ def _claims(noise, weights, root_weights, normals, start, order, record, entries
                 b = (i - (k >> 1) + 1) * nbin_cols + (j - (k & 1) + 1)
                 for e in range(start[b], start[b + 1]):
                     p = order[e]
-                    w = weights[p, k]
+                    ur = points[p, 0] - 0.5
+                    uc = points[p, 1] - 0.5
+                    w = _weight(ur - math.floor(ur), uc - math.floor(uc), k)
                     if w > 0.0:
                         total += w
                         count += 1
-                        root = root_weights[p, k]
+                        root = math.sqrt(w)
                         for c in range(channels):
                             record[q, _RESID + c] += root * normals[p, k, c]
             entries[q] = count
@@ -141,7 +135,7 @@ def _claims(noise, weights, root_weights, normals, start, order, record, entries
 
 
 @njit(parallel=True, cache=True)
-def _gather(tmap, weights, root_weights, normals, record, offset, gamma, out, row_stats):
+def _gather(tmap, normals, record, offset, gamma, out, row_stats):
     """Y_p = sum_q I_pq / sqrt(A_p) with I_pq = z_pq + a_pq (x_q - Z_q),
     a_pq = w_pq / W_q and z_pq = sqrt(a_pq) g_pq; fresh noise from counter (p, c)
     where A_p = 0. ``row_stats[i]`` receives (fresh pixels, min A_p, sum A_p,
@@ -159,14 +153,19 @@ def _gather(tmap, weights, root_weights, normals, record, offset, gamma, out, ro
             area = 0.0
             for c in range(channels):
                 acc[c] = 0.0
-            if weights[p, 0] + weights[p, 1] + weights[p, 2] + weights[p, 3] > 0.0:
-                q0 = np.int64(math.floor(tmap[i, j, 0] - 0.5)) * width + np.int64(
-                    math.floor(tmap[i, j, 1] - 0.5)
-                )
+            ur = tmap[i, j, 0] - 0.5
+            uc = tmap[i, j, 1] - 0.5
+            if ur >= -1.0 and ur < height and uc >= -1.0 and uc < width:
+                fi = math.floor(ur)
+                fj = math.floor(uc)
+                ci = np.int64(fi)
+                cj = np.int64(fj)
                 for k in range(NEIGHBOURS):
-                    w = weights[p, k]
-                    if w > 0.0:
-                        q = q0 + (k >> 1) * width + (k & 1)
+                    si = ci + (k >> 1)
+                    sj = cj + (k & 1)
+                    w = _weight(ur - fi, uc - fj, k)
+                    if w > 0.0 and si >= 0 and si < height and sj >= 0 and sj < width:
+                        q = si * width + sj
                         scale = record[q, _SCALE]
                         if scale < 0.0:
                             area += 1.0
@@ -175,7 +174,7 @@ def _gather(tmap, weights, root_weights, normals, record, offset, gamma, out, ro
                         else:
                             a = w * scale
                             area += a
-                            root = root_weights[p, k] * record[q, _ROOT]
+                            root = math.sqrt(w) * record[q, _ROOT]
                             for c in range(channels):
                                 acc[c] += root * normals[p, k, c] + a * record[q, _RESID + c]
             if area > 0.0:
@@ -197,13 +196,11 @@ def _gather(tmap, weights, root_weights, normals, record, offset, gamma, out, ro
 def _buffers(height, width, channels, nchunks):
     npix = height * width
     return {
-        "cell": np.empty(npix, dtype=np.int64),
-        "weights": np.empty((npix, NEIGHBOURS), dtype=np.float64),
-        "root_weights": np.empty((npix, NEIGHBOURS), dtype=np.float64),
+        "cell": np.empty(npix, dtype=np.int32),
         # Normals in float32: Z_q sums the stored values, so sum_p I_pq = x_q holds
         # whatever their precision, and the output is float32 anyway.
         "normals": np.empty((npix, NEIGHBOURS, channels), dtype=np.float32),
-        "counts": np.empty((nchunks, (height + 1) * (width + 1)), dtype=np.int64),
+        "counts": np.empty((nchunks, (height + 1) * (width + 1)), dtype=np.int32),
         "start": np.empty((height + 1) * (width + 1) + 1, dtype=np.int64),
         "order": np.empty(npix, dtype=np.int32),
         "record": np.empty((npix, _RESID + channels), dtype=np.float64),
@@ -220,12 +217,10 @@ def _partition(noise, tmap, bridge_stream, nchunks):
         (height, width, channels, nchunks),
         lambda: _buffers(height, width, channels, nchunks),
     )
-    _requests(
-        tmap, *bridge_stream, buf["cell"], buf["weights"], buf["root_weights"], buf["normals"]
-    )
+    _requests(tmap, *bridge_stream, buf["cell"], buf["normals"])
     counting_sort_into(buf["cell"], buf["counts"], buf["start"], buf["order"])
-    _claims(noise, buf["weights"], buf["root_weights"], buf["normals"], buf["start"],
-            buf["order"], buf["record"], buf["entries"])  # fmt: skip
+    _claims(noise, tmap.reshape(-1, 2), buf["normals"], buf["start"], buf["order"],
+            buf["record"], buf["entries"])  # fmt: skip
     return buf
 
 
@@ -240,8 +235,7 @@ def particle_warp(noise, tmap, bridge_stream, fresh_stream, nchunks):
     buf = _partition(noise, tmap, bridge_stream, nchunks)
     out = np.empty((height, width, channels), dtype=np.float32)
     row_stats = buf["row_stats"]
-    _gather(tmap, buf["weights"], buf["root_weights"], buf["normals"], buf["record"],
-            *fresh_stream, out, row_stats)  # fmt: skip
+    _gather(tmap, buf["normals"], buf["record"], *fresh_stream, out, row_stats)
     stats = {
         "fresh_pixels": int(row_stats[:, 0].sum()),
         "overclaimed_sources": 0,
@@ -251,6 +245,13 @@ def particle_warp(noise, tmap, bridge_stream, fresh_stream, nchunks):
         "area_max": float(row_stats[:, 3].max()),
     }
     return out, stats
+
+
+def _weight_np(fr, fc, k):
+    """``_weight`` on arrays (same arithmetic, so the same doubles)."""
+    wr = fr if (k >> 1) else 1.0 - fr
+    wc = fc if (k & 1) else 1.0 - fc
+    return wr * wc
 
 
 def particle_record(tmap: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -264,13 +265,15 @@ def particle_record(tmap: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     dummy = (np.uint64(0), np.uint64(1))
     tmap = np.ascontiguousarray(tmap)
     buf = _partition(np.zeros((height, width, 1), np.float32), tmap, dummy, 1)
-    weights = buf["weights"]
     single = buf["entries"] == 1
-    ur = np.floor(tmap[..., 0] - 0.5).reshape(-1)
-    uc = np.floor(tmap[..., 1] - 0.5).reshape(-1)
-    target, slot = np.nonzero(weights > 0.0)
-    rows = ur[target].astype(np.int64) + (slot >> 1)
-    cols = uc[target].astype(np.int64) + (slot & 1)
-    source = rows * width + cols
+    u = tmap.reshape(-1, 2) - 0.5
+    corner = np.floor(u)
+    frac = u - corner
+    weights = np.stack([_weight_np(frac[:, 0], frac[:, 1], k) for k in range(NEIGHBOURS)], axis=1)
+    rows = corner[:, :1].astype(np.int64) + np.array([0, 0, 1, 1])
+    cols = corner[:, 1:].astype(np.int64) + np.array([0, 1, 0, 1])
+    inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
+    target, slot = np.nonzero((weights > 0.0) & inside & (np.abs(u) < 2**52).all(axis=1)[:, None])
+    source = rows[target, slot] * width + cols[target, slot]
     area = np.where(single[source], 1.0, weights[target, slot] * buf["record"][source, _SCALE])
     return target.astype(np.int64), source, area
