@@ -98,12 +98,13 @@ def _claims(noise, points, normals, start, order, record, entries):
     height, width, channels = noise.shape
     nbin_cols = width + 1
     for i in prange(height):
+        zsum = np.empty(channels)  # a private accumulator the compiler can keep close
         for j in range(width):
             q = i * width + j
             total = 0.0
             count = 0
             for c in range(channels):
-                record[q, _RESID + c] = 0.0
+                zsum[c] = 0.0
             for k in range(NEIGHBOURS):
                 b = (i - (k >> 1) + 1) * nbin_cols + (j - (k & 1) + 1)
                 for e in range(start[b], start[b + 1]):
@@ -116,7 +117,9 @@ def _claims(noise, points, normals, start, order, record, entries):
                         count += 1
                         root = math.sqrt(w)
                         for c in range(channels):
-                            record[q, _RESID + c] += root * normals[p, k, c]
+                            zsum[c] += root * normals[p, k, c]
+            for c in range(channels):
+                record[q, _RESID + c] = zsum[c]
             entries[q] = count
             if count == 1:
                 # A bridge of one piece is the whole of x_q: the gather copies it
