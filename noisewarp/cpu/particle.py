@@ -88,53 +88,61 @@ _RESID = 2  # x_qc - Z_qc for each channel c (x_qc itself for a one-piece source
 
 @njit(parallel=True, cache=True)
 def _claims(noise, points, normals, start, order, record, entries):
-    """Per source q, over the targets requesting it (those binned in cells q - (di, dj)):
-    the number of pieces and the record (1 / W_q, 1 / sqrt(W_q), x_q - Z_q), where
-    W_q = sum_p w_pq and Z_q = sum_p z_pq = sum_p sqrt(w_pq / W_q) g_pq per channel.
+    """Per source q: the number of pieces and the record (1 / W_q, 1 / sqrt(W_q),
+    x_q - Z_q), where W_q = sum_p w_pq and Z_q = sum_p sqrt(w_pq / W_q) g_pq.
 
-    ``points`` is the map as [H*W, 2]. One packed row per source keeps the
-    gather's reads together, and reciprocals let it multiply instead of divide.
+    The requesters of source row i are the targets binned in cell rows i - 1 and
+    i, each contiguous in ``order``. Each thread sweeps those two runs for its
+    source row and adds every piece into row-local accumulators: long branch-free
+    loops instead of one short, unpredictable loop per source and bin.
+    ``points`` is the map as [H*W, 2].
     """
     height, width, channels = noise.shape
     nbin_cols = width + 1
     for i in prange(height):
-        zsum = np.empty(channels)  # a private accumulator the compiler can keep close
-        for j in range(width):
-            q = i * width + j
-            total = 0.0
-            count = 0
-            for c in range(channels):
-                zsum[c] = 0.0
-            for k in range(NEIGHBOURS):
-                b = (i - (k >> 1) + 1) * nbin_cols + (j - (k & 1) + 1)
-                for e in range(start[b], start[b + 1]):
-                    p = order[e]
-                    ur = points[p, 0] - 0.5
-                    uc = points[p, 1] - 0.5
-                    w = _weight(ur - math.floor(ur), uc - math.floor(uc), k)
-                    if w > 0.0:
-                        total += w
-                        count += 1
+        total = np.zeros(width)
+        count = np.zeros(width, dtype=np.int64)
+        zsum = np.zeros((width, channels))
+        for di in range(2):
+            # Cells in row i - di (bin row i - di + 1) hold targets whose neighbour
+            # row i is their row offset di.
+            first = start[(i - di + 1) * nbin_cols]
+            last = start[(i - di + 2) * nbin_cols]
+            for e in range(first, last):
+                p = order[e]
+                ur = points[p, 0] - 0.5
+                uc = points[p, 1] - 0.5
+                fj = math.floor(uc)
+                fr = ur - math.floor(ur)
+                fc = uc - fj
+                cj = np.int64(fj)
+                for dj in range(2):
+                    j = cj + dj
+                    k = 2 * di + dj
+                    w = _weight(fr, fc, k)
+                    if w > 0.0 and j >= 0 and j < width:
+                        total[j] += w
+                        count[j] += 1
                         root = math.sqrt(w)
                         for c in range(channels):
-                            zsum[c] += root * normals[p, k, c]
-            for c in range(channels):
-                record[q, _RESID + c] = zsum[c]
-            entries[q] = count
-            if count == 1:
+                            zsum[j, c] += root * normals[p, k, c]
+        for j in range(width):
+            q = i * width + j
+            entries[q] = count[j]
+            if count[j] == 1:
                 # A bridge of one piece is the whole of x_q: the gather copies it
                 # exactly, so integer translations reproduce the input bit for bit.
                 record[q, _SCALE] = -1.0
                 record[q, _ROOT] = 0.0
                 for c in range(channels):
                     record[q, _RESID + c] = noise[i, j, c]
-            elif count > 1:
-                inv = 1.0 / total
+            elif count[j] > 1:
+                inv = 1.0 / total[j]
                 inv_root = math.sqrt(inv)
                 record[q, _SCALE] = inv
                 record[q, _ROOT] = inv_root
                 for c in range(channels):
-                    record[q, _RESID + c] = noise[i, j, c] - inv_root * record[q, _RESID + c]
+                    record[q, _RESID + c] = noise[i, j, c] - inv_root * zsum[j, c]
 
 
 @njit(parallel=True, cache=True)
