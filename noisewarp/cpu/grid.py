@@ -62,6 +62,7 @@ from noisewarp.core.area import (
     quad_lobes,
 )
 from noisewarp.core.rng import fill_normals
+from noisewarp.cpu.diagnostics import target_summary
 from noisewarp.cpu.sort import counting_sort
 
 __all__ = ["grid_warp", "grid_record", "OVERCLAIM_TOL", "REST_EPS"]
@@ -425,14 +426,10 @@ def grid_warp(noise, corners, bridge_stream, rest_stream, fresh_stream, nchunks)
     target_stats = np.empty((height, 4), dtype=np.float64)
     _gather(offsets, sources, areas, corr, single, *bridge_stream, *fresh_stream, out,
             target_stats)  # fmt: skip
-    npix = height * width
     stats = {
-        "fresh_pixels": int(target_stats[:, 0].sum()),
+        **target_summary(target_stats, height * width),
         "overclaimed_sources": int(source_stats[:, 0].sum()),
         "unclaimed_sources": int(source_stats[:, 1].sum()),
-        "area_min": float(target_stats[:, 1].min()),
-        "area_mean": float(target_stats[:, 2].sum() / npix),
-        "area_max": float(target_stats[:, 3].max()),
         "entries": entries,
     }
     return out, stats

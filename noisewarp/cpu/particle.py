@@ -32,6 +32,7 @@ import numpy as np
 from numba import njit, prange
 
 from noisewarp.core.rng import fill_normals
+from noisewarp.cpu.diagnostics import target_summary
 from noisewarp.cpu.sort import counting_sort_into
 from noisewarp.cpu.workspace import workspace
 
@@ -248,12 +249,9 @@ def particle_warp(noise, tmap, bridge_stream, fresh_stream, nchunks):
     row_stats = buf["row_stats"]
     _gather(tmap, buf["normals"], buf["record"], *fresh_stream, out, row_stats)
     stats = {
-        "fresh_pixels": int(row_stats[:, 0].sum()),
+        **target_summary(row_stats, height * width),
         "overclaimed_sources": 0,
         "unclaimed_sources": int(np.count_nonzero(buf["entries"] == 0)),
-        "area_min": float(row_stats[:, 1].min()),
-        "area_mean": float(row_stats[:, 2].sum() / (height * width)),
-        "area_max": float(row_stats[:, 3].max()),
     }
     return out, stats
 
