@@ -16,8 +16,9 @@ Driver (every pass parallel over rows, no atomics, no Python loop over pixels):
 2. ``counting_sort`` of the targets by cell: the requesters of a source are
    exactly the targets in the four cells around it, so one key per target
    indexes the whole partition record.
-3. ``_claims`` (per source, over those four bins): a packed record of
-   1 / W_q, 1 / sqrt(W_q) and x_q - Z_q with Z_q = sum_p z_pq.
+3. ``_claims`` (per source row, sweeping the two contiguous bin rows that hold
+   its requesters): a packed record of 1 / W_q, 1 / sqrt(W_q) and x_q - Z_q
+   with Z_q = sum_p z_pq.
 4. ``_gather`` (per target): sum the increments, normalise by sqrt(A_p).
 
 Every sum runs in a fixed order, so the result is bit-identical for any number
