@@ -239,48 +239,45 @@ def table(results: dict, resolutions, frames: int, command: str) -> str:
         f"Date: {datetime.date.today().isoformat()}; C = {CHANNELS}; time = median of {frames} "
         "frames after a warm-up frame, each configuration in a fresh process.  ",
         "Maps: " + "; ".join(f"{k}: {v}" for k, v in MAPS.items()) + ".",
-        "",
-        "## Time per frame (ms)",
-        "",
-        "| res | map | hiwyn n=2 | hiwyn n=4 | hiwyn n=8 | grid | particle "
-        "| hiwyn n=8 / grid | grid / particle |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for res in resolutions:
-        for map_name in MAPS:
-            row = [results.get((m, n, res, map_name)) for m, n in METHODS]
-            lines.append(
-                f"| {res} | {map_name} | "
-                + " | ".join(fmt_ms(r) for r in row)
-                + f" | {ratio(row[2], row[3], 'median_s')} | {ratio(row[3], row[4], 'median_s')} |"
-            )
-    lines += [
-        "",
-        "## Peak memory (MiB): resident-set growth during the frames (tracemalloc peak)",
-        "",
-        "| res | map | hiwyn n=2 | hiwyn n=4 | hiwyn n=8 | grid | particle "
-        "| hiwyn n=8 / grid | grid / particle |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for res in resolutions:
-        for map_name in MAPS:
-            row = [results.get((m, n, res, map_name)) for m, n in METHODS]
-            cells = [f"{fmt_mib(r)} ({fmt_mib(r, 'traced_bytes')})" if r else "-" for r in row]
-            lines.append(
-                f"| {res} | {map_name} | "
-                + " | ".join(cells)
-                + f" | {ratio(row[2], row[3], 'peak_rss_bytes')}"
-                + f" | {ratio(row[3], row[4], 'peak_rss_bytes')} |"
-            )
+    lines += _section("Time per frame (ms)", results, resolutions, "median_s", lambda r: fmt_ms(r))
+    lines += _section(
+        "Peak memory (MiB): resident-set growth during the frames (tracemalloc peak)",
+        results,
+        resolutions,
+        "peak_rss_bytes",
+        lambda r: f"{fmt_mib(r)} ({fmt_mib(r, 'traced_bytes')})" if r else "-",
+    )
     sources = {r["peak_source"] for r in results.values() if r}
     lines += ["", f"Peak RSS measured with: {', '.join(sorted(sources))}.", ""]
     lines += bars(results)
     return "\n".join(lines) + "\n"
 
 
+def _section(title, results, resolutions, field, cell) -> list[str]:
+    """One markdown table: a row per (res, map), a column per method, then the two ratios."""
+    lines = [
+        "",
+        f"## {title}",
+        "",
+        "| res | map | hiwyn n=2 | hiwyn n=4 | hiwyn n=8 | grid | particle "
+        "| hiwyn n=8 / grid | grid / particle |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for res in resolutions:
+        for map_name in MAPS:
+            row = [results.get((m, n, res, map_name)) for m, n in METHODS]
+            lines.append(
+                f"| {res} | {map_name} | "
+                + " | ".join(cell(r) for r in row)
+                + f" | {ratio(row[2], row[3], field)} | {ratio(row[3], row[4], field)} |"
+            )
+    return lines
+
+
 def bars(results: dict) -> list[str]:
-    """Issue #3's bars at 1024 (near-identity map, and the zoom for reference)."""
-    out = ["## Bars at 1024 (issue #3)", ""]
+    """The targets at 1024 (near-identity map, and the zoom for reference)."""
+    out = ["## Against the targets at 1024", ""]
     for map_name in MAPS:
         hiwyn8 = results.get(("hiwyn", 8, 1024, map_name))
         grid = results.get(("grid", None, 1024, map_name))
