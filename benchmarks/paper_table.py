@@ -34,7 +34,7 @@ measurement sees another's memory or warm caches:
   buffers) count too, which the tracemalloc figure of a single frame misses.
 
 The ratio columns are what the paper's claims compare; the last lines check the
-bars of issue #3 at 1024: grid >= 8x faster than hiwyn n = 8 with >= 9x less
+targets at 1024: grid >= 8x faster than hiwyn n = 8 with >= 9x less
 peak memory, particle >= 3x faster than grid.
 """
 
