@@ -205,6 +205,7 @@ _ZIG_ACCEPT32 = (_ZIG_ACCEPT >> np.uint64(29)).astype(np.int64)
 _ZIG_WIDTH_SIGNED = np.concatenate([_ZIG_WIDTH32, -_ZIG_WIDTH32]).astype(np.float32)
 _ZIG_ACCEPT_SIGNED = np.concatenate([_ZIG_ACCEPT32, _ZIG_ACCEPT32])
 _TWO_M53 = 2.0**-53
+_ZIG_ACCEPT_SIGNED32 = _ZIG_ACCEPT_SIGNED.astype(np.int32)
 
 
 @njit(inline="always")
@@ -306,21 +307,43 @@ def normal(offset, gamma, counter):
 
 @njit(inline="always")
 def fill_normals(offset, gamma, start, out):
-    """``out[i] = normal(offset, gamma, start + i)`` for a 1-D ``out``, two per hash."""
+    """``out[i] = normal(offset, gamma, start + i)`` for a 1-D ``out``, two per hash.
+
+    Blocks of 64 draws take the fast path without branching and note the ~1.2%
+    that miss it in a bit mask; those are then redrawn through ``normal``. Same
+    values as drawing one by one, without a mispredicted branch per draw.
+    """
     n = out.size
     i = 0
     if n > 0 and start & np.uint64(1):
         out[0] = normal(offset, gamma, start)
         i = 1
     word = (start + np.uint64(i)) >> np.uint64(1)
-    while i + 1 < n:
-        h = mix64(offset + (word + np.uint64(1)) * gamma)
-        out[i] = _half_normal(np.int64(h & np.uint64(0xFFFFFFFF)), h, gamma)
-        out[i + 1] = _half_normal(np.int64(h >> np.uint64(32)), h + np.uint64(1), gamma)
-        word += np.uint64(1)
-        i += 2
-    if i < n:
-        out[i] = normal(offset, gamma, start + np.uint64(i))
+    npairs = (n - i) >> 1
+    for block in range(0, npairs, 32):
+        mask = np.uint64(0)
+        for m in range(block, min(npairs, block + 32)):
+            h = mix64(offset + (word + np.uint64(m + 1)) * gamma)
+            bits_lo = np.int32(h & np.uint64(0xFFFFFFFF))
+            bits_hi = np.int32(h >> np.uint64(32))
+            idx_lo = bits_lo & 0x1FF
+            idx_hi = bits_hi & 0x1FF
+            u_lo = np.int32(np.uint32(bits_lo) >> np.uint32(9))
+            u_hi = np.int32(np.uint32(bits_hi) >> np.uint32(9))
+            k = i + 2 * m
+            out[k] = np.float32(u_lo) * _ZIG_WIDTH_SIGNED[idx_lo]
+            out[k + 1] = np.float32(u_hi) * _ZIG_WIDTH_SIGNED[idx_hi]
+            shift = np.uint64(2 * (m - block))
+            mask |= np.uint64(u_lo >= _ZIG_ACCEPT_SIGNED32[idx_lo]) << shift
+            mask |= np.uint64(u_hi >= _ZIG_ACCEPT_SIGNED32[idx_hi]) << (shift + np.uint64(1))
+        if mask:
+            for bit in range(64):
+                if (mask >> np.uint64(bit)) & np.uint64(1):
+                    k = i + 2 * block + bit
+                    out[k] = normal(offset, gamma, start + np.uint64(k))
+    k = i + 2 * npairs
+    if k < n:
+        out[k] = normal(offset, gamma, start + np.uint64(k))
 
 
 @njit(parallel=True, cache=True)
