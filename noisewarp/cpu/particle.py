@@ -154,6 +154,9 @@ def _claim_row(i, noise, points, start, order, offset, gamma, upper, lower, entr
         for c in range(nc):
             resid[j, c] = noise[i, j, c]
     remaining = total.copy()
+    inv_total = np.empty(width)
+    for j in range(width):
+        inv_total[j] = 1.0 / total[j] if count[j] > 0 else 0.0
     for e in range(m):
         j = col[e]
         w = weight[e]
@@ -161,17 +164,20 @@ def _claim_row(i, noise, points, start, order, offset, gamma, upper, lower, entr
         dest = lower if (s & 2) else upper
         row = s >> 2
         base = (s & 3) * stride
-        dest[row, base + nc] = w / total[j]
         count[j] -= 1
         if count[j] == 0:
-            # The last piece closes the bridge: the increments sum to x_q.
+            # The last piece closes the bridge: the increments sum to x_q. A
+            # source's only piece is x_q itself, with a_pq = 1 exactly.
+            dest[row, base + nc] = 1.0 if w == total[j] else w * inv_total[j]
             for c in range(nc):
                 dest[row, base + c] = resid[j, c]
         else:
+            dest[row, base + nc] = w * inv_total[j]
             # R >= w up to rounding; clamping keeps frac <= 1 and var >= 0.
+            # One division and one square root per piece: the walk is bound by them.
             r = max(remaining[j], w)
             frac = w / r
-            sd = math.sqrt(w * (r - w) / (total[j] * r))
+            sd = math.sqrt(frac * (r - w) * inv_total[j])
             gbase = cursor[j]
             for c in range(nc):
                 inc = frac * resid[j, c] + sd * g[gbase + c]
