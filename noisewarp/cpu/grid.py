@@ -63,7 +63,7 @@ from noisewarp.core.area import (
 )
 from noisewarp.core.rng import fill_normals
 from noisewarp.cpu.diagnostics import target_summary
-from noisewarp.cpu.sort import counting_sort
+from noisewarp.cpu.sort import _offsets
 
 __all__ = ["grid_warp", "grid_record", "OVERCLAIM_TOL", "REST_EPS"]
 
@@ -75,8 +75,8 @@ REST_EPS = 1e-12
 OUT_EPS = 1e-12
 # Source id of the record slot that holds a target's out-of-frame area A_out.
 OUT_SLOT = -2
-# At most this many chunks (histogram rows) for the counting sort of the record.
-SORT_CHUNKS = 4
+# Chunks of target rows per thread in the fused walk-and-gather pass.
+CHUNKS_PER_THREAD = 8
 
 
 @njit(inline="always", cache=True)
@@ -211,92 +211,191 @@ def _fill(corners, height, width, offsets, sources, areas):
                 areas[offsets[p]] = outside if outside > OUT_EPS * total else 0.0
 
 
-@njit(parallel=True, cache=True)
-def _sources(noise, start, order, areas, bridge_offset, bridge_gamma, rest_offset, rest_gamma,
-             corr, single, row_stats):  # fmt: skip
-    """Per source: S_q, over-claim scaling (in place), corr_q and the single-piece flag.
-
-    ``row_stats[i]`` = (over-claimed, unclaimed) sources of row i.
-    """
-    height, width, channels = noise.shape
-    for i in prange(height):
-        zsum = np.empty(channels)
-        g = np.empty(channels)
-        overclaimed = 0
-        unclaimed = 0
-        for j in range(width):
-            q = i * width + j
-            first = start[q]
-            last = start[q + 1]
-            if last == first:
-                unclaimed += 1
-                single[q] = 0
-                for c in range(channels):
-                    corr[q, c] = 0.0
-                continue
-            # One sweep for S_q and sum_p z_pq; a fold's over-claimed source (rare)
-            # is rescaled and swept again.
-            for c in range(channels):
-                zsum[c] = 0.0
-            claimed = 0.0
-            for t in range(first, last):
-                e = order[t]
-                a = areas[e]
-                claimed += a
-                root = math.sqrt(a)
-                fill_normals(bridge_offset, bridge_gamma, np.uint64(e) * np.uint64(channels), g)
-                for c in range(channels):
-                    zsum[c] += root * g[c]
-            if claimed > 1.0 + OVERCLAIM_TOL:
-                overclaimed += 1
-                scale = 1.0 / claimed
-                for c in range(channels):
-                    zsum[c] = 0.0
-                for t in range(first, last):
-                    e = order[t]
-                    areas[e] *= scale
-                    root = math.sqrt(areas[e])
-                    fill_normals(bridge_offset, bridge_gamma, np.uint64(e) * np.uint64(channels), g)
-                    for c in range(channels):
-                        zsum[c] += root * g[c]
-                claimed = 1.0
-            if last - first == 1 and claimed >= 1.0 - REST_EPS:
-                # The whole of x_q goes to one target: pass it through exactly.
-                single[q] = 1
-                for c in range(channels):
-                    corr[q, c] = noise[i, j, c]
-                continue
-            single[q] = 0
-            rest = 1.0 - claimed
-            if rest > REST_EPS:
-                root = math.sqrt(rest)
-                fill_normals(rest_offset, rest_gamma, np.uint64(q) * np.uint64(channels), g)
-                for c in range(channels):
-                    zsum[c] += root * g[c]
-            for c in range(channels):
-                corr[q, c] = noise[i, j, c] - zsum[c]
-        row_stats[i, 0] = overclaimed
-        row_stats[i, 1] = unclaimed
+@njit(inline="always")
+def _row_of(src, inv_width):
+    """Source row of a flat source id: floor((q + 0.5) / W), exact for q < 2**31 and
+    W < 2**16 (the product's error is far below the 0.5 / W margin), and no
+    integer division in the hot loops."""
+    return np.int64((src + 0.5) * inv_width)
 
 
 @njit(parallel=True, cache=True)
-def _gather(offsets, sources, areas, corr, single, bridge_offset, bridge_gamma,
-            fresh_offset, fresh_gamma, out, row_stats):  # fmt: skip
-    """Y_p = (sum_q I_pq + sqrt(A_out) xi_p) / sqrt(A_in + A_out); xi_p where A_in = 0.
+def _row_histograms(sources, inv_width, counts):
+    nchunks = counts.shape[0]
+    n = sources.size
+    for c in prange(nchunks):
+        row = counts[c]
+        row[:] = 0
+        for e in range(c * n // nchunks, (c + 1) * n // nchunks):
+            if sources[e] >= 0:
+                row[_row_of(sources[e], inv_width)] += 1
 
-    ``row_stats[i]`` = (fresh pixels, min A_p, sum A_p, max A_p) of row i.
-    """
-    height, width, channels = out.shape
+
+@njit(parallel=True, cache=True)
+def _row_place(sources, inv_width, cursor, order):
+    nchunks = cursor.shape[0]
+    n = sources.size
+    for c in prange(nchunks):
+        row = cursor[c]
+        for e in range(c * n // nchunks, (c + 1) * n // nchunks):
+            if sources[e] >= 0:
+                r = _row_of(sources[e], inv_width)
+                order[row[r]] = e
+                row[r] += 1
+
+
+@njit(cache=True)
+def _row_sort(sources, height, width, nchunks):
+    """Stable counting sort of the record's entries by source row: ``(start, order)``,
+    the entries of source row i being ``order[start[i]:start[i + 1]]`` in entry order."""
+    inv_width = 1.0 / width
+    counts = np.empty((nchunks, height), dtype=np.int64)
+    start = np.empty(height + 1, dtype=np.int64)
+    _row_histograms(sources, inv_width, counts)
+    _offsets(counts, start)
+    order = np.empty(start[height], dtype=np.int32)
+    _row_place(sources, inv_width, counts, order)
+    return start, order
+
+
+@njit(parallel=True, cache=True)
+def _source_stats(start, order, sources, areas, width, row_stats):
+    """``row_stats[i]`` = (over-claimed, unclaimed) sources of row i."""
+    height = row_stats.shape[0]
     for i in prange(height):
-        acc = np.empty(channels)
-        g = np.empty(channels)
-        fresh = 0
-        amin = np.inf
-        amax = 0.0
-        asum = 0.0
+        claimed = np.zeros(width)
+        count = np.zeros(width, dtype=np.int64)
+        for t in range(start[i], start[i + 1]):
+            e = order[t]
+            j = sources[e] - i * width
+            claimed[j] += areas[e]
+            count[j] += 1
+        over = 0
+        empty = 0
         for j in range(width):
-            p = i * width + j
-            for c in range(channels):
+            over += claimed[j] > 1.0 + OVERCLAIM_TOL
+            empty += count[j] == 0
+        row_stats[i, 0] = over
+        row_stats[i, 1] = empty
+
+
+@njit(inline="always")
+def _walk_row(i, noise, sources, areas, start, order, offset, gamma, row_span, e0, e1, inc,
+              scaled, channels):  # fmt: skip
+    """Walk the bridges of source row ``i``; keep the increments of entries in [e0, e1).
+
+    Entries of a source come in entry order (the sort is stable). A source whose
+    pieces cover it (S_q >= 1 - REST_EPS, or over-claimed and rescaled to 1)
+    closes its bridge with its last piece: k - 1 normals per channel. Otherwise
+    the unclaimed remainder is the bridge's last stretch and every piece draws:
+    k normals. With t the time left (1 at the start), a piece of length a gets
+    I = (a / t) resid + sqrt(a (t - a) / t) g, resid = x_q - (drawn so far).
+    ``inc[e - e0]`` receives I and ``scaled[e - e0]`` the (rescaled) a_pq.
+    """
+    width = noise.shape[1]
+    nc = len(channels)
+    first = start[i]
+    n = start[i + 1] - first
+    col = np.empty(n, dtype=np.int64)
+    claimed = np.zeros(width)
+    count = np.zeros(width, dtype=np.int64)
+    base = i * width
+    for t in range(n):
+        j = sources[order[first + t]] - base
+        col[t] = j
+        claimed[j] += areas[order[first + t]]
+        count[j] += 1
+    scale = np.empty(width)
+    cursor = np.empty(width, dtype=np.int64)
+    ndraw = 0
+    for j in range(width):
+        cursor[j] = ndraw
+        scale[j] = 1.0
+        closed = claimed[j] >= 1.0 - REST_EPS
+        if claimed[j] > 1.0 + OVERCLAIM_TOL:
+            scale[j] = 1.0 / claimed[j]
+        if count[j] > 0:
+            ndraw += (count[j] - 1 if closed else count[j]) * nc
+        if not closed:
+            count[j] += 1  # the remainder, never reached: no piece closes the bridge
+    g = np.empty(ndraw, dtype=np.float32)
+    fill_normals(offset, gamma, np.uint64(i) * row_span, g)
+    resid = np.empty((width, nc))
+    for j in range(width):
+        for c in range(nc):
+            resid[j, c] = noise[i, j, c]
+    left = np.ones(width)
+    for t in range(n):
+        e = order[first + t]
+        j = col[t]
+        a = areas[e] * scale[j]
+        own = e >= e0 and e < e1
+        count[j] -= 1
+        if count[j] == 0:
+            # The last piece closes the bridge: the increments sum to x_q.
+            if own:
+                for c in range(nc):
+                    inc[e - e0, c] = resid[j, c]
+        else:
+            r = max(left[j], a)
+            frac = a / r
+            sd = math.sqrt(frac * (r - a))
+            gbase = cursor[j]
+            for c in range(nc):
+                step = frac * resid[j, c] + sd * g[gbase + c]
+                resid[j, c] -= step
+                if own:
+                    inc[e - e0, c] = step
+            cursor[j] = gbase + nc
+            left[j] = r - a
+        if own:
+            scaled[e - e0] = a
+
+
+@njit(parallel=True, cache=True)
+def _warp_chunks(noise, offsets, sources, areas, start, order, bridge_offset, bridge_gamma,
+                 fresh_offset, fresh_gamma, nchunks, out, chunk_stats, channels):  # fmt: skip
+    """Per chunk of target rows: walk every source row its quads touch, then gather.
+
+    A chunk keeps the increments of its own entries only (a contiguous range of
+    the target-major record), so the work arrays stay a fraction of the record.
+    A source row shared with another chunk is walked by both, with the same
+    counters in the same order and so the same values; only its own entries are
+    written. ``chunk_stats[t]`` = (fresh pixels, min, sum, max A_p).
+
+    Y_p = (sum_q I_pq + sqrt(A_out) xi_p) / sqrt(A_in + A_out); xi_p where A_in = 0.
+    """
+    height, width = noise.shape[0], noise.shape[1]
+    nc = len(channels)
+    inv_width = 1.0 / width
+    row_span = np.uint64(sources.size * nc)  # more than any source row draws
+    for t in prange(nchunks):
+        p0 = (t * height // nchunks) * width
+        p1 = ((t + 1) * height // nchunks) * width
+        e0 = offsets[p0]
+        e1 = offsets[p1]
+        lo = height
+        hi = -1
+        for e in range(e0, e1):
+            if sources[e] >= 0:
+                r = _row_of(sources[e], inv_width)
+                lo = min(lo, r)
+                hi = max(hi, r)
+        inc = np.empty((e1 - e0, nc), dtype=np.float32)
+        scaled = np.empty(e1 - e0)
+        for i in range(lo, hi + 1):
+            _walk_row(i, noise, sources, areas, start, order, bridge_offset, bridge_gamma,
+                      row_span, e0, e1, inc, scaled, channels)  # fmt: skip
+        acc = np.empty(nc)
+        g = np.empty(nc)
+        stats = chunk_stats[t]
+        stats[0] = 0.0
+        stats[1] = np.inf
+        stats[2] = 0.0
+        stats[3] = 0.0
+        flat = out.reshape(-1, nc)
+        for p in range(p0, p1):
+            for c in range(nc):
                 acc[c] = 0.0
             area_in = 0.0
             outside = 0.0
@@ -306,39 +405,26 @@ def _gather(offsets, sources, areas, corr, single, bridge_offset, bridge_gamma,
                     if q == OUT_SLOT:
                         outside = areas[e]
                     continue
-                a = areas[e]
-                area_in += a
-                if single[q]:
-                    for c in range(channels):
-                        acc[c] += corr[q, c]
-                else:
-                    root = math.sqrt(a)
-                    fill_normals(bridge_offset, bridge_gamma, np.uint64(e) * np.uint64(channels), g)
-                    for c in range(channels):
-                        acc[c] += root * g[c] + a * corr[q, c]
+                area_in += scaled[e - e0]
+                for c in range(nc):
+                    acc[c] += inc[e - e0, c]
             total = area_in + outside
-            base = np.uint64(p) * np.uint64(channels)
+            fresh_base = np.uint64(p) * np.uint64(nc)
             if area_in > 0.0:
                 if outside > 0.0:
                     root = math.sqrt(outside)
-                    fill_normals(fresh_offset, fresh_gamma, base, g)
-                    for c in range(channels):
+                    fill_normals(fresh_offset, fresh_gamma, fresh_base, g)
+                    for c in range(nc):
                         acc[c] += root * g[c]
                 inv = 1.0 / math.sqrt(total)
-                for c in range(channels):
-                    out[i, j, c] = acc[c] * inv
+                for c in range(nc):
+                    flat[p, c] = acc[c] * inv
             else:
-                fresh += 1
-                fill_normals(fresh_offset, fresh_gamma, base, g)
-                for c in range(channels):
-                    out[i, j, c] = g[c]
-            amin = min(amin, total)
-            amax = max(amax, total)
-            asum += total
-        row_stats[i, 0] = fresh
-        row_stats[i, 1] = amin
-        row_stats[i, 2] = asum
-        row_stats[i, 3] = amax
+                stats[0] += 1.0
+                fill_normals(fresh_offset, fresh_gamma, fresh_base, flat[p])
+            stats[1] = min(stats[1], total)
+            stats[2] += total
+            stats[3] = max(stats[3], total)
 
 
 def _check_corners(corners: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -405,31 +491,30 @@ def grid_warp(noise, corners, bridge_stream, rest_stream, fresh_stream, nchunks)
     """Warp one frame. ``noise`` float32 [H, W, C], ``corners`` float64 [H+1, W+1, 2].
 
     The streams are ``(offset, gamma)`` pairs (``Key.stream``) for the bridge
-    normals (counter: record slot, channel), the unclaimed remainders (source,
-    channel) and the fresh out-of-frame noise (target, channel). Returns
-    ``(out, stats)``: ``out`` float32 [H, W, C] and a dict of diagnostics, the
-    common keys plus ``entries`` (size of the partition record).
+    normals (counter: source row, then position in that row's draws) and the
+    fresh out-of-frame noise (target, channel); ``rest_stream`` is unused (the
+    unclaimed remainder is the bridge's undrawn last stretch). ``nchunks`` splits
+    the work (the result does not depend on it). Returns ``(out, stats)``: ``out``
+    float32 [H, W, C] and a dict of diagnostics, the common keys plus ``entries``
+    (size of the partition record).
     """
     height, width, channels = noise.shape
     corners = _check_corners(corners, height, width)
     offsets, sources, areas = _partition(corners, height, width)
-    # The sort keeps one int64 histogram row per chunk (8 bytes per source each): a
-    # few chunks parallelise it well enough without making it the largest array.
-    start, order = counting_sort(sources, height * width, min(nchunks, SORT_CHUNKS))
-    corr = np.empty((height * width, channels), dtype=np.float64)
-    single = np.empty(height * width, dtype=np.uint8)
+    start, order = _row_sort(sources, height, width, max(1, nchunks))
     source_stats = np.empty((height, 2), dtype=np.int64)
-    _sources(noise, start, order, areas, *bridge_stream, *rest_stream, corr, single, source_stats)
-    entries = int(start[-1])
-    del start, order
+    _source_stats(start, order, sources, areas, width, source_stats)
     out = np.empty_like(noise, dtype=np.float32)
-    target_stats = np.empty((height, 4), dtype=np.float64)
-    _gather(offsets, sources, areas, corr, single, *bridge_stream, *fresh_stream, out,
-            target_stats)  # fmt: skip
+    # Chunks of target rows: more than threads to balance uneven maps; each
+    # chunk re-walks at most the source rows it shares with its neighbours.
+    chunks = min(height, CHUNKS_PER_THREAD * max(1, nchunks))
+    chunk_stats = np.empty((chunks, 4), dtype=np.float64)
+    _warp_chunks(noise, offsets, sources, areas, start, order, *bridge_stream, *fresh_stream,
+                 chunks, out, chunk_stats, (0,) * channels)  # fmt: skip
     stats = {
-        **target_summary(target_stats, height * width),
+        **target_summary(chunk_stats, height * width),
         "overclaimed_sources": int(source_stats[:, 0].sum()),
         "unclaimed_sources": int(source_stats[:, 1].sum()),
-        "entries": entries,
+        "entries": int(start[-1]),
     }
     return out, stats
