@@ -51,7 +51,6 @@ def _grid(noise, geometry: Geometry, key: Key, options: dict):
         noise,
         _corner_map(geometry),
         key.stream(Purpose.BRIDGE),
-        key.stream(Purpose.REST),
         key.stream(Purpose.FRESH),
         default_chunks(),
     )

@@ -68,7 +68,7 @@ class Purpose(IntEnum):
     INIT = 0  # the first noise frame of a sequence
     BRIDGE = 1  # Brownian-bridge increments z_pq
     FRESH = 2  # fresh noise for empty or out-of-frame area
-    REST = 3  # the unclaimed remainder z_rest of a source
+    REST = 3  # reserved (was: unclaimed remainders); kept so other ids never shift
     SUBPIXEL = 4  # HIWYN conditional upsampling
     BASELINE = 5  # noise drawn by the simple baselines
 

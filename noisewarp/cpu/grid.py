@@ -6,8 +6,11 @@ a_pq = |R_p ∩ Omega_q| with every source cell q it touches
 (``noisewarp.core.area``, float64) forms the partition record; each source
 splits x_q into Brownian-bridge increments of lengths a_pq (DESIGN section 3),
 
-    I_pq = z_pq + a_pq (x_q - sum_p' z_p'q - z_rest),  z_pq ~ N(0, a_pq),
-    z_rest ~ N(0, 1 - S_q),  S_q = sum_p a_pq,
+    I = (a / t)(x_q - b) + sqrt(a (t - a) / t) g,  g ~ N(0, 1),
+
+piece by piece, with b the part of x_q drawn so far and t the bridge time left
+(1 at the start, minus the pieces drawn; the unclaimed remainder 1 - S_q is the
+last stretch, never drawn),
 
 and a target sums its increments with fresh noise for the part of R_p outside
 the frame: Y_p = (sum_q I_pq + sqrt(A_out) xi_p) / sqrt(A_in + A_out).
@@ -29,17 +32,21 @@ so the output is bit-identical for any number of threads):
    the frame stores A_out = |R_p| - A_in in its first slot (source
    ``OUT_SLOT``). A quad far outside costs nothing: its cell range is clamped
    to the frame before any loop.
-3. ``counting_sort`` of the entries by source (negative ids skipped).
-4. ``_sources`` (per source, one sweep over its entries): S_q, the over-claim
-   scaling (written back into the record), and corr_q = x_q - sum_p z_pq -
-   z_rest. z_pq = sqrt(a_pq) g with g drawn from counter (record slot,
-   channel); the gather draws the same g again. That costs one more normal per
-   entry but keeps the record at 16 bytes per entry (area, source, sort index)
-   instead of adding a per-entry, per-channel buffer of increments.
-5. ``_gather`` (per target): Y_p from its entries, corr and fresh noise.
+3. ``_row_sort``: a stable counting sort of the entries by source row.
+4. ``_warp_chunks`` (per chunk of target rows): walk the bridge of every source
+   in the source rows the chunk's quads touch, sequentially in entry order
+   (``_walk_row``), keeping the increments of the chunk's own entries, then
+   gather Y_p for its targets. A covered source (S_q >= 1 - 1e-12, or
+   over-claimed and rescaled) closes its bridge with its last piece, k - 1
+   normals per channel for k pieces; a partly claimed one leaves the
+   remainder as the undrawn last stretch, k normals. Source rows shared by
+   two chunks are walked by both with identical results, so chunks never
+   exchange data and the work arrays hold one chunk's increments, not the
+   whole record's.
 
-Fresh noise xi_p comes from counter (target, channel) of the FRESH stream, z_rest
-from (source, channel) of the REST stream.
+The bridge normals of source row i are the counters i * E * C + n of the BRIDGE
+stream (E the record size); fresh noise xi_p comes from counter (target,
+channel) of the FRESH stream.
 
 A source covered by a single target with all of its unit area (integer
 translations) passes x_q through unchanged, so such maps reproduce the shifted
@@ -487,13 +494,13 @@ def grid_record(corners: np.ndarray, height: int, width: int):
     return targets[valid], sources[valid].astype(np.int64), areas[valid], area_out
 
 
-def grid_warp(noise, corners, bridge_stream, rest_stream, fresh_stream, nchunks):
+def grid_warp(noise, corners, bridge_stream, fresh_stream, nchunks):
     """Warp one frame. ``noise`` float32 [H, W, C], ``corners`` float64 [H+1, W+1, 2].
 
     The streams are ``(offset, gamma)`` pairs (``Key.stream``) for the bridge
     normals (counter: source row, then position in that row's draws) and the
-    fresh out-of-frame noise (target, channel); ``rest_stream`` is unused (the
-    unclaimed remainder is the bridge's undrawn last stretch). ``nchunks`` splits
+    fresh out-of-frame noise (target, channel); the unclaimed remainder is the
+    bridge's undrawn last stretch, so it needs no stream. ``nchunks`` splits
     the work (the result does not depend on it). Returns ``(out, stats)``: ``out``
     float32 [H, W, C] and a dict of diagnostics, the common keys plus ``entries``
     (size of the partition record).
