@@ -60,24 +60,28 @@ def measure(method: str, res: int, channels: int, deform: str, repeats: int, opt
     }
 
 
-def rng_cost(count: int = 16_000_000, repeats: int = 5) -> dict:
-    """Nanoseconds per standard normal of the counter-based ziggurat (all threads)."""
+def rng_cost(count: int = 2**24, repeats: int = 5) -> dict:
+    """Nanoseconds per standard normal of the counter-based ziggurat (all threads).
+
+    ``count`` should be a multiple of 256 * 4096 (blocks of 4096 in 256 tasks).
+    """
     import numba
     import numpy as np
     from numba import njit, prange
 
-    from noisewarp.core.rng import Key, Purpose, normal_pair
+    from noisewarp.core.rng import Key, Purpose, fill_normals
 
     @njit(parallel=True)
     def draw_sum(offset, gamma, n, blocks):
-        # Pairs from one hash, as the kernels draw them (fill_normals).
+        # Blocks of float32 normals, as the kernels draw them (fill_normals).
         sums = np.zeros(blocks)
-        per = n // (2 * blocks)
+        per = n // blocks
         for b in prange(blocks):
+            buf = np.empty(4096, dtype=np.float32)
             acc = 0.0
-            for i in range(per):
-                x, y = normal_pair(offset, gamma, np.uint64(b * per + i))
-                acc += x + y
+            for lo in range(0, per, buf.size):
+                fill_normals(offset, gamma, np.uint64(b * per + lo), buf)
+                acc += buf[0]
             sums[b] = acc
         return sums.sum()
 

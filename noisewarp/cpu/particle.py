@@ -11,22 +11,25 @@ gets fresh noise.
 
 Driver (every pass parallel over rows, no atomics, no Python loop over pixels):
 
-1. ``_bin_rows`` (per target): the row of its cell floor(u), as a bucket key.
+1. ``_bin_rows`` (per target): the row of its cell floor(u), as a bucket key;
+   fresh noise for a particle with no neighbour in the frame.
 2. ``counting_sort_into`` of the targets by that row. The requesters of source
    row i are exactly the targets in cell rows i - 1 and i, so two contiguous
    runs of the sorted order hold every piece of the row.
-3. ``_claims`` (per source row): one sweep of those runs lists the row's pieces
-   and sums W_q; the bridges are then walked piece by piece, sequentially,
-   with the last increment of each source closing it exactly:
-   given the part b drawn so far and the weight R still to hand out (this
-   piece's w included), I = (w / R)(x_q - b) + sqrt(w (R - w) / (W_q R)) g.
-   A source of k pieces needs k - 1 normals per channel, all of a row's drawn
-   in one block. Each increment and a_pq go to the slot (p, k) of its target.
-4. ``_gather`` (per target): sum the slots, normalise by sqrt(A_p).
+3. ``_warp_rows`` (per chunk of source rows, in order):
+   ``_claim_row`` lists the row's pieces in one sweep of those runs and sums
+   W_q; the bridges are then walked piece by piece, sequentially, the last
+   increment of each source closing it exactly: given the part b drawn so far
+   and the weight R still to hand out (this piece's w included),
+   I = (w / R)(x_q - b) + sqrt(w (R - w) / (W_q R)) g. A source of k pieces
+   needs k - 1 normals per channel, all of a row's drawn in one block. Each
+   increment and a_pq go to the slot (target, k) of a bucket-local array, and
+   ``_finish_bucket`` sums the slots of bucket i as soon as row i is done
+   (its targets need only rows i - 1 and i), while they are still in cache.
 
 Every sum runs in a fixed order, so the result is bit-identical for any number
-of threads. A source with one piece passes x_q on whole, so an integer
-translation reproduces the input bit for bit.
+of threads or chunks. A source with one piece passes x_q on whole, so an
+integer translation reproduces the input bit for bit.
 """
 
 from __future__ import annotations
