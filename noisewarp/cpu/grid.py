@@ -70,7 +70,7 @@ from noisewarp.core.area import (
 )
 from noisewarp.core.rng import fill_normals
 from noisewarp.cpu.diagnostics import target_summary
-from noisewarp.cpu.sort import _offsets
+from noisewarp.cpu.sort import scan_offsets
 
 __all__ = ["grid_warp", "grid_record", "OVERCLAIM_TOL", "REST_EPS"]
 
@@ -259,7 +259,7 @@ def _row_sort(sources, height, width, nchunks):
     counts = np.empty((nchunks, height), dtype=np.int64)
     start = np.empty(height + 1, dtype=np.int64)
     _row_histograms(sources, inv_width, counts)
-    _offsets(counts, start)
+    scan_offsets(counts, start)
     order = np.empty(start[height], dtype=np.int32)
     _row_place(sources, inv_width, counts, order)
     return start, order

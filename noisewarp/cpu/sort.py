@@ -14,7 +14,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["counting_sort", "counting_sort_into", "default_chunks"]
+__all__ = ["counting_sort", "counting_sort_into", "scan_offsets", "default_chunks"]
 
 # Bins per block of the parallel exclusive scan.
 _SCAN_BLOCK = 16384
@@ -34,7 +34,7 @@ def _histograms(keys, counts):
 
 
 @njit(parallel=True, cache=True)
-def _offsets(counts, start):
+def scan_offsets(counts, start):
     """Exclusive scan in (bin, chunk) order, in parallel blocks of bins.
 
     Afterwards ``counts[c, b]`` is where chunk ``c`` places its first item of bin
@@ -86,7 +86,7 @@ def counting_sort_into(keys, counts, start, order):
     ``order[start[b]:start[b + 1]]`` in increasing item index.
     """
     _histograms(keys, counts)
-    _offsets(counts, start)
+    scan_offsets(counts, start)
     _place(keys, counts, order)
 
 
