@@ -2,6 +2,7 @@
 
     python benchmarks/paper_table.py                          # res 256 512 1024 2048, C = 4
     python benchmarks/paper_table.py --res 256 512 --frames 5 --out /tmp/table.md
+    python benchmarks/paper_table.py --res 1024 --rounds 3        # interleaved, pooled
 
 Deng et al. (ICLR 2025) report grid 8.0x-19.7x faster than HIWYN with n = 8 and
 9.22x less memory, and particle 5.21x faster than grid (on a GPU). This script
@@ -32,6 +33,15 @@ measurement sees another's memory or warm caches:
   the resident size follows them (glibc's adaptive threshold would otherwise
   recycle freed blocks invisibly); arrays a method keeps across frames (work
   buffers) count too, which the tracemalloc figure of a single frame misses.
+  ``MALLOC_TRIM_THRESHOLD_`` is raised to 1 GiB at the same time: fixing the
+  mmap threshold would otherwise pin the trim threshold at 128 KiB, and the
+  heaps of the worker threads would hand their small per-row blocks back to the
+  OS after every row and fault them in again (measured: +50 ms per frame for
+  particle at 1024), a cost no ordinary run pays.
+
+The machine's speed may drift between configurations run minutes apart;
+``--rounds R`` runs the whole set R times, interleaved, and pools each
+configuration's frames, so a slow spell weighs on every column alike.
 
 The ratio columns are what the paper's claims compare; the last lines check the
 targets at 1024: grid >= 8x faster than hiwyn n = 8 with >= 9x less
@@ -186,7 +196,9 @@ def run_one(method, n, res, map_name, frames, timeout) -> dict | None:
                str(frames)]  # fmt: skip
     # Large blocks straight from mmap, returned on free: resident memory then follows
     # the live arrays (glibc would otherwise keep freed blocks and reuse them unseen).
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(1 << 17)}
+    # Small blocks stay in the heap (no trimming after every free).
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(1 << 17),
+           "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}  # fmt: skip
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
@@ -196,6 +208,20 @@ def run_one(method, n, res, map_name, frames, timeout) -> dict | None:
         print(f"  {label(method, n)} {res} {map_name}: failed\n{done.stderr[-2000:]}", flush=True)
         return None
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def merge(kept: dict | None, new: dict | None) -> dict | None:
+    """Pool a configuration's rounds: all timed frames, the largest peaks."""
+    if not kept or not new:
+        return None  # a configuration that failed once is reported as failed
+    times = kept["times"] + new["times"]
+    return {
+        **kept,
+        "times": times,
+        "median_s": statistics.median(times),
+        "peak_rss_bytes": max(kept["peak_rss_bytes"], new["peak_rss_bytes"]),
+        "traced_bytes": max(kept["traced_bytes"], new["traced_bytes"]),
+    }
 
 
 def fmt_ms(result) -> str:
@@ -230,14 +256,16 @@ def machine() -> str:
     )
 
 
-def table(results: dict, resolutions, frames: int, command: str) -> str:
+def table(results: dict, resolutions, frames: int, command: str, rounds: int = 1) -> str:
     lines = [
         "# Speed and memory: hiwyn vs grid vs particle (parallel CPU)",
         "",
         f"Command: `{command}`  ",
         f"Machine: {machine()}  ",
         f"Date: {datetime.date.today().isoformat()}; C = {CHANNELS}; time = median of {frames} "
-        "frames after a warm-up frame, each configuration in a fresh process.  ",
+        "frames after a warm-up frame, each configuration in a fresh process"
+        + (f", {rounds} interleaved rounds pooled" if rounds > 1 else "")
+        + ".  ",
         "Maps: " + "; ".join(f"{k}: {v}" for k, v in MAPS.items()) + ".",
     ]
     lines += _section("Time per frame (ms)", results, resolutions, "median_s", lambda r: fmt_ms(r))
@@ -307,6 +335,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--res", type=int, nargs="+", default=[256, 512, 1024, 2048])
     parser.add_argument("--frames", type=int, default=5, help="timed frames (median)")
+    parser.add_argument(
+        "--rounds", type=int, default=1,
+        help="run every configuration this many times, interleaved, and take the median "
+             "over all rounds' frames (steadier ratios on a machine whose speed drifts)",
+    )  # fmt: skip
     parser.add_argument("--timeout", type=int, default=900, help="seconds per configuration")
     parser.add_argument(
         "--out", type=Path, default=Path(__file__).with_name("paper_table.md"),
@@ -317,26 +350,31 @@ def main() -> int:
         print("note: fewer than 5 timed frames", file=sys.stderr)
     command = "python benchmarks/paper_table.py " + " ".join(sys.argv[1:])
     results = {}
-    for res in args.res:
-        for map_name in MAPS:
-            for method, n in METHODS:
-                if n:
-                    available = available_bytes()
-                    if available is not None and field_bytes(res, n) * 1.5 > available:
-                        print(f"  {label(method, n)} {res}: skipped (needs "
-                              f"{field_bytes(res, n) / 2**30:.1f} GiB)", flush=True)  # fmt: skip
-                        continue
-                result = run_one(method, n, res, map_name, args.frames, args.timeout)
-                results[(method, n, res, map_name)] = result
-                if result:
-                    print(
-                        f"  {res:>5} {map_name:<14} {label(method, n):<11} "
-                        f"{result['median_s'] * 1e3:9.1f} ms  "
-                        f"{result['peak_rss_bytes'] / 2**20:8.1f} MiB RSS  "
-                        f"{result['traced_bytes'] / 2**20:8.1f} MiB traced",
-                        flush=True,
-                    )
-    text = table(results, args.res, args.frames, command.strip())
+    for round_ in range(args.rounds):
+        if args.rounds > 1:
+            print(f"round {round_ + 1} of {args.rounds}", flush=True)
+        for res in args.res:
+            for map_name in MAPS:
+                for method, n in METHODS:
+                    if n:
+                        available = available_bytes()
+                        if available is not None and field_bytes(res, n) * 1.5 > available:
+                            needs = field_bytes(res, n) / 2**30
+                            print(f"  {label(method, n)} {res}: skipped (needs {needs:.1f} GiB)",
+                                  flush=True)  # fmt: skip
+                            continue
+                    result = run_one(method, n, res, map_name, args.frames, args.timeout)
+                    key = (method, n, res, map_name)
+                    results[key] = merge(results.get(key), result) if round_ else result
+                    if result:
+                        print(
+                            f"  {res:>5} {map_name:<14} {label(method, n):<11} "
+                            f"{result['median_s'] * 1e3:9.1f} ms  "
+                            f"{result['peak_rss_bytes'] / 2**20:8.1f} MiB RSS  "
+                            f"{result['traced_bytes'] / 2**20:8.1f} MiB traced",
+                            flush=True,
+                        )
+    text = table(results, args.res, args.frames, command.strip(), args.rounds)
     print()
     print(text)
     args.out.write_text(text)
