@@ -210,6 +210,19 @@ def run_one(method, n, res, map_name, frames, timeout) -> dict | None:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def configurations(resolutions):
+    """(res, map, method, n) in table order, without the hiwyn fields memory cannot hold."""
+    for res in resolutions:
+        for map_name in MAPS:
+            for method, n in METHODS:
+                available = available_bytes() if n else None
+                if available is not None and field_bytes(res, n) * 1.5 > available:
+                    needs = f"{field_bytes(res, n) / 2**30:.1f} GiB"
+                    print(f"  {label(method, n)} {res}: skipped (needs {needs})", flush=True)
+                    continue
+                yield res, map_name, method, n
+
+
 def merge(kept: dict | None, new: dict | None) -> dict | None:
     """Pool a configuration's rounds: all timed frames, the largest peaks."""
     if not kept or not new:
@@ -346,6 +359,8 @@ def main() -> int:
         help="markdown file for the table",
     )  # fmt: skip
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
     if args.frames < 5:
         print("note: fewer than 5 timed frames", file=sys.stderr)
     command = "python benchmarks/paper_table.py " + " ".join(sys.argv[1:])
@@ -353,27 +368,18 @@ def main() -> int:
     for round_ in range(args.rounds):
         if args.rounds > 1:
             print(f"round {round_ + 1} of {args.rounds}", flush=True)
-        for res in args.res:
-            for map_name in MAPS:
-                for method, n in METHODS:
-                    if n:
-                        available = available_bytes()
-                        if available is not None and field_bytes(res, n) * 1.5 > available:
-                            needs = field_bytes(res, n) / 2**30
-                            print(f"  {label(method, n)} {res}: skipped (needs {needs:.1f} GiB)",
-                                  flush=True)  # fmt: skip
-                            continue
-                    result = run_one(method, n, res, map_name, args.frames, args.timeout)
-                    key = (method, n, res, map_name)
-                    results[key] = merge(results.get(key), result) if round_ else result
-                    if result:
-                        print(
-                            f"  {res:>5} {map_name:<14} {label(method, n):<11} "
-                            f"{result['median_s'] * 1e3:9.1f} ms  "
-                            f"{result['peak_rss_bytes'] / 2**20:8.1f} MiB RSS  "
-                            f"{result['traced_bytes'] / 2**20:8.1f} MiB traced",
-                            flush=True,
-                        )
+        for res, map_name, method, n in configurations(args.res):
+            result = run_one(method, n, res, map_name, args.frames, args.timeout)
+            key = (method, n, res, map_name)
+            results[key] = merge(results.get(key), result) if round_ else result
+            if result:
+                print(
+                    f"  {res:>5} {map_name:<14} {label(method, n):<11} "
+                    f"{result['median_s'] * 1e3:9.1f} ms  "
+                    f"{result['peak_rss_bytes'] / 2**20:8.1f} MiB RSS  "
+                    f"{result['traced_bytes'] / 2**20:8.1f} MiB traced",
+                    flush=True,
+                )
     text = table(results, args.res, args.frames, command.strip(), args.rounds)
     print()
     print(text)
