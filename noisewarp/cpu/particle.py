@@ -139,6 +139,12 @@ def _claim_row(i, noise, points, start, order, offset, gamma, upper, lower, entr
                     total[j] += w
                     count[j] += 1
                     m += 1
+                else:
+                    # Not a piece: zero the slot, so the buckets need no zero fill.
+                    dest = lower if di else upper
+                    base = k * stride
+                    for c in range(nc + 1):
+                        dest[e - first, base + c] = 0.0
     # k - 1 normals per channel for a source of k pieces, in one block, from
     # counters i * 2 H W C + n (a row has at most 2 H W pieces).
     cursor = np.empty(width, dtype=np.int64)
@@ -249,9 +255,19 @@ def _warp_rows(noise, points, start, order, bridge_offset, bridge_gamma, fresh_o
         stats[2] = 0.0
         stats[3] = 0.0
         first = max(r0 - 1, 0)
-        lower = np.zeros((start[first + 1] - start[first], NEIGHBOURS * stride), dtype=np.float32)
+        # Slots are written by the two rows that share them, except k = 0, 1 of
+        # bucket 0 and k = 2, 3 of bucket H (rows -1 and H do not exist).
+        shape = (start[first + 1] - start[first], NEIGHBOURS * stride)
+        if first == 0:
+            lower = np.zeros(shape, dtype=np.float32)
+        else:
+            lower = np.empty(shape, dtype=np.float32)  # row r0 - 1 is redone, not finished
         for i in range(first, r1):
-            upper = np.zeros((start[i + 2] - start[i + 1], NEIGHBOURS * stride), dtype=np.float32)
+            shape = (start[i + 2] - start[i + 1], NEIGHBOURS * stride)
+            if i + 1 == height:
+                upper = np.zeros(shape, dtype=np.float32)
+            else:
+                upper = np.empty(shape, dtype=np.float32)
             own = i >= r0
             _claim_row(i, noise, points, start, order, bridge_offset, bridge_gamma, upper,
                        lower, entries if own else none, ctuple)  # fmt: skip
