@@ -149,6 +149,23 @@ def test_deterministic_across_thread_counts():
     assert not np.array_equal(one, nw.warp(x, tmap, key=nw.Key(8, 2)))
 
 
+@pytest.mark.parametrize("name", sorted(MAPS))
+def test_diagnostics_match_the_record(name):
+    """Unclaimed sources (no particle requests them) and fresh pixels (no neighbour
+    in the frame), counted inside the kernel's chunks, equal the record's counts."""
+    height, width = SIZE + 5, SIZE
+    tmap = MAPS[name](height, width)
+    if name == "rotate_zoom":
+        tmap = rotate_zoom_map(height, width, scale=2.5)  # particles 2.5 px apart: gaps
+    target, source, _ = particle_record(tmap)
+    x = nw.initial_noise(height, width, 2, seed=5)
+    _, diag = nw.warp(x, tmap, key=2, return_diagnostics=True)
+    assert diag.unclaimed_sources == height * width - np.unique(source).size
+    assert diag.fresh_pixels == height * width - np.unique(target).size
+    if name in ("rotate_zoom", "partly_outside"):
+        assert diag.unclaimed_sources > 0
+
+
 def test_chunking_does_not_change_output():
     from noisewarp.core.rng import Key, Purpose
     from noisewarp.cpu.particle import particle_warp

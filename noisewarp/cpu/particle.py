@@ -96,7 +96,7 @@ def _bin_rows(tmap, key, offset, gamma, out, row_stats):
 
 
 @njit(inline="always")
-def _claim_row(i, noise, points, start, order, offset, gamma, upper, lower, entries, channels):
+def _claim_row(i, noise, points, start, order, offset, gamma, upper, lower, channels):
     """The increments of every piece of source row ``i``, into the slots of its targets.
 
     ``upper`` holds bucket i + 1 (targets in cell row i, neighbours k = 0, 1) and
@@ -105,7 +105,8 @@ def _claim_row(i, noise, points, start, order, offset, gamma, upper, lower, entr
     Pieces are listed in bucket order (upper, then lower; targets in index
     order), and each source walks its bridge in that order. ``channels`` is a
     tuple of length C: its length is a compile-time constant, so the loops over
-    channels unroll.
+    channels unroll. Returns the number of the row's sources that no particle
+    requests.
     """
     height, width = noise.shape[0], noise.shape[1]
     nc = len(channels)
@@ -149,10 +150,10 @@ def _claim_row(i, noise, points, start, order, offset, gamma, upper, lower, entr
     # counters i * 2 H W C + n (a row has at most 2 H W pieces).
     cursor = np.empty(width, dtype=np.int64)
     ndraw = 0
+    unclaimed = 0
     for j in range(width):
-        if entries.size:
-            entries[i * width + j] = count[j]
         cursor[j] = ndraw
+        unclaimed += count[j] == 0
         if count[j] > 1:
             ndraw += (count[j] - 1) * nc
     g = np.empty(ndraw, dtype=np.float32)
@@ -194,6 +195,7 @@ def _claim_row(i, noise, points, start, order, offset, gamma, upper, lower, entr
                 dest[row, base + c] = inc
             cursor[j] = gbase + nc
             remaining[j] = r - w
+    return unclaimed
 
 
 @njit(inline="always")
@@ -230,7 +232,7 @@ def _finish_bucket(b, start, order, slots, offset, gamma, out, stats, channels):
 
 @njit(parallel=True, cache=True)
 def _warp_rows(noise, points, start, order, bridge_offset, bridge_gamma, fresh_offset,
-               fresh_gamma, out, chunk_stats, entries, ctuple):  # fmt: skip
+               fresh_gamma, out, chunk_stats, chunk_unclaimed, ctuple):  # fmt: skip
     """Passes 3 and 4 fused, per chunk of source rows.
 
     Bucket b (cell row b - 1) is complete once source rows b - 1 and b are done,
@@ -238,14 +240,14 @@ def _warp_rows(noise, points, start, order, bridge_offset, bridge_gamma, fresh_o
     while its slots are still in cache. A chunk starting at r0 > 0 first redoes
     row r0 - 1 (owned by the previous chunk) for the pieces it hands bucket r0:
     the same counters and order give the same values, so chunks never exchange
-    data. ``chunk_stats[t]`` = (fresh, min, sum, max A_p) of chunk t's buckets;
-    ``ctuple`` is ``(0,) * C`` (see ``_claim_row``).
+    data. ``chunk_stats[t]`` = (fresh, min, sum, max A_p) of chunk t's buckets,
+    ``chunk_unclaimed[t]`` (zero on entry) gains the sources of its rows that
+    no particle requests; ``ctuple`` is ``(0,) * C`` (see ``_claim_row``).
     """
     height, width, channels = noise.shape
     stride = channels + 1
     nchunks = chunk_stats.shape[0]
     flat = out.reshape(-1, channels)
-    none = np.empty(0, dtype=entries.dtype)
     for t in prange(nchunks):
         r0 = t * height // nchunks
         r1 = (t + 1) * height // nchunks
@@ -269,9 +271,10 @@ def _warp_rows(noise, points, start, order, bridge_offset, bridge_gamma, fresh_o
             else:
                 upper = np.empty(shape, dtype=np.float32)
             own = i >= r0
-            _claim_row(i, noise, points, start, order, bridge_offset, bridge_gamma, upper,
-                       lower, entries if own else none, ctuple)  # fmt: skip
+            unclaimed = _claim_row(i, noise, points, start, order, bridge_offset, bridge_gamma,
+                                   upper, lower, ctuple)  # fmt: skip
             if own:
+                chunk_unclaimed[t] += unclaimed
                 _finish_bucket(i, start, order, lower, fresh_offset, fresh_gamma, flat, stats,
                                ctuple)  # fmt: skip
                 if i == height - 1:
@@ -287,7 +290,6 @@ def _buffers(height, width, channels, nchunks):
         "counts": np.empty((nchunks, height + 1), dtype=np.int64),
         "start": np.empty(height + 2, dtype=np.int64),
         "order": np.empty(npix, dtype=np.int32),
-        "entries": np.empty(npix, dtype=np.int32),
         "row_stats": np.empty((height, 4), dtype=np.float64),
     }
 
@@ -314,13 +316,15 @@ def particle_warp(noise, tmap, bridge_stream, fresh_stream, nchunks):
     out = np.empty((height, width, channels), dtype=np.float32)
     _bin_rows(tmap, buf["key"], *fresh_stream, out, buf["row_stats"])
     counting_sort_into(buf["key"], buf["counts"], buf["start"], buf["order"])
-    chunk_stats = np.empty((min(height, _CHUNKS_PER_THREAD * nchunks), 4))
+    chunks = min(height, _CHUNKS_PER_THREAD * nchunks)
+    chunk_stats = np.empty((chunks, 4))
+    chunk_unclaimed = np.zeros(chunks, dtype=np.int64)
     _warp_rows(noise, tmap.reshape(-1, 2), buf["start"], buf["order"], *bridge_stream,
-               *fresh_stream, out, chunk_stats, buf["entries"], (0,) * channels)  # fmt: skip
+               *fresh_stream, out, chunk_stats, chunk_unclaimed, (0,) * channels)  # fmt: skip
     stats = {
         **target_summary(np.concatenate([buf["row_stats"], chunk_stats]), height * width),
         "overclaimed_sources": 0,
-        "unclaimed_sources": int(np.count_nonzero(buf["entries"] == 0)),
+        "unclaimed_sources": int(chunk_unclaimed.sum()),
     }
     return out, stats
 
