@@ -2,13 +2,17 @@
 
     python -m noisewarp.bench                       # particle, res 256..2048, C = 4
     python -m noisewarp.bench --methods particle grid --res 512 1024 --deform rotate
+    python -m noisewarp.bench --res 1024 --rounds 3 --rng   # interleaved, pooled
 
 Each (method, resolution) runs in a fresh subprocess so that its peak resident
 memory is its own: the figure reported is the peak RSS above the process's
 baseline after imports and JIT compilation (it includes the input frame, map
 and output). Times are medians over ``--repeats`` frames after one warm-up
-frame, compile time excluded. The generator's cost per normal is measured
-separately (``--rng``).
+frame, compile time excluded; the best frame is shown beside the median.
+These machines are shared and their speed drifts within minutes: ``--rounds R``
+runs the whole set R times, interleaved, and pools each configuration's frames
+(peak memory: the largest). The generator's cost per normal is measured
+separately (``--rng``), after the frames, so it shows the machine's state.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ def measure(method: str, res: int, channels: int, deform: str, repeats: int, opt
         "threads": numba.get_num_threads(),
         "median_ms": 1e3 * median,
         "min_ms": 1e3 * min(times),
+        "times_ms": [1e3 * t for t in times],
         "ns_per_pixel": 1e9 * median / (res * res),
         "peak_mib": _rss_mib() - baseline,
         "options": options,
@@ -115,19 +120,37 @@ def _run_child(args: argparse.Namespace, method: str, res: int, options: dict) -
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def pool(runs: list[dict]) -> dict:
+    """One row from the rounds of a configuration: frames pooled, peak the largest."""
+    failed = [r for r in runs if "error" in r]
+    if failed:
+        return failed[0]
+    times = [t for r in runs for t in r["times_ms"]]
+    row = dict(runs[0])
+    median = statistics.median(times)
+    row.update(
+        times_ms=times,
+        median_ms=median,
+        min_ms=min(times),
+        ns_per_pixel=1e6 * median / (row["res"] * row["res"]),
+        peak_mib=max(r["peak_mib"] for r in runs),
+    )
+    return row
+
+
 def _table(rows: list[dict]) -> str:
     lines = [
-        "| method | res | C | deform | median ms/frame | ns/pixel | peak MiB |",
-        "|---|---|---|---|---|---|---|",
+        "| method | res | C | deform | median ms/frame | best ms/frame | ns/pixel | peak MiB |",
+        "|---|---|---|---|---:|---:|---:|---:|",
     ]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['method']} | {r['res']} | | | failed: {r['error']} | | |")
+            lines.append(f"| {r['method']} | {r['res']} | | | failed: {r['error']} | | | |")
             continue
         label = r["method"] + "".join(f" {k}={v}" for k, v in r["options"].items())
         lines.append(
             f"| {label} | {r['res']} | {r['channels']} | {r['deform']} | {r['median_ms']:.1f} "
-            f"| {r['ns_per_pixel']:.1f} | {r['peak_mib']:.0f} |"
+            f"| {r['min_ms']:.1f} | {r['ns_per_pixel']:.1f} | {r['peak_mib']:.0f} |"
         )
     return "\n".join(lines)
 
@@ -140,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--res", nargs="+", type=int, default=[256, 512, 1024, 2048])
     parser.add_argument("--channels", type=int, default=4)
     parser.add_argument("--deform", default="rotate")
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=7, help="timed frames per round")
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds, pooled")
     parser.add_argument("--options", default="{}", help="JSON method options, e.g. '{\"n\": 8}'")
     parser.add_argument("--rng", action="store_true", help="also measure ns per normal")
     parser.add_argument("--json", help="write the rows to this file")
@@ -156,7 +180,11 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         return 0
-    rows = [_run_child(args, m, r, options) for m in args.methods for r in args.res]
+    if args.repeats < 1 or args.rounds < 1:
+        parser.error(f"--repeats and --rounds must be >= 1, got {args.repeats}, {args.rounds}")
+    configs = [(m, r) for m in args.methods for r in args.res]
+    rounds = [[_run_child(args, m, r, options) for m, r in configs] for _ in range(args.rounds)]
+    rows = [pool(list(runs)) for runs in zip(*rounds, strict=True)]
     print(_table(rows))
     ok = [r for r in rows if "error" not in r]
     if len(ok) > 1:

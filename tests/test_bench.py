@@ -1,0 +1,28 @@
+"""The benchmark's own bookkeeping (the timings themselves are not tested)."""
+
+import pytest
+
+from noisewarp import bench
+
+
+def test_rounds_pool_frames_and_keep_the_largest_peak():
+    first = {"method": "particle", "res": 100, "times_ms": [3.0, 1.0, 2.0], "peak_mib": 5.0}
+    second = {"method": "particle", "res": 100, "times_ms": [10.0, 9.0, 8.0], "peak_mib": 7.0}
+    row = bench.pool([first, second])
+    assert row["times_ms"] == [3.0, 1.0, 2.0, 10.0, 9.0, 8.0]
+    assert row["median_ms"] == 5.5 and row["min_ms"] == 1.0
+    assert row["ns_per_pixel"] == pytest.approx(1e6 * 5.5 / 100**2)
+    assert row["peak_mib"] == 7.0
+
+
+def test_a_failed_round_is_reported_not_pooled():
+    ok = {"method": "grid", "res": 64, "times_ms": [1.0], "peak_mib": 1.0}
+    failed = {"method": "grid", "res": 64, "error": ["MemoryError"]}
+    assert bench.pool([ok, failed]) is failed
+
+
+@pytest.mark.parametrize("flag", ["--rounds", "--repeats"])
+def test_non_positive_counts_are_rejected(flag, capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--res", "32", flag, "0"])
+    assert "must be >= 1" in capsys.readouterr().err
