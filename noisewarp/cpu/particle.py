@@ -17,9 +17,11 @@ Driver (every pass parallel over rows, no atomics, no Python loop over pixels):
    row i are exactly the targets in cell rows i - 1 and i, so two contiguous
    runs of the sorted order hold every piece of the row.
 3. ``_warp_rows`` (per chunk of source rows, in order):
-   ``_claim_row`` lists the row's pieces in one sweep of those runs and sums
-   W_q; the bridges are then walked piece by piece, sequentially, the last
-   increment of each source closing it exactly: given the part b drawn so far
+   ``_claim_row`` sweeps those runs twice: the first sums W_q and counts the
+   pieces of each source, the second meets the pieces again in the same order
+   and walks the bridges piece by piece (nothing is stored in between; the
+   weights are recomputed), the last increment of each source closing it
+   exactly: given the part b drawn so far
    and the weight R still to hand out (this piece's w included),
    I = (w / R)(x_q - b) + sqrt(w (R - w) / (W_q R)) g. A source of k pieces
    needs k - 1 normals per channel, all of a row's drawn in one block. Each
@@ -56,6 +58,15 @@ def _weight(fr, fc, k):
     wr = fr if (k >> 1) else 1.0 - fr
     wc = fc if (k & 1) else 1.0 - fc
     return wr * wc
+
+
+@njit(inline="always")
+def _cell(points, p):
+    """Column of particle p's cell floor(u) and its fractional offsets (fr, fc)."""
+    ur = points[p, 0] - 0.5
+    uc = points[p, 1] - 0.5
+    fj = math.floor(uc)
+    return np.int64(fj), ur - math.floor(ur), uc - fj
 
 
 @njit(inline="always")
@@ -102,8 +113,8 @@ def _claim_row(i, noise, points, start, order, offset, gamma, upper, lower, chan
     ``upper`` holds bucket i + 1 (targets in cell row i, neighbours k = 0, 1) and
     ``lower`` bucket i (cell row i - 1, k = 2, 3): row ``e - start[b]`` of a
     bucket's array, column block k, receives (I_pq for each channel, a_pq).
-    Pieces are listed in bucket order (upper, then lower; targets in index
-    order), and each source walks its bridge in that order. ``channels`` is a
+    Pieces are met in bucket order (upper, then lower; targets in index order;
+    neighbours k in order), and each source walks its bridge in that order. ``channels`` is a
     tuple of length C: its length is a compile-time constant, so the loops over
     channels unroll. Returns the number of the row's sources that no particle
     requests.
@@ -111,41 +122,26 @@ def _claim_row(i, noise, points, start, order, offset, gamma, upper, lower, chan
     height, width = noise.shape[0], noise.shape[1]
     nc = len(channels)
     stride = nc + 1
-    # Each requester adds at most two pieces to this row.
-    npieces = 2 * (start[i + 2] - start[i])
-    col = np.empty(npieces, dtype=np.int32)
-    weight = np.empty(npieces)
-    slot = np.empty(npieces, dtype=np.int64)  # (local * 4 + k), lower bucket if k >= 2
+    # Sweep 1: W_q and the number of pieces of each source. A neighbour that is
+    # no piece (zero weight, outside the frame) gets a zero slot here, so the
+    # bucket arrays need no zero fill.
     total = np.zeros(width)
     count = np.zeros(width, dtype=np.int64)
-    m = 0
     for di in range(2):
         first = start[i + 1 - di]
+        dest = lower if di else upper
         for e in range(first, start[i + 2 - di]):
-            p = order[e]
-            ur = points[p, 0] - 0.5
-            uc = points[p, 1] - 0.5
-            fj = math.floor(uc)
-            fr = ur - math.floor(ur)
-            fc = uc - fj
-            cj = np.int64(fj)
+            cj, fr, fc = _cell(points, order[e])
             for dj in range(2):
                 j = cj + dj
                 k = 2 * di + dj
                 w = _weight(fr, fc, k)
                 if w > 0.0 and j >= 0 and j < width:
-                    col[m] = j
-                    weight[m] = w
-                    slot[m] = (e - first) * NEIGHBOURS + k
                     total[j] += w
                     count[j] += 1
-                    m += 1
                 else:
-                    # Not a piece: zero the slot, so the buckets need no zero fill.
-                    dest = lower if di else upper
-                    base = k * stride
-                    for c in range(nc + 1):
-                        dest[e - first, base + c] = 0.0
+                    for c in range(stride):
+                        dest[e - first, k * stride + c] = 0.0
     # k - 1 normals per channel for a source of k pieces, in one block, from
     # counters i * 2 H W C + n (a row has at most 2 H W pieces).
     cursor = np.empty(width, dtype=np.int64)
@@ -158,7 +154,8 @@ def _claim_row(i, noise, points, start, order, offset, gamma, upper, lower, chan
             ndraw += (count[j] - 1) * nc
     g = np.empty(ndraw, dtype=np.float32)
     fill_normals(offset, gamma, np.uint64(i) * np.uint64(2 * height * width * nc), g)
-    # Walk each source's bridge: resid = x_q - (drawn so far), remaining = R.
+    # Sweep 2, in the same order: each source's bridge, resid = x_q - (drawn so
+    # far), remaining = R; ``count`` now counts the pieces still to come.
     resid = np.empty((width, nc))
     for j in range(width):
         for c in range(nc):
@@ -167,34 +164,39 @@ def _claim_row(i, noise, points, start, order, offset, gamma, upper, lower, chan
     inv_total = np.empty(width)
     for j in range(width):
         inv_total[j] = 1.0 / total[j] if count[j] > 0 else 0.0
-    for e in range(m):
-        j = col[e]
-        w = weight[e]
-        s = slot[e]
-        dest = lower if (s & 2) else upper
-        row = s >> 2
-        base = (s & 3) * stride
-        count[j] -= 1
-        if count[j] == 0:
-            # The last piece closes the bridge: the increments sum to x_q. A
-            # source's only piece is x_q itself, with a_pq = 1 exactly.
-            dest[row, base + nc] = 1.0 if w == total[j] else w * inv_total[j]
-            for c in range(nc):
-                dest[row, base + c] = resid[j, c]
-        else:
-            dest[row, base + nc] = w * inv_total[j]
-            # R >= w up to rounding; clamping keeps frac <= 1 and var >= 0.
-            # One division and one square root per piece: the walk is bound by them.
-            r = max(remaining[j], w)
-            frac = w / r
-            sd = math.sqrt(frac * (r - w) * inv_total[j])
-            gbase = cursor[j]
-            for c in range(nc):
-                inc = frac * resid[j, c] + sd * g[gbase + c]
-                resid[j, c] -= inc
-                dest[row, base + c] = inc
-            cursor[j] = gbase + nc
-            remaining[j] = r - w
+    for di in range(2):
+        first = start[i + 1 - di]
+        dest = lower if di else upper
+        for e in range(first, start[i + 2 - di]):
+            cj, fr, fc = _cell(points, order[e])
+            row = e - first
+            for dj in range(2):
+                j = cj + dj
+                k = 2 * di + dj
+                w = _weight(fr, fc, k)
+                if not (w > 0.0 and j >= 0 and j < width):
+                    continue
+                base = k * stride
+                count[j] -= 1
+                if count[j] == 0:
+                    # The last piece closes the bridge: the increments sum to x_q.
+                    # A source's only piece is x_q itself, with a_pq = 1 exactly.
+                    dest[row, base + nc] = 1.0 if w == total[j] else w * inv_total[j]
+                    for c in range(nc):
+                        dest[row, base + c] = resid[j, c]
+                else:
+                    dest[row, base + nc] = w * inv_total[j]
+                    # R >= w up to rounding; clamping keeps frac <= 1 and var >= 0.
+                    r = max(remaining[j], w)
+                    frac = w / r
+                    sd = math.sqrt(frac * (r - w) * inv_total[j])
+                    gbase = cursor[j]
+                    for c in range(nc):
+                        inc = frac * resid[j, c] + sd * g[gbase + c]
+                        resid[j, c] -= inc
+                        dest[row, base + c] = inc
+                    cursor[j] = gbase + nc
+                    remaining[j] = r - w
     return unclaimed
 
 
