@@ -21,10 +21,10 @@ Driver (every pass parallel over rows, no atomics, no Python loop over pixels):
    pieces of each source, the second meets the pieces again in the same order
    and walks the bridges piece by piece (nothing is stored in between; the
    weights are recomputed), the last increment of each source closing it
-   exactly: given the part b drawn so far
-   and the weight R still to hand out (this piece's w included),
-   I = (w / R)(x_q - b) + sqrt(w (R - w) / (W_q R)) g. A source of k pieces
-   needs k - 1 normals per channel, all of a row's drawn in one block. Each
+   exactly: given the part b drawn so far and the weight R still to hand out
+   (this piece's w included), I = (w / R)(x_q - b) + sqrt(w (R - w) / (W_q R)) g.
+   A source of k pieces needs k - 1 normals per channel, all of a row's drawn
+   in one block. Each
    increment and a_pq go to the slot (target, k) of a bucket-local array, and
    ``_finish_bucket`` sums the slots of bucket i as soon as row i is done
    (its targets need only rows i - 1 and i), while they are still in cache.
@@ -114,10 +114,10 @@ def _claim_row(i, noise, points, start, order, offset, gamma, upper, lower, chan
     ``lower`` bucket i (cell row i - 1, k = 2, 3): row ``e - start[b]`` of a
     bucket's array, column block k, receives (I_pq for each channel, a_pq).
     Pieces are met in bucket order (upper, then lower; targets in index order;
-    neighbours k in order), and each source walks its bridge in that order. ``channels`` is a
-    tuple of length C: its length is a compile-time constant, so the loops over
-    channels unroll. Returns the number of the row's sources that no particle
-    requests.
+    neighbours k in order), and each source walks its bridge in that order.
+    ``channels`` is a tuple of length C: its length is a compile-time constant,
+    so the loops over channels unroll. Returns the number of the row's sources
+    that no particle requests.
     """
     height, width = noise.shape[0], noise.shape[1]
     nc = len(channels)
