@@ -24,10 +24,10 @@ Driver (every pass parallel over rows, no atomics, no Python loop over pixels):
    exactly: given the part b drawn so far and the weight R still to hand out
    (this piece's w included), I = (w / R)(x_q - b) + sqrt(w (R - w) / (W_q R)) g.
    A source of k pieces needs k - 1 normals per channel, all of a row's drawn
-   in one block. Each
-   increment and a_pq go to the slot (target, k) of a bucket-local array, and
-   ``_finish_bucket`` sums the slots of bucket i as soon as row i is done
-   (its targets need only rows i - 1 and i), while they are still in cache.
+   in one block. Each increment and a_pq go to the slot (target, k) of a
+   bucket-local array, and ``_finish_bucket`` sums the slots of bucket i as
+   soon as row i is done (its targets need only rows i - 1 and i), while they
+   are still in cache.
 
 Every sum runs in a fixed order, so the result is bit-identical for any number
 of threads or chunks. A source with one piece passes x_q on whole, so an
