@@ -122,6 +122,19 @@ def _bin_rows(tmap, key, offset, gamma, out, row_stats):
 
 
 @njit(inline="always")
+def _bucket(i, di, start, upper, lower, upper_col, upper_frac, lower_col, lower_frac):
+    """The requesters of source row ``i`` in bucket i + 1 (``di`` = 0) or i (1):
+    their range of the sorted order, the bucket's slots and its cells. Both
+    sweeps of ``_claim_row`` take them from here, so they meet pieces in the
+    same order."""
+    first = start[i + 1 - di]
+    stop = start[i + 2 - di]
+    if di:
+        return first, stop, lower, lower_col, lower_frac
+    return first, stop, upper, upper_col, upper_frac
+
+
+@njit(inline="always")
 def _claim_row(i, noise, start, offset, gamma, upper, lower, upper_col, upper_frac, lower_col,
                lower_frac, channels):  # fmt: skip
     """The increments of every piece of source row ``i``, into the slots of its targets.
@@ -146,11 +159,9 @@ def _claim_row(i, noise, start, offset, gamma, upper, lower, upper_col, upper_fr
     total = np.zeros(width)
     count = np.zeros(width, dtype=np.int64)
     for di in range(2):
-        first = start[i + 1 - di]
-        dest = lower if di else upper
-        cols = lower_col if di else upper_col
-        fracs = lower_frac if di else upper_frac
-        for e in range(first, start[i + 2 - di]):
+        first, stop, dest, cols, fracs = _bucket(i, di, start, upper, lower, upper_col,
+                                                 upper_frac, lower_col, lower_frac)  # fmt: skip
+        for e in range(first, stop):
             cj = cols[e - first]
             fr = fracs[e - first, 0]
             fc = fracs[e - first, 1]
@@ -187,11 +198,9 @@ def _claim_row(i, noise, start, offset, gamma, upper, lower, upper_col, upper_fr
     for j in range(width):
         inv_total[j] = 1.0 / total[j] if count[j] > 0 else 0.0
     for di in range(2):
-        first = start[i + 1 - di]
-        dest = lower if di else upper
-        cols = lower_col if di else upper_col
-        fracs = lower_frac if di else upper_frac
-        for e in range(first, start[i + 2 - di]):
+        first, stop, dest, cols, fracs = _bucket(i, di, start, upper, lower, upper_col,
+                                                 upper_frac, lower_col, lower_frac)  # fmt: skip
+        for e in range(first, stop):
             row = e - first
             cj = cols[row]
             fr = fracs[row, 0]
