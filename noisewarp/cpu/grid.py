@@ -39,10 +39,13 @@ so the output is bit-identical for any number of threads):
    gather Y_p for its targets. A covered source (S_q >= 1 - 1e-12, or
    over-claimed and rescaled) closes its bridge with its last piece, k - 1
    normals per channel for k pieces; a partly claimed one leaves the
-   remainder as the undrawn last stretch, k normals. Source rows shared by
-   two chunks are walked by both with identical results, so chunks never
-   exchange data and the work arrays hold one chunk's increments, not the
-   whole record's.
+   remainder as the undrawn last stretch, k normals. A source row shared by
+   two chunks is walked by both, each over the columns its own entries use,
+   with identical results, so chunks never exchange data and the work arrays
+   hold one chunk's increments, not the whole record's. The first chunk to
+   walk a row (its owner) counts its over-claimed and unclaimed sources.
+
+The record and the work arrays are kept between frames (``workspace.grow``).
 
 The bridge normals of source row i are the counters i * E * C + n of the BRIDGE
 stream (E the record size); fresh noise xi_p comes from counter (target,
@@ -57,6 +60,7 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -71,6 +75,7 @@ from noisewarp.core.area import (
 from noisewarp.core.rng import fill_normals
 from noisewarp.cpu.diagnostics import target_summary
 from noisewarp.cpu.sort import scan_offsets
+from noisewarp.cpu.workspace import grow
 
 __all__ = ["grid_warp", "grid_record", "OVERCLAIM_TOL", "REST_EPS"]
 
@@ -252,43 +257,48 @@ def _row_place(sources, inv_width, cursor, order):
 
 
 @njit(cache=True)
-def _row_sort(sources, height, width, nchunks):
-    """Stable counting sort of the record's entries by source row: ``(start, order)``,
-    the entries of source row i being ``order[start[i]:start[i + 1]]`` in entry order."""
+def _row_sort(sources, width, counts, start, order):
+    """Stable counting sort of the record's entries by source row, into ``start`` [H + 1]
+    and ``order`` [entries]: the entries of source row i are
+    ``order[start[i]:start[i + 1]]``, in entry order. ``counts`` [chunks, H] is scratch."""
     inv_width = 1.0 / width
-    counts = np.empty((nchunks, height), dtype=np.int64)
-    start = np.empty(height + 1, dtype=np.int64)
     _row_histograms(sources, inv_width, counts)
     scan_offsets(counts, start)
-    order = np.empty(start[height], dtype=np.int32)
-    _row_place(sources, inv_width, counts, order)
-    return start, order
+    _row_place(sources, inv_width, counts, order[: start[-1]])
 
 
 @njit(parallel=True, cache=True)
-def _source_stats(start, order, sources, areas, width, row_stats):
-    """``row_stats[i]`` = (over-claimed, unclaimed) sources of row i."""
-    height = row_stats.shape[0]
-    for i in prange(height):
-        claimed = np.zeros(width)
-        count = np.zeros(width, dtype=np.int64)
-        for t in range(start[i], start[i + 1]):
-            e = order[t]
-            j = sources[e] - i * width
-            claimed[j] += areas[e]
-            count[j] += 1
-        over = 0
-        empty = 0
-        for j in range(width):
-            over += claimed[j] > 1.0 + OVERCLAIM_TOL
-            empty += count[j] == 0
-        row_stats[i, 0] = over
-        row_stats[i, 1] = empty
+def _chunk_rows(offsets, sources, height, width, rows):
+    """``rows[t]`` = (lowest, highest) source row that chunk t's entries touch ((H, -1) if none)."""
+    nchunks = rows.shape[0]
+    inv_width = 1.0 / width
+    for t in prange(nchunks):
+        e0 = offsets[(t * height // nchunks) * width]
+        e1 = offsets[((t + 1) * height // nchunks) * width]
+        lo = height
+        hi = -1
+        for e in range(e0, e1):
+            if sources[e] >= 0:
+                r = _row_of(sources[e], inv_width)
+                lo = min(lo, r)
+                hi = max(hi, r)
+        rows[t, 0] = lo
+        rows[t, 1] = hi
+
+
+@njit(cache=True)
+def _row_owners(rows, owner):
+    """``owner[i]`` = the first chunk that walks source row i, -1 if none does (no entries)."""
+    owner[:] = -1
+    for t in range(rows.shape[0]):
+        for i in range(rows[t, 0], rows[t, 1] + 1):
+            if owner[i] < 0:
+                owner[i] = t
 
 
 @njit(inline="always")
 def _walk_row(i, noise, sources, areas, start, order, offset, gamma, row_span, e0, e1, inc,
-              scaled, channels):  # fmt: skip
+              scaled, owned, row_stats, channels):  # fmt: skip
     """Walk the bridges of source row ``i``; keep the increments of entries in [e0, e1).
 
     Entries of a source come in entry order (the sort is stable). A source whose
@@ -298,6 +308,13 @@ def _walk_row(i, noise, sources, areas, start, order, offset, gamma, row_span, e
     k normals. With t the time left (1 at the start), a piece of length a gets
     I = (a / t) resid + sqrt(a (t - a) / t) g, resid = x_q - (drawn so far).
     ``inc[e - e0]`` receives I and ``scaled[e - e0]`` the (rescaled) a_pq.
+
+    Only the columns holding one of the chunk's entries are walked (a row shared
+    with a neighbouring chunk is mostly the neighbour's), and only their normals
+    are drawn: the counters of every source are fixed by the whole row's piece
+    counts, so the values do not depend on which chunk walks them. The row's
+    owner (``owned``) also writes its (over-claimed, unclaimed) counts to
+    ``row_stats[i]``.
     """
     width = noise.shape[1]
     nc = len(channels)
@@ -307,13 +324,29 @@ def _walk_row(i, noise, sources, areas, start, order, offset, gamma, row_span, e
     claimed = np.zeros(width)
     count = np.zeros(width, dtype=np.int64)
     base = i * width
+    jlo = width
+    jhi = -1
     for t in range(n):
-        j = sources[order[first + t]] - base
+        e = order[first + t]
+        j = sources[e] - base
         col[t] = j
-        claimed[j] += areas[order[first + t]]
+        claimed[j] += areas[e]
         count[j] += 1
+        if e >= e0 and e < e1:
+            jlo = min(jlo, j)
+            jhi = max(jhi, j)
+    if owned:
+        over = 0
+        empty = 0
+        for j in range(width):
+            over += claimed[j] > 1.0 + OVERCLAIM_TOL
+            empty += count[j] == 0
+        row_stats[i, 0] = over
+        row_stats[i, 1] = empty
+    if jhi < jlo:
+        return
     scale = np.empty(width)
-    cursor = np.empty(width, dtype=np.int64)
+    cursor = np.empty(width + 1, dtype=np.int64)
     ndraw = 0
     for j in range(width):
         cursor[j] = ndraw
@@ -325,16 +358,21 @@ def _walk_row(i, noise, sources, areas, start, order, offset, gamma, row_span, e
             ndraw += (count[j] - 1 if closed else count[j]) * nc
         if not closed:
             count[j] += 1  # the remainder, never reached: no piece closes the bridge
-    g = np.empty(ndraw, dtype=np.float32)
-    fill_normals(offset, gamma, np.uint64(i) * row_span, g)
+    cursor[width] = ndraw
+    # The normals of columns jlo..jhi only: counters cursor[jlo] .. cursor[jhi + 1].
+    g0 = cursor[jlo]
+    g = np.empty(cursor[jhi + 1] - g0, dtype=np.float32)
+    fill_normals(offset, gamma, np.uint64(i) * row_span + np.uint64(g0), g)
     resid = np.empty((width, nc))
-    for j in range(width):
+    for j in range(jlo, jhi + 1):
         for c in range(nc):
             resid[j, c] = noise[i, j, c]
     left = np.ones(width)
     for t in range(n):
-        e = order[first + t]
         j = col[t]
+        if j < jlo or j > jhi:
+            continue
+        e = order[first + t]
         a = areas[e] * scale[j]
         own = e >= e0 and e < e1
         count[j] -= 1
@@ -347,13 +385,13 @@ def _walk_row(i, noise, sources, areas, start, order, offset, gamma, row_span, e
             r = max(left[j], a)
             frac = a / r
             sd = math.sqrt(frac * (r - a))
-            gbase = cursor[j]
+            gbase = cursor[j] - g0
             for c in range(nc):
                 step = frac * resid[j, c] + sd * g[gbase + c]
                 resid[j, c] -= step
                 if own:
                     inc[e - e0, c] = step
-            cursor[j] = gbase + nc
+            cursor[j] += nc
             left[j] = r - a
         if own:
             scaled[e - e0] = a
@@ -361,38 +399,41 @@ def _walk_row(i, noise, sources, areas, start, order, offset, gamma, row_span, e
 
 @njit(parallel=True, cache=True)
 def _warp_chunks(noise, offsets, sources, areas, start, order, bridge_offset, bridge_gamma,
-                 fresh_offset, fresh_gamma, nchunks, out, chunk_stats, channels):  # fmt: skip
+                 fresh_offset, fresh_gamma, rows, owner, inc_buf, scaled_buf, out, chunk_stats,
+                 row_stats, channels):  # fmt: skip
     """Per chunk of target rows: walk every source row its quads touch, then gather.
 
     A chunk keeps the increments of its own entries only (a contiguous range of
-    the target-major record), so the work arrays stay a fraction of the record.
-    A source row shared with another chunk is walked by both, with the same
-    counters in the same order and so the same values; only its own entries are
-    written. ``chunk_stats[t]`` = (fresh pixels, min, sum, max A_p).
+    the target-major record) in its thread's work arrays (``inc_buf[thread]``,
+    ``scaled_buf[thread]``), so these hold one chunk's increments, not the whole
+    record's. A source row shared with another chunk is walked by both, each
+    over the columns its own entries use, with the same counters in the same
+    order and so the same values. ``chunk_stats[t]`` = (fresh pixels, min, sum,
+    max A_p); ``row_stats[i]`` = (over-claimed, unclaimed) sources of row i,
+    written by the row's owner (rows nobody walks have no entries: written here).
 
     Y_p = (sum_q I_pq + sqrt(A_out) xi_p) / sqrt(A_in + A_out); xi_p where A_in = 0.
     """
     height, width = noise.shape[0], noise.shape[1]
     nc = len(channels)
-    inv_width = 1.0 / width
+    nchunks = rows.shape[0]
     row_span = np.uint64(sources.size * nc)  # more than any source row draws
+    for i in prange(height):
+        if owner[i] < 0:
+            row_stats[i, 0] = 0
+            row_stats[i, 1] = width
     for t in prange(nchunks):
         p0 = (t * height // nchunks) * width
         p1 = ((t + 1) * height // nchunks) * width
         e0 = offsets[p0]
         e1 = offsets[p1]
-        lo = height
-        hi = -1
-        for e in range(e0, e1):
-            if sources[e] >= 0:
-                r = _row_of(sources[e], inv_width)
-                lo = min(lo, r)
-                hi = max(hi, r)
-        inc = np.empty((e1 - e0, nc), dtype=np.float32)
-        scaled = np.empty(e1 - e0)
-        for i in range(lo, hi + 1):
+        thread = numba.get_thread_id()
+        inc = inc_buf[thread]
+        scaled = scaled_buf[thread]
+        for i in range(rows[t, 0], rows[t, 1] + 1):
             _walk_row(i, noise, sources, areas, start, order, bridge_offset, bridge_gamma,
-                      row_span, e0, e1, inc, scaled, channels)  # fmt: skip
+                      row_span, e0, e1, inc, scaled, owner[i] == t, row_stats,
+                      channels)  # fmt: skip
         acc = np.empty(nc)
         g = np.empty(nc)
         stats = chunk_stats[t]
@@ -443,26 +484,34 @@ def _check_corners(corners: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.ascontiguousarray(corners, dtype=np.float64)
 
 
-def _partition(corners: np.ndarray, height: int, width: int):
-    """Steps 1-2: ``(offsets, sources, areas)``, the target-major record."""
+def _partition(corners: np.ndarray, height: int, width: int, buffer=None):
+    """Steps 1-2: ``(offsets, sources, areas)``, the target-major record.
+
+    ``buffer(name, size, dtype)`` supplies the arrays (``noisewarp.cpu.workspace.grow``
+    in the warp, fresh arrays by default).
+    """
+    if buffer is None:
+        buffer = _fresh
     if height * width >= 2**31:
         raise ValueError(f"a {height} x {width} frame has too many pixels for int32 source ids")
-    bound = np.empty(height * width + 1, dtype=np.int64)
-    _bounds(corners, height, width, bound)
-    np.cumsum(bound, out=bound)
-    entries = int(bound[-1])
+    # int32 offsets: the record is indexed by int32 anyway (the sort's order).
+    offsets = buffer("offsets", height * width + 1, np.int32)
+    _bounds(corners, height, width, offsets)
+    entries = int(offsets.sum(dtype=np.int64))
     if entries >= 2**31:
         raise ValueError(
             f"the map's quads overlap {entries} source cells in total (more than 2**31): "
             "it stretches pixels over far too much of the frame to warp with grid"
         )
-    # int32 offsets: the record is indexed by int32 anyway (counting_sort's order).
-    offsets = bound.astype(np.int32)
-    del bound
-    sources = np.empty(entries, dtype=np.int32)
-    areas = np.empty(entries, dtype=np.float64)
+    np.cumsum(offsets, out=offsets)  # no overflow: the total fits in int32
+    sources = buffer("sources", entries, np.int32)
+    areas = buffer("areas", entries, np.float64)
     _fill(corners, height, width, offsets, sources, areas)
     return offsets, sources, areas
+
+
+def _fresh(name: str, size: int, dtype) -> np.ndarray:
+    return np.empty(size, dtype=dtype)
 
 
 def grid_record(corners: np.ndarray, height: int, width: int):
@@ -504,24 +553,46 @@ def grid_warp(noise, corners, bridge_stream, fresh_stream, nchunks):
     the work (the result does not depend on it). Returns ``(out, stats)``: ``out``
     float32 [H, W, C] and a dict of diagnostics, the common keys plus ``entries``
     (size of the partition record).
+
+    The record and the work arrays are kept between frames (``workspace.grow``):
+    a video's frames reuse them instead of faulting in fresh pages every frame.
     """
     height, width, channels = noise.shape
     corners = _check_corners(corners, height, width)
-    offsets, sources, areas = _partition(corners, height, width)
-    start, order = _row_sort(sources, height, width, max(1, nchunks))
-    source_stats = np.empty((height, 2), dtype=np.int64)
-    _source_stats(start, order, sources, areas, width, source_stats)
-    out = np.empty_like(noise, dtype=np.float32)
+    nchunks = max(1, nchunks)
+    threads = numba.get_num_threads()
+
+    def buffer(name, size, dtype):
+        return grow("grid", name, size, dtype)
+
+    offsets, sources, areas = _partition(corners, height, width, buffer)
+    counts = buffer("counts", nchunks * height, np.int64).reshape(nchunks, height)
+    start = buffer("start", height + 1, np.int64)
+    order = buffer("order", sources.size, np.int32)
+    _row_sort(sources, width, counts, start, order)
     # Chunks of target rows: more than threads to balance uneven maps; each
-    # chunk re-walks at most the source rows it shares with its neighbours.
-    chunks = min(height, CHUNKS_PER_THREAD * max(1, nchunks))
+    # chunk re-walks the parts of the source rows it shares with its neighbours.
+    chunks = min(height, CHUNKS_PER_THREAD * nchunks)
+    rows = np.empty((chunks, 2), dtype=np.int64)
+    _chunk_rows(offsets, sources, height, width, rows)
+    owner = buffer("owner", height, np.int64)
+    _row_owners(rows, owner)
+    bounds = offsets[(np.arange(chunks + 1) * height // chunks) * width]
+    longest = int(np.diff(bounds).max())
+    inc = buffer("inc", threads * longest * channels, np.float32).reshape(
+        threads, longest, channels
+    )
+    scaled = buffer("scaled", threads * longest, np.float64).reshape(threads, longest)
+    row_stats = buffer("row_stats", 2 * height, np.int64).reshape(height, 2)
+    out = np.empty_like(noise, dtype=np.float32)
     chunk_stats = np.empty((chunks, 4), dtype=np.float64)
     _warp_chunks(noise, offsets, sources, areas, start, order, *bridge_stream, *fresh_stream,
-                 chunks, out, chunk_stats, (0,) * channels)  # fmt: skip
+                 rows, owner, inc, scaled, out, chunk_stats, row_stats,
+                 (0,) * channels)  # fmt: skip
     stats = {
         **target_summary(chunk_stats, height * width),
-        "overclaimed_sources": int(source_stats[:, 0].sum()),
-        "unclaimed_sources": int(source_stats[:, 1].sum()),
+        "overclaimed_sources": int(row_stats[:, 0].sum()),
+        "unclaimed_sources": int(row_stats[:, 1].sum()),
         "entries": int(start[-1]),
     }
     return out, stats

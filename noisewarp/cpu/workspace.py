@@ -2,8 +2,11 @@
 
 A video warps frame after frame at one size: allocating a few hundred MB of
 work arrays for every frame costs page faults that show in the timings, so
-drivers keep them here, one set per (kernel, shape) and per Python thread
-(drivers may run concurrently in several threads). ``release()`` frees them.
+drivers keep them here, per Python thread (drivers may run concurrently in
+several threads). ``workspace`` holds a set of arrays per (kernel, shape);
+``grow`` holds arrays whose size changes from frame to frame (a partition
+record), reallocated only when a frame needs more than the one held.
+``release()`` frees them all.
 """
 
 from __future__ import annotations
@@ -13,7 +16,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["workspace", "release"]
+__all__ = ["workspace", "grow", "release"]
+
+# Room added when a grown array is reallocated, so a slowly growing record
+# (a zoom that accelerates) does not reallocate every frame.
+_HEADROOM = 1.125
 
 _local = threading.local()
 
@@ -33,6 +40,25 @@ def workspace(kind: str, shape: tuple, build: Callable[[], dict[str, np.ndarray]
     return held[1]
 
 
+def grow(kind: str, name: str, size: int, dtype) -> np.ndarray:
+    """A 1-D array of ``size`` elements of ``dtype`` (uninitialised), kept between calls.
+
+    The array held under (``kind``, ``name``) is reused while it is large enough
+    (the result is a view of its first ``size`` elements), and replaced by one
+    ``_HEADROOM`` times larger when it is not.
+    """
+    cache = getattr(_local, "grown", None)
+    if cache is None:
+        cache = _local.grown = {}
+    dtype = np.dtype(dtype)
+    held = cache.get((kind, name))
+    if held is None or held.dtype != dtype or held.size < size:
+        cache.pop((kind, name), None)  # free the old array before allocating
+        held = cache[(kind, name)] = np.empty(max(size, int(size * _HEADROOM)), dtype=dtype)
+    return held[:size]
+
+
 def release() -> None:
     """Free every work array held by the calling thread."""
     _local.cache = {}
+    _local.grown = {}
