@@ -12,6 +12,7 @@ from naive.particle import conditional_moments
 import noisewarp as nw
 from noisewarp.core import area
 from noisewarp.core.rng import Key, Purpose
+from noisewarp.cpu import grid as grid_module
 from noisewarp.cpu.grid import grid_record, grid_warp
 from noisewarp.deform import Compose, Fold, Rotate, Translate, Zoom, corner_points
 from noisewarp.metrics import assert_white_noise
@@ -98,6 +99,54 @@ def test_quad_cell_area_matches_polygon_clipping():
                 assert abs(got - expected) < 1e-12, (quad, row, col, got, expected)
         assert abs(area.quad_area(*flat) - naive.quad_area(vertices)) < 1e-12
     assert kinds["bow tie"] > 50 and kinds["simple"] > 50, kinds
+
+
+def test_small_quads_equal_the_slab_loop():
+    """The vectorised path for quads within 2 x 2 cells (``_small_quads``) gives the same
+    doubles as the general slab loop, here ``area.quad_cell_area`` in the same local
+    frame, and takes exactly the quads it may: inside, strictly convex, 2 x 2 at most."""
+    rng = np.random.default_rng(11)
+    width = 64
+    top = np.stack([np.full(width + 1, 3.3), np.arange(width + 1.0) + 0.4], axis=1)
+    bottom = top + [1.0, 0.0]
+    # Rotated, zoomed, sheared and jittered unit squares, and a few bow ties and darts.
+    top = top + rng.normal(0.0, 0.1, top.shape)
+    bottom = bottom + rng.normal(0.0, 0.1, bottom.shape)
+    top[::9] = np.round(top[::9])  # corners on cell boundaries
+    bottom[5::13, 0] -= 1.3  # bow ties
+    cells = np.empty((9, width))
+    grid_module._small_quads(*[np.ascontiguousarray(v) for v in (top[:, 0], top[:, 1],
+                             bottom[:, 0], bottom[:, 1])], 8, width, cells)  # fmt: skip
+    taken = 0
+    for j in range(width):
+        quad = np.array([top[j], top[j + 1], bottom[j + 1], bottom[j]])
+        row0, col0 = np.floor(quad.min(axis=0))
+        local = (quad - [row0, col0]).reshape(-1).tolist()
+        rows = np.ceil(quad[:, 0].max()) - row0
+        cols = np.ceil(quad[:, 1].max()) - col0
+        lobes = area.quad_lobes(*local)
+        simple = lobes[17] == 0.0 and lobes[16] != 0.0
+        convex = area.strictly_convex(*local)
+        if not cells[grid_module._FAST, j]:
+            assert not (convex and rows <= 2 and cols <= 1), j  # clearly eligible
+            continue
+        taken += 1
+        assert convex and simple and rows <= 2 and cols <= 2 and quad.min() >= 0.0
+        assert (cells[grid_module._ROW0, j], cells[grid_module._COL0, j]) == (row0, col0)
+        got = {}
+        for slab, (x, a, b) in enumerate([(grid_module._X0, grid_module._A00, grid_module._A01),
+                                          (grid_module._X1, grid_module._A10, grid_module._A11)]):
+            got[(slab, cells[x, j])] = cells[a, j]
+            got[(slab, cells[x, j] + 1.0)] = cells[b, j]
+        for row in range(3):
+            for col in range(3):
+                expected = area.quad_cell_area(*local, row, col)
+                if (row, float(col)) not in got:  # outside the slab's span: rounding residue
+                    assert expected <= area.AREA_EPS, (j, row, col, expected)
+                    continue
+                value = max(got[(row, float(col))], 0.0)
+                assert value == expected, (j, row, col, value, expected)
+    assert 20 < taken < width
 
 
 @pytest.mark.parametrize("name", sorted(MAPS) + ["jitter"])

@@ -48,6 +48,7 @@ __all__ = [
     "ramp",
     "polygon_signed_area",
     "quad_lobes",
+    "strictly_convex",
     "orientation",
     "lobe_edges",
     "lobe_pieces",
@@ -75,34 +76,40 @@ def edge_setup(r0, c0, r1, c1):
     column at its lower end (pieces are interpolated from there, so both
     directions of an edge give the same pieces), dc/dr, the parabola weight
     lk = sign * 0.5 * |dr/dc| of ``ramp``, and sign = +1 if the edge runs towards
-    larger rows, -1 if towards smaller, 0 if it is horizontal (no area).
+    larger rows, -1 if towards smaller, 0 if it is horizontal (then
+    ``(r0, r0, c0, 0, 0, 0)``: no area).
+
+    Selects, not branches (both quotients are computed), so that a loop over
+    quads vectorises.
     """
     dr = r1 - r0
     dc = c1 - c0
-    if dr == 0.0:
-        return r0, r0, c0, 0.0, 0.0, 0.0
-    sign = 1.0 if dr > 0.0 else -1.0
-    rlo = min(r0, r1)
-    rhi = max(r0, r1)
-    clo = c0 if dr > 0.0 else c1
-    if abs(dc) <= _VERTICAL * abs(dr):
-        return rlo, rhi, clo, dc / dr, 0.0, sign
-    # One division for both dc/dr and |dr/dc|.
-    inv = 1.0 / (dr * dc)
-    return rlo, rhi, clo, dc * dc * inv, 0.5 * sign * abs(dr * dr * inv), sign
+    flat = dr == 0.0
+    up = dr > 0.0
+    sign = 0.0 if flat else (1.0 if up else -1.0)
+    rlo = r0 if flat else min(r0, r1)
+    rhi = r0 if flat else max(r0, r1)
+    clo = c0 if (flat or up) else c1
+    vertical = abs(dc) <= _VERTICAL * abs(dr)
+    # One division for both dc/dr and |dr/dc|; a (near-)vertical edge takes dc/dr.
+    den = dr * dc
+    inv = 1.0 / (den if den != 0.0 else 1.0)
+    steep = dc / (1.0 if flat else dr)
+    slope = 0.0 if flat else (steep if vertical else dc * dc * inv)
+    lk = 0.0 if (flat or vertical) else 0.5 * sign * abs(dr * dr * inv)
+    return rlo, rhi, clo, slope, lk, sign
 
 
 @njit(inline="always", cache=True)
 def edge_piece(rlo, rhi, clo, slope, sign, row):
     """The edge's piece in the slab [row, row+1]: ``(length, lo, hi)``.
 
-    ``length`` is the signed row extent (0 if the edge misses the slab), ``lo``
-    and ``hi`` the smallest and largest column along the piece.
+    ``length`` is the signed row extent, ``lo`` and ``hi`` the smallest and
+    largest column along the piece. An edge that misses the slab gives length 0
+    and lo == hi, whose ``ramp`` is 0 everywhere. Branch-free, like ``edge_setup``.
     """
     ra = max(rlo, row)
-    rb = min(rhi, row + 1.0)
-    if rb <= ra:
-        return 0.0, 0.0, 0.0
+    rb = max(min(rhi, row + 1.0), ra)
     ca = clo + (ra - rlo) * slope
     cb = clo + (rb - rlo) * slope
     return sign * (rb - ra), min(ca, cb), max(ca, cb)
@@ -153,6 +160,22 @@ def _crossing(ar, ac, br, bc, cr, cc, dr, dc):
     if not ((o_a > 0.0 and o_b < 0.0) or (o_a < 0.0 and o_b > 0.0)):
         return False, 0.0
     return True, o_a / (o_a - o_b)
+
+
+@njit(inline="always", cache=True)
+def strictly_convex(r0, c0, r1, c1, r2, c2, r3, c3):
+    """Whether the quad v0 v1 v2 v3 turns the same way, strictly, at all four corners.
+
+    Such a quad is simple and convex with nonzero area: ``quad_lobes`` returns it
+    unchanged as lobe A. A select-only test (no branches), for vectorised loops.
+    """
+    t0 = _orient(r3, c3, r0, c0, r1, c1)
+    t1 = _orient(r0, c0, r1, c1, r2, c2)
+    t2 = _orient(r1, c1, r2, c2, r3, c3)
+    t3 = _orient(r2, c2, r3, c3, r0, c0)
+    positive = (t0 > 0.0) & (t1 > 0.0) & (t2 > 0.0) & (t3 > 0.0)
+    negative = (t0 < 0.0) & (t1 < 0.0) & (t2 < 0.0) & (t3 < 0.0)
+    return positive | negative
 
 
 @njit(inline="always", cache=True)
@@ -218,10 +241,9 @@ def lobe_edges(r0, c0, r1, c1, r2, c2, r3, c3):
 
 @njit(inline="always", cache=True)
 def _span(cmin, cmax, length, lo, hi):
-    if length != 0.0:
-        cmin = min(cmin, lo)
-        cmax = max(cmax, hi)
-    return cmin, cmax
+    """Widen [cmin, cmax] by a piece's columns if the piece has length (a select)."""
+    met = length != 0.0
+    return min(cmin, lo if met else cmin), max(cmax, hi if met else cmax)
 
 
 @njit(inline="always", cache=True)
