@@ -19,25 +19,33 @@ measurement sees another's memory or warm caches:
   baseline;
 - time: one full-size warm-up frame, then the median of ``--frames`` timed
   frames (keys 1, 2, ...), calling the registered kernel directly (what
-  ``noisewarp.warp`` does after validating its inputs);
-- memory: the peak resident set size during those frames minus the resident
-  size before them. Linux's peak (VmHWM) is reset after the warm-up
-  (``/proc/self/clear_refs``), so the compiler's own peak does not mask the
-  kernel's; where that is not possible ``resource.getrusage`` is the fallback
-  and the column says so. A last frame under ``tracemalloc`` gives the peak of
-  the allocations themselves (numba's arrays included: its allocator goes
-  through Python's raw allocator, which tracemalloc traces) as a cross-check.
-  Both count the kernel's working arrays and its output, not its inputs. The
-  workers run with ``MALLOC_MMAP_THRESHOLD_=131072`` and trim the heap before
-  the baseline, so large arrays are mapped and unmapped with their lifetime and
-  the resident size follows them (glibc's adaptive threshold would otherwise
-  recycle freed blocks invisibly); arrays a method keeps across frames (work
-  buffers) count too, which the tracemalloc figure of a single frame misses.
-  ``MALLOC_TRIM_THRESHOLD_`` is raised to 1 GiB at the same time: fixing the
-  mmap threshold would otherwise pin the trim threshold at 128 KiB, and the
-  heaps of the worker threads would hand their small per-row blocks back to the
-  OS after every row and fault them in again (measured: +50 ms per frame for
-  particle at 1024), a cost no ordinary run pays.
+  ``noisewarp.warp`` does after validating its inputs), with the C library's
+  default allocator settings: a process warping a video reuses the memory of
+  the frames it has dropped, as these frames do;
+- memory: then, in the same process, the work arrays kept between frames are
+  released, glibc is switched (``mallopt``) to map every block of 128 KiB or
+  more straight from the OS and to return it on free
+  (``M_MMAP_THRESHOLD``), the heap is trimmed, and two more frames run: the
+  column is the peak resident set size during them minus the resident size
+  before them, so it counts the kernel's working arrays (those it keeps
+  between frames included, built again by the first of the two) and its
+  output, not its inputs. Linux's peak (VmHWM) is reset at that point
+  (``/proc/self/clear_refs``), so neither the compiler's peak nor the timed
+  frames' mask the kernel's; where that is not possible ``resource.getrusage``
+  is the fallback and the column says so. A last frame under ``tracemalloc``
+  gives the peak of the allocations themselves (numba's arrays included: its
+  allocator goes through Python's raw allocator, which tracemalloc traces) as
+  a cross-check. ``M_TRIM_THRESHOLD`` is raised to 1 GiB at the same time:
+  fixing the mmap threshold would otherwise pin the trim threshold at 128 KiB,
+  and the heaps of the worker threads would hand their small per-row blocks
+  back to the OS after every row and fault them in again.
+
+Timing under the memory settings would charge every frame the page faults of
+a freshly mapped output (16 MiB at 1024 x 1024 x 4), which transparent huge
+pages make expensive and erratic on a VM: measured here, 5-20 ms of system
+time per frame (grid 57-61 ms per frame in the default setting, 78-82 ms
+under the memory settings; particle 29 and 33 ms), a cost a process warping
+a video does not pay after its first frame.
 
 The machine's speed may drift between configurations run minutes apart;
 ``--rounds R`` runs the whole set R times, interleaved, and pools each
@@ -113,6 +121,18 @@ def _release_free_heap() -> None:
         pass
 
 
+def _map_large_blocks() -> None:
+    """glibc: blocks of 128 KiB or more from mmap, returned on free; trim at 1 GiB only."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 17)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 def worker(method: str, n: int | None, res: int, map_name: str, frames: int) -> dict:
     import gc
     import resource
@@ -120,6 +140,7 @@ def worker(method: str, n: int | None, res: int, map_name: str, frames: int) -> 
 
     import noisewarp as nw
     from noisewarp.core.rng import Key
+    from noisewarp.cpu.workspace import release
     from noisewarp.warp import METHODS as REGISTRY
     from noisewarp.warp import Geometry
 
@@ -134,10 +155,6 @@ def worker(method: str, n: int | None, res: int, map_name: str, frames: int) -> 
     gc.collect()
     _release_free_heap()
 
-    base = _status_bytes("VmRSS:")
-    resettable = _reset_peak() and base is not None
-    if not resettable:
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     out, stats = spec.kernel(noise, geometry, Key(0, 1), options)  # full-size warm-up
     del out
     times = []
@@ -146,13 +163,26 @@ def worker(method: str, n: int | None, res: int, map_name: str, frames: int) -> 
         out, stats = spec.kernel(noise, geometry, Key(0, t + 2), options)
         times.append(time.perf_counter() - start)
         del out
+
+    # Memory: large blocks mapped and unmapped with their lifetime from here on.
+    release()
+    _map_large_blocks()
+    gc.collect()
+    _release_free_heap()
+    base = _status_bytes("VmRSS:")
+    resettable = _reset_peak() and base is not None
+    if not resettable:
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    for t in range(2):  # the first builds the kept work arrays again, the second reuses them
+        out, _ = spec.kernel(noise, geometry, Key(0, frames + 2 + t), options)
+        del out
     if resettable:
         peak = _status_bytes("VmHWM:") - base
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
     gc.collect()
     tracemalloc.start()
-    out, _ = spec.kernel(noise, geometry, Key(0, frames + 2), options)
+    out, _ = spec.kernel(noise, geometry, Key(0, frames + 4), options)
     traced = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     return {
@@ -194,13 +224,8 @@ def available_bytes() -> int | None:
 def run_one(method, n, res, map_name, frames, timeout) -> dict | None:
     command = [sys.executable, __file__, "--worker", method, str(n or 0), str(res), map_name,
                str(frames)]  # fmt: skip
-    # Large blocks straight from mmap, returned on free: resident memory then follows
-    # the live arrays (glibc would otherwise keep freed blocks and reuse them unseen).
-    # Small blocks stay in the heap (no trimming after every free).
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(1 << 17),
-           "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}  # fmt: skip
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         print(f"  {label(method, n)} {res} {map_name}: timed out after {timeout} s", flush=True)
         return None
