@@ -191,6 +191,17 @@ def test_sigkill_mid_write_leaves_a_readable_resumable_file(tmp_path):
     the file opens, frames < frames_written are intact, and writing resumes."""
     path = tmp_path / "killed.h5"
     frames, size = 300, 192  # ~600 KiB per frame: the writer spends its time in HDF5
+    # The kills fall within the time an uninterrupted writer takes on this machine.
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(tmp_path / "timed.h5"), str(frames), str(size)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    child.stdout.readline()
+    began = time.perf_counter()
+    child.wait()
+    child.stdout.close()
+    duration = time.perf_counter() - began
     rng = random.Random(0)
     kills, progress = 0, []
     for _ in range(12):
@@ -200,7 +211,7 @@ def test_sigkill_mid_write_leaves_a_readable_resumable_file(tmp_path):
             text=True,
         )
         child.stdout.readline()  # "ready": imports done, file open
-        time.sleep(rng.uniform(0.0, 0.3))
+        time.sleep(rng.uniform(0.0, 0.3 * duration))
         if child.poll() is None:
             os.kill(child.pid, signal.SIGKILL)
             kills += 1
