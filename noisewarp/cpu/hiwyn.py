@@ -48,11 +48,13 @@ def _upsample(noise, n, offset, gamma, field):
     inv_n = 1.0 / n
     inv_nsub = 1.0 / nsub
     for i in prange(height):
-        z = np.empty(nsub)
+        # A source's C * n^2 counters are consecutive: one fill per source.
+        draws = np.empty(channels * nsub)
         for j in range(width):
             q = i * width + j
+            fill_normals(offset, gamma, np.uint64(q * channels * nsub), draws)
             for c in range(channels):
-                fill_normals(offset, gamma, np.uint64((q * channels + c) * nsub), z)
+                z = draws[c * nsub : (c + 1) * nsub]
                 total = 0.0
                 for k in range(nsub):
                     total += z[k]
