@@ -26,3 +26,25 @@ def test_non_positive_counts_are_rejected(flag, capsys):
     with pytest.raises(SystemExit):
         bench.main(["--res", "32", flag, "0"])
     assert "must be >= 1" in capsys.readouterr().err
+
+
+def test_paper_table_memory_counts_the_arrays_kept_between_frames():
+    """The table's worker times frames, then measures memory with the kept work arrays
+    released and built again: grid's resident growth must include its partition record
+    (about 16 bytes per entry, ~4 entries per pixel), not just its 1 MiB output."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "paper_table.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--worker", "grid", "0", "256", "near-identity", "2"],
+        capture_output=True, text=True, timeout=600, check=True,
+    )  # fmt: skip
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(result["times"]) == 2 and all(t > 0 for t in result["times"])
+    output = 256 * 256 * 4 * 4
+    record = result["entries"] * 16
+    assert result["traced_bytes"] >= output
+    assert result["peak_rss_bytes"] >= output + record // 2, result
