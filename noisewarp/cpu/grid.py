@@ -165,7 +165,8 @@ def _slab_2(e0, e1, e2, e3, row, col0, width):
     whether it spans at most two columns there (rounding can stretch a piece a
     hair past the bounding box), the first column (relative to col0) and the
     areas of cells x and x + 1 before the orientation sign; 0 where the quad has
-    no width in the slab. The same arithmetic as ``_fill``'s slab loop."""
+    no width in the slab. The same arithmetic as ``_fill``'s slab loop (floors
+    stay floats: no conversion of a far-off coordinate to an integer)."""
     l0, lo0, hi0 = edge_piece(e0[0], e0[1], e0[2], e0[3], e0[5], row)
     l1, lo1, hi1 = edge_piece(e1[0], e1[1], e1[2], e1[3], e1[5], row)
     l2, lo2, hi2 = edge_piece(e2[0], e2[1], e2[2], e2[3], e2[5], row)
@@ -179,8 +180,8 @@ def _slab_2(e0, e1, e2, e3, row, col0, width):
         max(hi0 if l0 != 0.0 else -big, hi1 if l1 != 0.0 else -big),
         max(hi2 if l2 != 0.0 else -big, hi3 if l3 != 0.0 else -big),
     )
-    first = max(math.floor(span_lo + col0), 0.0)
-    last = min(math.ceil(span_hi + col0), float(width))
+    first = max(np.floor(span_lo + col0), 0.0)
+    last = min(np.ceil(span_hi + col0), float(width))
     some = (span_hi > span_lo) & (last > first)
     fits = (last - first <= 2.0) | ~some
     x = first - col0 if some else 0.0
@@ -229,10 +230,10 @@ def _small_quads(top_r, top_c, bottom_r, bottom_c, height, width, cells):
         rmax = max(max(r0, r1), max(r2, r3))
         cmin = min(min(c0, c1), min(c2, c3))
         cmax = max(max(c0, c1), max(c2, c3))
-        row0 = math.floor(rmin)
-        col0 = math.floor(cmin)
+        row0 = np.floor(rmin)
+        col0 = np.floor(cmin)
         inside = (rmin >= 0.0) & (rmax <= height) & (cmin >= 0.0) & (cmax <= width)
-        small = (math.ceil(rmax) - row0 <= 2.0) & (math.ceil(cmax) - col0 <= 2.0)
+        small = (np.ceil(rmax) - row0 <= 2.0) & (np.ceil(cmax) - col0 <= 2.0)
         r0 -= row0
         r1 -= row0
         r2 -= row0
