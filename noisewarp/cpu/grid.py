@@ -309,8 +309,8 @@ def _fill(corners, height, width, offsets, sources, areas):
             inside = _inside(rmin, rmax, cmin, cmax, height, width)
             if not inside:
                 slot += 1
-            row0 = math.floor(rmin)
-            col0 = math.floor(cmin)
+            row0 = np.floor(rmin)
+            col0 = np.floor(cmin)
             q = _local_lobes(corners, i, j, row0, col0)
             sign_a = orientation(q[16])
             sign_b = orientation(q[17])
