@@ -271,17 +271,91 @@ def _put(sources, areas, slot, source, area):
     return slot
 
 
+@njit(inline="always", cache=True)
+def _small_entries(cells, j, width, sources, areas, slot):
+    """Write a ``_FAST`` quad's entries from ``_small_quads``' ``cells[:, j]``; the next slot."""
+    row = np.int64(cells[_ROW0, j]) * width
+    col = np.int64(cells[_COL0, j] + cells[_X0, j])
+    slot = _put(sources, areas, slot, row + col, cells[_A00, j])
+    slot = _put(sources, areas, slot, row + col + 1, cells[_A01, j])
+    row += width
+    col = np.int64(cells[_COL0, j] + cells[_X1, j])
+    slot = _put(sources, areas, slot, row + col, cells[_A10, j])
+    return _put(sources, areas, slot, row + col + 1, cells[_A11, j])
+
+
+@njit(inline="always", cache=True)
+def _quad_entries(corners, i, j, height, width, sources, areas, slot):
+    """Write target (i, j)'s entries from ``slot`` on, slab by slab, any quad: the cells
+    between the columns the quad spans in the slab get ramp(x) - ramp(x + 1)
+    (``noisewarp.core.area``), one ramp per cell boundary. A quad leaving the frame
+    keeps A_out in ``slot`` itself, marked ``OUT_SLOT``. Returns the next slot."""
+    first_slot = slot
+    rmin, rmax, cmin, cmax = _extent(corners, i, j)
+    inside = _inside(rmin, rmax, cmin, cmax, height, width)
+    if not inside:
+        slot += 1
+    row0 = np.floor(rmin)
+    col0 = np.floor(cmin)
+    q = _local_lobes(corners, i, j, row0, col0)
+    sign_a = orientation(q[16])
+    sign_b = orientation(q[17])
+    total = abs(q[16]) + abs(q[17])
+    ea = lobe_edges(q[0], q[1], q[2], q[3], q[4], q[5], q[6], q[7])
+    eb = ea
+    if sign_b != 0.0:
+        eb = lobe_edges(q[8], q[9], q[10], q[11], q[12], q[13], q[14], q[15])
+    row_lo, row_hi = _clamped_range(rmin, rmax, height)
+    area_in = 0.0
+    if sign_a != 0.0:
+        for row in range(row_lo, row_hi):
+            local_row = row - row0
+            sa = lobe_pieces(ea, local_row)
+            sb = sa
+            span_lo = sa[12]
+            span_hi = sa[13]
+            if sign_b != 0.0:
+                sb = lobe_pieces(eb, local_row)
+                span_lo = min(span_lo, sb[12])
+                span_hi = max(span_hi, sb[13])
+            if not span_hi > span_lo:
+                continue
+            first, last = _clamped_range(span_lo + col0, span_hi + col0, width)
+            # Coverage of the column strip [x, x+1) = ramp(x) - ramp(x + 1);
+            # ramp is 0 right of the span.
+            x = first - col0
+            ramp_a = pieces_ramp(ea, sa, x)
+            ramp_b = pieces_ramp(eb, sb, x) if sign_b != 0.0 else 0.0
+            for col in range(first, last):
+                x += 1.0
+                next_a = pieces_ramp(ea, sa, x) if x < span_hi else 0.0
+                area = sign_a * (ramp_a - next_a)
+                ramp_a = next_a
+                if sign_b != 0.0:
+                    next_b = pieces_ramp(eb, sb, x) if x < span_hi else 0.0
+                    area = max(area, 0.0) + max(sign_b * (ramp_b - next_b), 0.0)
+                    ramp_b = next_b
+                if area > AREA_EPS:
+                    sources[slot] = row * width + col
+                    areas[slot] = area
+                    area_in += area
+                    slot += 1
+    if not inside:
+        # Out-of-frame area: whatever of |R_p| the frame's cells did not account for.
+        outside = total - area_in
+        sources[first_slot] = OUT_SLOT
+        areas[first_slot] = outside if outside > OUT_EPS * total else 0.0
+    return slot
+
+
 @njit(parallel=True, cache=True)
 def _fill(corners, height, width, offsets, sources, areas):
     """Write target p's entries into ``sources``/``areas`` [offsets[p], offsets[p+1]).
 
     A target whose box leaves the frame keeps A_out in its first slot, marked
     with source ``OUT_SLOT`` (negative, so the sort skips it); unused slots are -1.
-
-    Slab by slab: the cells between the columns the quad spans in the slab get
-    ramp(x) - ramp(x + 1) (``noisewarp.core.area``), one ramp per cell boundary.
-    Quads within 2 x 2 cells take their areas from the vectorised
-    ``_small_quads``, the same numbers.
+    Quads within 2 x 2 cells take their areas from the vectorised ``_small_quads``,
+    the others from the general slab loop (``_quad_entries``): the same numbers.
     """
     for i in prange(height):
         cells = np.empty((9, width))
@@ -291,77 +365,13 @@ def _fill(corners, height, width, offsets, sources, areas):
                      cells)  # fmt: skip
         for j in range(width):
             p = i * width + j
-            slot = offsets[p]
             if cells[_FAST, j] != 0.0:
-                row = np.int64(cells[_ROW0, j]) * width
-                col = np.int64(cells[_COL0, j] + cells[_X0, j])
-                slot = _put(sources, areas, slot, row + col, cells[_A00, j])
-                slot = _put(sources, areas, slot, row + col + 1, cells[_A01, j])
-                row += width
-                col = np.int64(cells[_COL0, j] + cells[_X1, j])
-                slot = _put(sources, areas, slot, row + col, cells[_A10, j])
-                slot = _put(sources, areas, slot, row + col + 1, cells[_A11, j])
-                for e in range(slot, offsets[p + 1]):
-                    sources[e] = -1
-                    areas[e] = 0.0
-                continue
-            rmin, rmax, cmin, cmax = _extent(corners, i, j)
-            inside = _inside(rmin, rmax, cmin, cmax, height, width)
-            if not inside:
-                slot += 1
-            row0 = np.floor(rmin)
-            col0 = np.floor(cmin)
-            q = _local_lobes(corners, i, j, row0, col0)
-            sign_a = orientation(q[16])
-            sign_b = orientation(q[17])
-            total = abs(q[16]) + abs(q[17])
-            ea = lobe_edges(q[0], q[1], q[2], q[3], q[4], q[5], q[6], q[7])
-            eb = ea
-            if sign_b != 0.0:
-                eb = lobe_edges(q[8], q[9], q[10], q[11], q[12], q[13], q[14], q[15])
-            row_lo, row_hi = _clamped_range(rmin, rmax, height)
-            area_in = 0.0
-            if sign_a != 0.0:
-                for row in range(row_lo, row_hi):
-                    local_row = row - row0
-                    sa = lobe_pieces(ea, local_row)
-                    sb = sa
-                    span_lo = sa[12]
-                    span_hi = sa[13]
-                    if sign_b != 0.0:
-                        sb = lobe_pieces(eb, local_row)
-                        span_lo = min(span_lo, sb[12])
-                        span_hi = max(span_hi, sb[13])
-                    if not span_hi > span_lo:
-                        continue
-                    first, last = _clamped_range(span_lo + col0, span_hi + col0, width)
-                    # Coverage of the column strip [x, x+1) = ramp(x) - ramp(x + 1);
-                    # ramp is 0 right of the span.
-                    x = first - col0
-                    ramp_a = pieces_ramp(ea, sa, x)
-                    ramp_b = pieces_ramp(eb, sb, x) if sign_b != 0.0 else 0.0
-                    for col in range(first, last):
-                        x += 1.0
-                        next_a = pieces_ramp(ea, sa, x) if x < span_hi else 0.0
-                        area = sign_a * (ramp_a - next_a)
-                        ramp_a = next_a
-                        if sign_b != 0.0:
-                            next_b = pieces_ramp(eb, sb, x) if x < span_hi else 0.0
-                            area = max(area, 0.0) + max(sign_b * (ramp_b - next_b), 0.0)
-                            ramp_b = next_b
-                        if area > AREA_EPS:
-                            sources[slot] = row * width + col
-                            areas[slot] = area
-                            area_in += area
-                            slot += 1
+                slot = _small_entries(cells, j, width, sources, areas, offsets[p])
+            else:
+                slot = _quad_entries(corners, i, j, height, width, sources, areas, offsets[p])
             for e in range(slot, offsets[p + 1]):
                 sources[e] = -1
                 areas[e] = 0.0
-            if not inside:
-                # Out-of-frame area: whatever of |R_p| the frame's cells did not account for.
-                outside = total - area_in
-                sources[offsets[p]] = OUT_SLOT
-                areas[offsets[p]] = outside if outside > OUT_EPS * total else 0.0
 
 
 @njit(inline="always")
