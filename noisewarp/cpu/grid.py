@@ -31,7 +31,10 @@ so the output is bit-identical for any number of threads):
    written as (source, area), unused slots are marked -1, and a quad leaving
    the frame stores A_out = |R_p| - A_in in its first slot (source
    ``OUT_SLOT``). A quad far outside costs nothing: its cell range is clamped
-   to the frame before any loop.
+   to the frame before any loop. Quads inside the frame, strictly convex and
+   within 2 x 2 cells (most of a smooth map's near identity or zooming in) get
+   the same areas from a branch-free loop over the row that vectorises
+   (``_small_quads``); the others take the general slab loop.
 3. ``_row_sort``: a stable counting sort of the entries by source row.
 4. ``_warp_chunks`` (per chunk of target rows): walk the bridge of every source
    in the source rows the chunk's quads touch, sequentially in entry order
