@@ -714,7 +714,7 @@ def grid_warp(noise, corners, bridge_stream, fresh_stream, nchunks):
     height, width, channels = noise.shape
     corners = _check_corners(corners, height, width)
     nchunks = max(1, nchunks)
-    threads = numba.get_num_threads()
+    threads = numba.get_num_threads()  # numba.get_thread_id() is below this in prange
 
     def buffer(name, size, dtype):
         return grow("grid", name, size, dtype)
