@@ -422,13 +422,14 @@ def _row_sort(sources, width, counts, start, order):
 
 
 @njit(parallel=True, cache=True)
-def _chunk_rows(offsets, sources, height, width, rows):
-    """``rows[t]`` = (lowest, highest) source row that chunk t's entries touch ((H, -1) if none)."""
+def _chunk_rows(offsets, sources, height, width, chunk_pixels, rows):
+    """``rows[t]`` = (lowest, highest) source row that the entries of chunk t (targets
+    ``chunk_pixels[t]`` to ``chunk_pixels[t + 1]``) touch, (H, -1) if none."""
     nchunks = rows.shape[0]
     inv_width = 1.0 / width
     for t in prange(nchunks):
-        e0 = offsets[(t * height // nchunks) * width]
-        e1 = offsets[((t + 1) * height // nchunks) * width]
+        e0 = offsets[chunk_pixels[t]]
+        e1 = offsets[chunk_pixels[t + 1]]
         lo = height
         hi = -1
         for e in range(e0, e1):
@@ -553,9 +554,10 @@ def _walk_row(i, noise, sources, areas, start, order, offset, gamma, row_span, e
 
 @njit(parallel=True, cache=True)
 def _warp_chunks(noise, offsets, sources, areas, start, order, bridge_offset, bridge_gamma,
-                 fresh_offset, fresh_gamma, rows, owner, inc_buf, scaled_buf, out, chunk_stats,
-                 row_stats, channels):  # fmt: skip
-    """Per chunk of target rows: walk every source row its quads touch, then gather.
+                 fresh_offset, fresh_gamma, chunk_pixels, rows, owner, inc_buf, scaled_buf, out,
+                 chunk_stats, row_stats, channels):  # fmt: skip
+    """Per chunk of target rows (targets ``chunk_pixels[t]`` to ``chunk_pixels[t + 1]``):
+    walk every source row its quads touch, then gather.
 
     A chunk keeps the increments of its own entries only (a contiguous range of
     the target-major record) in its thread's work arrays (``inc_buf[thread]``,
@@ -577,8 +579,8 @@ def _warp_chunks(noise, offsets, sources, areas, start, order, bridge_offset, br
             row_stats[i, 0] = 0
             row_stats[i, 1] = width
     for t in prange(nchunks):
-        p0 = (t * height // nchunks) * width
-        p1 = ((t + 1) * height // nchunks) * width
+        p0 = chunk_pixels[t]
+        p1 = chunk_pixels[t + 1]
         e0 = offsets[p0]
         e1 = offsets[p1]
         thread = numba.get_thread_id()
@@ -727,12 +729,12 @@ def grid_warp(noise, corners, bridge_stream, fresh_stream, nchunks):
     # Chunks of target rows: more than threads to balance uneven maps; each
     # chunk re-walks the parts of the source rows it shares with its neighbours.
     chunks = min(height, CHUNKS_PER_THREAD * nchunks)
+    chunk_pixels = (np.arange(chunks + 1) * height // chunks) * width
     rows = np.empty((chunks, 2), dtype=np.int64)
-    _chunk_rows(offsets, sources, height, width, rows)
+    _chunk_rows(offsets, sources, height, width, chunk_pixels, rows)
     owner = buffer("owner", height, np.int64)
     _row_owners(rows, owner)
-    bounds = offsets[(np.arange(chunks + 1) * height // chunks) * width]
-    longest = int(np.diff(bounds).max())
+    longest = int(np.diff(offsets[chunk_pixels]).max())
     inc = buffer("inc", threads * longest * channels, np.float32).reshape(
         threads, longest, channels
     )
@@ -741,7 +743,7 @@ def grid_warp(noise, corners, bridge_stream, fresh_stream, nchunks):
     out = np.empty_like(noise, dtype=np.float32)
     chunk_stats = np.empty((chunks, 4), dtype=np.float64)
     _warp_chunks(noise, offsets, sources, areas, start, order, *bridge_stream, *fresh_stream,
-                 rows, owner, inc, scaled, out, chunk_stats, row_stats,
+                 chunk_pixels, rows, owner, inc, scaled, out, chunk_stats, row_stats,
                  (0,) * channels)  # fmt: skip
     stats = {
         **target_summary(chunk_stats, height * width),
