@@ -135,5 +135,14 @@ def test_block_fill_equals_single_draws():
             block, single = block_and_single(offset, gamma, start, n)
             np.testing.assert_array_equal(block, single, err_msg=f"start={start} n={n}")
             draws += n
-    # ~1.2% of draws miss the fast path: about 1,200 redrawn from the mask.
+    # ~1.5% of draws miss the fast path: about 1,500 redrawn from the masks.
     assert draws > 100_000
+    # Short fills (under 64: the pairwise path) at many starts, so that misses
+    # fall in both halves of a pair and at every position of a block.
+    short = 0
+    for start in range(0, 40_000, 97):
+        for n in (5, 12, 33, 63):
+            block, single = block_and_single(offset, gamma, start, n)
+            np.testing.assert_array_equal(block, single, err_msg=f"start={start} n={n}")
+            short += n
+    assert short > 40_000
