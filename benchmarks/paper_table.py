@@ -222,10 +222,14 @@ def available_bytes() -> int | None:
 
 
 def run_one(method, n, res, map_name, frames, timeout) -> dict | None:
+    from noisewarp.bench import jit_cache_env
+
     command = [sys.executable, __file__, "--worker", method, str(n or 0), str(res), map_name,
                str(frames)]  # fmt: skip
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, env=jit_cache_env()
+        )
     except subprocess.TimeoutExpired:
         print(f"  {label(method, n)} {res} {map_name}: timed out after {timeout} s", flush=True)
         return None

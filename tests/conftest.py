@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -11,6 +12,28 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
+
+
+# The user's own numba cache directory, if any (kept as it is).
+USER_JIT_CACHE = os.environ.get("NUMBA_CACHE_DIR")
+
+
+def _use_keyed_jit_cache() -> None:
+    """Compiled kernels cached under a digest of the package's sources (see
+    ``noisewarp/jitcache.py``), so the tests never run a kernel compiled before an
+    edit to a module it inlines. Loaded by path: importing the package would import
+    numba first. A ``NUMBA_CACHE_DIR`` set by the user is left alone."""
+    if USER_JIT_CACHE is not None:
+        return
+    spec = importlib.util.spec_from_file_location(
+        "_noisewarp_jitcache", REPO / "noisewarp" / "jitcache.py"
+    )
+    jitcache = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(jitcache)
+    jitcache.use_keyed_cache()
+
+
+_use_keyed_jit_cache()
 
 
 def compose_config(*overrides: str, output_dir: Path | str | None = None):
