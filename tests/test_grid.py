@@ -134,8 +134,12 @@ def test_small_quads_equal_the_slab_loop():
         assert convex and simple and rows <= 2 and cols <= 2 and quad.min() >= 0.0
         assert (cells[grid_module._ROW0, j], cells[grid_module._COL0, j]) == (row0, col0)
         got = {}
-        for slab, (x, a, b) in enumerate([(grid_module._X0, grid_module._A00, grid_module._A01),
-                                          (grid_module._X1, grid_module._A10, grid_module._A11)]):
+        for slab, (x, a, b) in enumerate(
+            [
+                (grid_module._X0, grid_module._A00, grid_module._A01),
+                (grid_module._X1, grid_module._A10, grid_module._A11),
+            ]
+        ):
             got[(slab, cells[x, j])] = cells[a, j]
             got[(slab, cells[x, j] + 1.0)] = cells[b, j]
         for row in range(3):

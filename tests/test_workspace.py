@@ -6,6 +6,7 @@ import noisewarp as nw
 from noisewarp.core.rng import Key, Purpose
 from noisewarp.cpu import workspace
 from noisewarp.cpu.grid import grid_warp
+from noisewarp.cpu.hiwyn import hiwyn_warp
 from noisewarp.deform import Fold, Rotate, Zoom, corner_points
 
 
@@ -45,6 +46,32 @@ def test_grid_frames_with_reused_arrays_equal_fresh_ones():
     workspace.release()
     for frame, deformation in enumerate(maps):
         out, stats = _grid(noise, deformation, frame)
+        np.testing.assert_array_equal(out, fresh[frame][0])
+        assert stats == fresh[frame][1]
+    workspace.release()
+
+
+def test_hiwyn_frames_with_a_kept_field_equal_fresh_ones():
+    """hiwyn keeps its upsampled field between frames of one shape and builds a new
+    one when the frame size or n changes; no frame may see another's sub-pixels."""
+    frames = [(48, 56, 2), (48, 56, 2), (48, 56, 4), (40, 56, 2), (48, 56, 2)]
+    deformation = Rotate(degrees=3.0)
+
+    def run(height, width, n, frame):
+        noise = nw.initial_noise(height, width, 3, seed=frame)
+        geometry = nw.Geometry.from_input(deformation, height, width)
+        key = Key(7, frame)
+        return hiwyn_warp(noise, np.ascontiguousarray(geometry.corner_map()),
+                          np.ascontiguousarray(geometry.centres), n,
+                          key.stream(Purpose.SUBPIXEL), key.stream(Purpose.FRESH))  # fmt: skip
+
+    fresh = []
+    for frame, (height, width, n) in enumerate(frames):
+        workspace.release()
+        fresh.append(run(height, width, n, frame))
+    workspace.release()
+    for frame, (height, width, n) in enumerate(frames):
+        out, stats = run(height, width, n, frame)
         np.testing.assert_array_equal(out, fresh[frame][0])
         assert stats == fresh[frame][1]
     workspace.release()

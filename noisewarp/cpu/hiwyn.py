@@ -36,6 +36,7 @@ import numpy as np
 from numba import njit, prange
 
 from noisewarp.core.rng import fill_normals, mix64, normal
+from noisewarp.cpu.workspace import workspace
 
 __all__ = ["hiwyn_warp", "hiwyn_conditional_mean"]
 
@@ -248,13 +249,16 @@ def hiwyn_warp(noise, corners, centres, n, subpixel_stream, fresh_stream):
     """
     height, width, channels = noise.shape
     _check_field_fits(height, width, channels, n)
-    field = np.empty((height * n, width * n, channels), dtype=np.float32)
+    # The field is kept between frames, like grid's record: a video warps frame
+    # after frame at one size, and mapping the field afresh (1 GiB at 1024 x 1024
+    # x 4, n = 8) costs every frame its page faults.
+    shape = (height * n, width * n, channels)
+    field = workspace("hiwyn", shape, lambda: {"field": np.empty(shape, dtype=np.float32)})["field"]
     _upsample(noise, n, *subpixel_stream, field)
     out = np.empty((height, width, channels), dtype=np.float32)
     counts = np.empty(height * width, dtype=np.int64)
     row_stats = np.empty(height, dtype=np.int64)
     _rasterise(field, corners, centres, n, *fresh_stream, 1.0, out, counts, row_stats)
-    del field
     areas = counts / float(n * n)
     stats = {
         "fresh_pixels": int(row_stats.sum()),
