@@ -483,6 +483,8 @@ def run(cfg) -> dict:
     """
     from tqdm.auto import tqdm
 
+    from noisewarp.cpu.workspace import release as release_work_arrays
+
     spec = build_spec(cfg)
     spec.output.dir.mkdir(parents=True, exist_ok=True)
     if spec.threads is not None:
@@ -500,25 +502,32 @@ def run(cfg) -> dict:
         spec.seed,
         spec.output.dir,
     )
+    # Jobs of a sweep may share this process: free the work arrays an earlier job's
+    # kernels kept (hiwyn's field is 1 GiB at 1024 x 1024 x 4, n = 8) before this
+    # job's memory window opens, and this job's once it is done.
+    release_work_arrays()
     _reset_peak_rss()
-    warmup_s, diagnostics_fields = _warm_up(spec)
-    observer = _Observer(spec)
-    with (
-        _open_stack(spec, diagnostics_fields) as writer,
-        tqdm(
-            total=spec.frames,
-            desc=f"{spec.method_label} {spec.height}x{spec.width}",
-            unit="frame",
-            disable=not spec.output.progress,
-            mininterval=1.0,
-            dynamic_ncols=True,
-        ) as progress,
-    ):
-        prev, start = _replay(spec, writer, observer, progress)
-        _stream(spec, writer, observer, progress, prev, start)
-        if writer is not None:
-            writer.finish()
-    return _finish(spec, observer, warmup_s)
+    try:
+        warmup_s, diagnostics_fields = _warm_up(spec)
+        observer = _Observer(spec)
+        with (
+            _open_stack(spec, diagnostics_fields) as writer,
+            tqdm(
+                total=spec.frames,
+                desc=f"{spec.method_label} {spec.height}x{spec.width}",
+                unit="frame",
+                disable=not spec.output.progress,
+                mininterval=1.0,
+                dynamic_ncols=True,
+            ) as progress,
+        ):
+            prev, start = _replay(spec, writer, observer, progress)
+            _stream(spec, writer, observer, progress, prev, start)
+            if writer is not None:
+                writer.finish()
+        return _finish(spec, observer, warmup_s)
+    finally:
+        release_work_arrays()
 
 
 def _open_stack(spec: RunSpec, diagnostics_fields: list[str]):

@@ -161,6 +161,21 @@ def test_bench_output_writes_metrics_only(compose):
         assert np.isfinite(metrics["time_s"].values[1:]).all()
 
 
+def test_jobs_sharing_a_process_do_not_keep_each_others_work_arrays(compose, tmp_path):
+    """A sweep's jobs may run in one process: the arrays a kernel keeps between frames
+    (hiwyn's upsampled field, grid's record) are freed before a job's memory window
+    opens and after it ends, so no job's peak RSS counts another's."""
+    from noisewarp.cpu import workspace
+
+    nw.warp(nw.initial_noise(64, 64, 4, seed=0), nw.deform.Rotate(degrees=3.0), method="hiwyn",
+            n=8, key=1)  # fmt: skip
+    held = workspace.held_bytes()
+    assert held >= 64 * 64 * 64 * 4 * 4  # hiwyn's field, n = 8
+    cfg = compose("method=grid", "output=bench", *SMALL, output_dir=tmp_path / "grid")
+    run(cfg)
+    assert workspace.held_bytes() == 0
+
+
 def test_cli_default_needs_no_input(run_py, tmp_path):
     result = run_py("method=particle", "res=32", "frames=3", f"hydra.run.dir={tmp_path}")
     assert "time per frame" in result.stdout and "temporal_corr" in result.stdout

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["workspace", "grow", "release"]
+__all__ = ["workspace", "grow", "release", "held_bytes"]
 
 # Room added when a grown array is reallocated, so a slowly growing record
 # (a zoom that accelerates) does not reallocate every frame.
@@ -62,3 +62,11 @@ def release() -> None:
     """Free every work array held by the calling thread."""
     _local.cache = {}
     _local.grown = {}
+
+
+def held_bytes() -> int:
+    """Bytes of the work arrays held by the calling thread."""
+    cache = getattr(_local, "cache", {})
+    grown = getattr(_local, "grown", {})
+    total = sum(a.nbytes for _, arrays in cache.values() for a in arrays.values())
+    return total + sum(a.nbytes for a in grown.values())
