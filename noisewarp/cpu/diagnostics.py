@@ -1,4 +1,5 @@
-"""Per-row partial diagnostics, reduced once per frame."""
+"""Partial diagnostics per target row or bucket (never per chunk, so the frame's sums
+do not depend on the number of threads), reduced once per frame."""
 
 from __future__ import annotations
 

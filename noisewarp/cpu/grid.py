@@ -555,7 +555,7 @@ def _walk_row(i, noise, sources, areas, start, order, offset, gamma, row_span, e
 @njit(parallel=True, cache=True)
 def _warp_chunks(noise, offsets, sources, areas, start, order, bridge_offset, bridge_gamma,
                  fresh_offset, fresh_gamma, chunk_pixels, rows, owner, inc_buf, scaled_buf, out,
-                 chunk_stats, row_stats, channels):  # fmt: skip
+                 target_stats, row_stats, channels):  # fmt: skip
     """Per chunk of target rows (targets ``chunk_pixels[t]`` to ``chunk_pixels[t + 1]``):
     walk every source row its quads touch, then gather.
 
@@ -564,8 +564,9 @@ def _warp_chunks(noise, offsets, sources, areas, start, order, bridge_offset, br
     ``scaled_buf[thread]``), so these hold one chunk's increments, not the whole
     record's. A source row shared with another chunk is walked by both, each
     over the columns its own entries use, with the same counters in the same
-    order and so the same values. ``chunk_stats[t]`` = (fresh pixels, min, sum,
-    max A_p); ``row_stats[i]`` = (over-claimed, unclaimed) sources of row i,
+    order and so the same values. ``target_stats[i]`` = (fresh pixels, min, sum,
+    max A_p) of target row i, so that the frame's sums do not depend on the
+    chunking; ``row_stats[i]`` = (over-claimed, unclaimed) sources of source row i,
     written by the row's owner (rows nobody walks have no entries: written here).
 
     Y_p = (sum_q I_pq + sqrt(A_out) xi_p) / sqrt(A_in + A_out); xi_p where A_in = 0.
@@ -592,43 +593,44 @@ def _warp_chunks(noise, offsets, sources, areas, start, order, bridge_offset, br
                       channels)  # fmt: skip
         acc = np.empty(nc)
         g = np.empty(nc)
-        stats = chunk_stats[t]
-        stats[0] = 0.0
-        stats[1] = np.inf
-        stats[2] = 0.0
-        stats[3] = 0.0
         flat = out.reshape(-1, nc)
-        for p in range(p0, p1):
-            for c in range(nc):
-                acc[c] = 0.0
-            area_in = 0.0
-            outside = 0.0
-            for e in range(offsets[p], offsets[p + 1]):
-                q = sources[e]
-                if q < 0:
-                    if q == OUT_SLOT:
-                        outside = areas[e]
-                    continue
-                area_in += scaled[e - e0]
+        for i in range(p0 // width, p1 // width):  # chunks hold whole target rows
+            stats = target_stats[i]
+            stats[0] = 0.0
+            stats[1] = np.inf
+            stats[2] = 0.0
+            stats[3] = 0.0
+            for p in range(i * width, (i + 1) * width):
                 for c in range(nc):
-                    acc[c] += inc[e - e0, c]
-            total = area_in + outside
-            fresh_base = np.uint64(p) * np.uint64(nc)
-            if area_in > 0.0:
-                if outside > 0.0:
-                    root = math.sqrt(outside)
-                    fill_normals(fresh_offset, fresh_gamma, fresh_base, g)
+                    acc[c] = 0.0
+                area_in = 0.0
+                outside = 0.0
+                for e in range(offsets[p], offsets[p + 1]):
+                    q = sources[e]
+                    if q < 0:
+                        if q == OUT_SLOT:
+                            outside = areas[e]
+                        continue
+                    area_in += scaled[e - e0]
                     for c in range(nc):
-                        acc[c] += root * g[c]
-                inv = 1.0 / math.sqrt(total)
-                for c in range(nc):
-                    flat[p, c] = acc[c] * inv
-            else:
-                stats[0] += 1.0
-                fill_normals(fresh_offset, fresh_gamma, fresh_base, flat[p])
-            stats[1] = min(stats[1], total)
-            stats[2] += total
-            stats[3] = max(stats[3], total)
+                        acc[c] += inc[e - e0, c]
+                total = area_in + outside
+                fresh_base = np.uint64(p) * np.uint64(nc)
+                if area_in > 0.0:
+                    if outside > 0.0:
+                        root = math.sqrt(outside)
+                        fill_normals(fresh_offset, fresh_gamma, fresh_base, g)
+                        for c in range(nc):
+                            acc[c] += root * g[c]
+                    inv = 1.0 / math.sqrt(total)
+                    for c in range(nc):
+                        flat[p, c] = acc[c] * inv
+                else:
+                    stats[0] += 1.0
+                    fill_normals(fresh_offset, fresh_gamma, fresh_base, flat[p])
+                stats[1] = min(stats[1], total)
+                stats[2] += total
+                stats[3] = max(stats[3], total)
 
 
 def _check_corners(corners: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -741,12 +743,12 @@ def grid_warp(noise, corners, bridge_stream, fresh_stream, nchunks):
     scaled = buffer("scaled", threads * longest, np.float64).reshape(threads, longest)
     row_stats = buffer("row_stats", 2 * height, np.int64).reshape(height, 2)
     out = np.empty_like(noise, dtype=np.float32)
-    chunk_stats = np.empty((chunks, 4), dtype=np.float64)
+    target_stats = np.empty((height, 4), dtype=np.float64)
     _warp_chunks(noise, offsets, sources, areas, start, order, *bridge_stream, *fresh_stream,
-                 chunk_pixels, rows, owner, inc, scaled, out, chunk_stats, row_stats,
+                 chunk_pixels, rows, owner, inc, scaled, out, target_stats, row_stats,
                  (0,) * channels)  # fmt: skip
     stats = {
-        **target_summary(chunk_stats, height * width),
+        **target_summary(target_stats, height * width),
         "overclaimed_sources": int(row_stats[:, 0].sum()),
         "unclaimed_sources": int(row_stats[:, 1].sum()),
         "entries": int(start[-1]),

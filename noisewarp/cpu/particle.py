@@ -239,9 +239,13 @@ def _claim_row(i, noise, start, offset, gamma, upper, lower, upper_col, upper_fr
 def _finish_bucket(b, start, order, slots, offset, gamma, out, stats, channels):
     """Y_p = sum_q I_pq / sqrt(A_p) for the targets of bucket ``b`` (fresh noise
     from counter (p, c) where A_p = 0). ``out`` is the output as [H*W, C];
-    ``stats`` accumulates (fresh, min, sum, max A_p)."""
+    ``stats`` receives the bucket's (fresh, min, sum, max A_p)."""
     nc = len(channels)
     stride = nc + 1
+    stats[0] = 0.0
+    stats[1] = np.inf
+    stats[2] = 0.0
+    stats[3] = 0.0
     acc = np.empty(nc)
     first = start[b]
     for e in range(first, start[b + 1]):
@@ -269,7 +273,7 @@ def _finish_bucket(b, start, order, slots, offset, gamma, out, stats, channels):
 
 @njit(parallel=True, cache=True)
 def _warp_rows(noise, points, start, order, bridge_offset, bridge_gamma, fresh_offset,
-               fresh_gamma, out, chunk_stats, chunk_unclaimed, ctuple):  # fmt: skip
+               fresh_gamma, out, bucket_stats, chunk_unclaimed, ctuple):  # fmt: skip
     """Passes 3 and 4 fused, per chunk of source rows.
 
     Bucket b (cell row b - 1) is complete once source rows b - 1 and b are done,
@@ -277,22 +281,18 @@ def _warp_rows(noise, points, start, order, bridge_offset, bridge_gamma, fresh_o
     while its slots are still in cache. A chunk starting at r0 > 0 first redoes
     row r0 - 1 (owned by the previous chunk) for the pieces it hands bucket r0:
     the same counters and order give the same values, so chunks never exchange
-    data. ``chunk_stats[t]`` = (fresh, min, sum, max A_p) of chunk t's buckets,
+    data. ``bucket_stats[b]`` = (fresh, min, sum, max A_p) of bucket b (per bucket,
+    not per chunk, so that the frame's sums do not depend on the chunking);
     ``chunk_unclaimed[t]`` (zero on entry) gains the sources of its rows that
     no particle requests; ``ctuple`` is ``(0,) * C`` (see ``_claim_row``).
     """
     height, width, channels = noise.shape
     stride = channels + 1
-    nchunks = chunk_stats.shape[0]
+    nchunks = chunk_unclaimed.shape[0]
     flat = out.reshape(-1, channels)
     for t in prange(nchunks):
         r0 = t * height // nchunks
         r1 = (t + 1) * height // nchunks
-        stats = chunk_stats[t]
-        stats[0] = 0.0
-        stats[1] = np.inf
-        stats[2] = 0.0
-        stats[3] = 0.0
         first = max(r0 - 1, 0)
         # Slots are written by the two rows that share them, except k = 0, 1 of
         # bucket 0 and k = 2, 3 of bucket H (rows -1 and H do not exist).
@@ -315,11 +315,11 @@ def _warp_rows(noise, points, start, order, bridge_offset, bridge_gamma, fresh_o
                                    ctuple)  # fmt: skip
             if own:
                 chunk_unclaimed[t] += unclaimed
-                _finish_bucket(i, start, order, lower, fresh_offset, fresh_gamma, flat, stats,
-                               ctuple)  # fmt: skip
+                _finish_bucket(i, start, order, lower, fresh_offset, fresh_gamma, flat,
+                               bucket_stats[i], ctuple)  # fmt: skip
                 if i == height - 1:
                     _finish_bucket(height, start, order, upper, fresh_offset, fresh_gamma, flat,
-                                   stats, ctuple)  # fmt: skip
+                                   bucket_stats[height], ctuple)  # fmt: skip
             lower = upper
             lower_col = upper_col
             lower_frac = upper_frac
@@ -359,12 +359,12 @@ def particle_warp(noise, tmap, bridge_stream, fresh_stream, nchunks):
     _bin_rows(tmap, buf["key"], *fresh_stream, out, buf["row_stats"])
     counting_sort_into(buf["key"], buf["counts"], buf["start"], buf["order"])
     chunks = min(height, _CHUNKS_PER_THREAD * nchunks)
-    chunk_stats = np.empty((chunks, 4))
+    bucket_stats = np.empty((height + 1, 4))
     chunk_unclaimed = np.zeros(chunks, dtype=np.int64)
     _warp_rows(noise, tmap.reshape(-1, 2), buf["start"], buf["order"], *bridge_stream,
-               *fresh_stream, out, chunk_stats, chunk_unclaimed, (0,) * channels)  # fmt: skip
+               *fresh_stream, out, bucket_stats, chunk_unclaimed, (0,) * channels)  # fmt: skip
     stats = {
-        **target_summary(np.concatenate([buf["row_stats"], chunk_stats]), height * width),
+        **target_summary(np.concatenate([buf["row_stats"], bucket_stats]), height * width),
         "overclaimed_sources": 0,
         "unclaimed_sources": int(chunk_unclaimed.sum()),
     }
