@@ -222,13 +222,13 @@ def available_bytes() -> int | None:
 
 
 def run_one(method, n, res, map_name, frames, timeout) -> dict | None:
-    from noisewarp.bench import jit_cache_env
+    from noisewarp.jitcache import keyed_cache_env
 
     command = [sys.executable, __file__, "--worker", method, str(n or 0), str(res), map_name,
                str(frames)]  # fmt: skip
     try:
         done = subprocess.run(
-            command, capture_output=True, text=True, timeout=timeout, env=jit_cache_env()
+            command, capture_output=True, text=True, timeout=timeout, env=keyed_cache_env()
         )
     except subprocess.TimeoutExpired:
         print(f"  {label(method, n)} {res} {map_name}: timed out after {timeout} s", flush=True)

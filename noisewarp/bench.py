@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import statistics
 import subprocess
@@ -108,25 +107,16 @@ def rng_cost(count: int = 2**24, repeats: int = 5) -> dict:
     }
 
 
-def jit_cache_env() -> dict:
-    """The environment for benchmark workers: numba's cache keyed by the package's
-    sources (``noisewarp.jitcache``), so a kernel compiled before an edit to a module
-    it inlines is never timed. A ``NUMBA_CACHE_DIR`` set by the user is kept."""
-    from noisewarp.jitcache import keyed_cache_dir
-
-    if "NUMBA_CACHE_DIR" in os.environ:
-        return dict(os.environ)
-    return {**os.environ, "NUMBA_CACHE_DIR": str(keyed_cache_dir())}
-
-
 def _run_child(args: argparse.Namespace, method: str, res: int, options: dict) -> dict:
+    from noisewarp.jitcache import keyed_cache_env
+
     cmd = [
         sys.executable, "-m", "noisewarp.bench", "--child",
         "--methods", method, "--res", str(res), "--channels", str(args.channels),
         "--deform", args.deform, "--repeats", str(args.repeats),
         "--options", json.dumps(options),
     ]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=jit_cache_env())
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=keyed_cache_env())
     if done.returncode != 0:
         return {"method": method, "res": res, "error": done.stderr.strip().splitlines()[-1:]}
     return json.loads(done.stdout.strip().splitlines()[-1])

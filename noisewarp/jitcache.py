@@ -25,7 +25,7 @@ import shutil
 import sys
 from pathlib import Path
 
-__all__ = ["source_digest", "keyed_cache_dir", "use_keyed_cache"]
+__all__ = ["source_digest", "keyed_cache_dir", "keyed_cache_env", "use_keyed_cache"]
 
 PACKAGE = Path(__file__).resolve().parent
 
@@ -83,3 +83,11 @@ def use_keyed_cache(root: Path | None = None) -> Path:
     path = keyed_cache_dir(root)
     os.environ["NUMBA_CACHE_DIR"] = str(path)
     return path
+
+
+def keyed_cache_env() -> dict[str, str]:
+    """A copy of this process's environment for worker processes (benchmarks), with
+    ``NUMBA_CACHE_DIR`` set to ``keyed_cache_dir()`` unless the user has set it."""
+    if "NUMBA_CACHE_DIR" in os.environ:
+        return dict(os.environ)
+    return {**os.environ, "NUMBA_CACHE_DIR": str(keyed_cache_dir())}

@@ -62,3 +62,14 @@ def test_use_keyed_cache_refuses_once_numba_is_imported(tmp_path):
 
     with pytest.raises(RuntimeError, match="before numba is imported"):
         jitcache.use_keyed_cache(tmp_path)
+
+
+def test_worker_environment_keeps_a_user_choice(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    env = jitcache.keyed_cache_env()
+    assert env["NUMBA_CACHE_DIR"] == str(
+        tmp_path / "noisewarp" / "numba" / jitcache.source_digest()
+    )
+    monkeypatch.setenv("NUMBA_CACHE_DIR", "/somewhere/else")
+    assert jitcache.keyed_cache_env()["NUMBA_CACHE_DIR"] == "/somewhere/else"
