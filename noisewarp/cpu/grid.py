@@ -62,6 +62,7 @@ input bit for bit.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -131,18 +132,63 @@ def _inside(rmin, rmax, cmin, cmax, height, width):
     return rmin >= 0.0 and rmax <= height and cmin >= 0.0 and cmax <= width
 
 
+@njit(inline="always", cache=True)
+def _cell_count(lo, hi, size):
+    """``_clamped_range``'s number of cells as a float, branch-free (for vectorised loops)."""
+    return max(min(np.ceil(hi), size) - max(np.floor(lo), 0.0), 0.0)
+
+
 @njit(parallel=True, cache=True)
-def _bounds(corners, height, width, bound):
-    """``bound[p + 1]`` = the slots target p needs: the cells of its bounding box inside
-    the frame, plus one for A_out if the box leaves the frame."""
+def _bounds(corners, height, width, bound, row_total):
+    """The slots each target needs: the cells of its bounding box inside the frame,
+    plus one for A_out if the box leaves the frame.
+
+    ``bound[i * W + j + 1]`` receives the running sum of the slots of targets
+    (i, 0) .. (i, j) (its row's share of the offsets) and ``row_total[i]`` the
+    row's total; ``_add_row_bases`` turns them into the offsets. The count runs
+    in floats, without branches, so that it vectorises.
+    """
+    fheight = float(height)
+    fwidth = float(width)
+    one = np.uint64(1)
+    for i in prange(height):
+        top_r = np.ascontiguousarray(corners[i, :, 0])
+        top_c = np.ascontiguousarray(corners[i, :, 1])
+        bottom_r = np.ascontiguousarray(corners[i + 1, :, 0])
+        bottom_c = np.ascontiguousarray(corners[i + 1, :, 1])
+        slots = np.empty(width)
+        for j in range(np.uint64(width)):
+            r0, r1, r2, r3 = top_r[j], top_r[j + one], bottom_r[j + one], bottom_r[j]
+            c0, c1, c2, c3 = top_c[j], top_c[j + one], bottom_c[j + one], bottom_c[j]
+            rmin = min(min(r0, r1), min(r2, r3))
+            rmax = max(max(r0, r1), max(r2, r3))
+            cmin = min(min(c0, c1), min(c2, c3))
+            cmax = max(max(c0, c1), max(c2, c3))
+            inside = (rmin >= 0.0) & (rmax <= fheight) & (cmin >= 0.0) & (cmax <= fwidth)
+            cells = _cell_count(rmin, rmax, fheight) * _cell_count(cmin, cmax, fwidth)
+            slots[j] = cells + (0.0 if inside else 1.0)
+        run = 0
+        base = i * width + 1
+        for j in range(width):
+            run += np.int64(slots[j])
+            bound[base + j] = run
+        row_total[i] = run
+
+
+@njit(parallel=True, cache=True)
+def _add_row_bases(bound, row_total, width):
+    """Offsets from ``_bounds``' per-row running sums: add the slots of the rows above."""
+    height = row_total.size
+    base = np.empty(height, dtype=np.int64)
+    run = 0
+    for i in range(height):
+        base[i] = run
+        run += row_total[i]
     bound[0] = 0
     for i in prange(height):
-        for j in range(width):
-            rmin, rmax, cmin, cmax = _extent(corners, i, j)
-            row_lo, row_hi = _clamped_range(rmin, rmax, height)
-            col_lo, col_hi = _clamped_range(cmin, cmax, width)
-            extra = 0 if _inside(rmin, rmax, cmin, cmax, height, width) else 1
-            bound[i * width + j + 1] = (row_hi - row_lo) * (col_hi - col_lo) + extra
+        shift = base[i]
+        for p in range(i * width + 1, (i + 1) * width + 1):
+            bound[p] += shift
 
 
 @njit(inline="always", cache=True)
@@ -351,32 +397,6 @@ def _quad_entries(corners, i, j, height, width, sources, areas, slot):
     return slot
 
 
-@njit(parallel=True, cache=True)
-def _fill(corners, height, width, offsets, sources, areas):
-    """Write target p's entries into ``sources``/``areas`` [offsets[p], offsets[p+1]).
-
-    A target whose box leaves the frame keeps A_out in its first slot, marked
-    with source ``OUT_SLOT`` (negative, so the sort skips it); unused slots are -1.
-    Quads within 2 x 2 cells take their areas from the vectorised ``_small_quads``,
-    the others from the general slab loop (``_quad_entries``): the same numbers.
-    """
-    for i in prange(height):
-        cells = np.empty((9, width))
-        _small_quads(np.ascontiguousarray(corners[i, :, 0]), np.ascontiguousarray(corners[i, :, 1]),
-                     np.ascontiguousarray(corners[i + 1, :, 0]),
-                     np.ascontiguousarray(corners[i + 1, :, 1]), height, width,
-                     cells)  # fmt: skip
-        for j in range(width):
-            p = i * width + j
-            if cells[_FAST, j] != 0.0:
-                slot = _small_entries(cells, j, width, sources, areas, offsets[p])
-            else:
-                slot = _quad_entries(corners, i, j, height, width, sources, areas, offsets[p])
-            for e in range(slot, offsets[p + 1]):
-                sources[e] = -1
-                areas[e] = 0.0
-
-
 @njit(inline="always")
 def _row_of(src, inv_width):
     """Source row of a flat source id: floor((q + 0.5) / W), exact for q < 2**31 and
@@ -385,25 +405,130 @@ def _row_of(src, inv_width):
     return np.int64((src + 0.5) * inv_width)
 
 
-@njit(parallel=True, cache=True)
-def _row_histograms(sources, inv_width, counts):
-    nchunks = counts.shape[0]
-    n = sources.size
-    for c in prange(nchunks):
-        row = counts[c]
-        row[:] = 0
-        for e in range(c * n // nchunks, (c + 1) * n // nchunks):
-            if sources[e] >= 0:
-                row[_row_of(sources[e], inv_width)] += 1
+# ``_count_rows`` counts a target row's entries in blocks of this many; a block of a
+# smooth map spans at most ``_NEAR_ROWS`` source rows (a 1 degree rotation moves
+# a 1024-pixel row across 18 source rows, a block of 256 entries across 1 or 2).
+_COUNT_BLOCK = 256
+_NEAR_ROWS = 4
+
+
+@njit(cache=True)
+def _count_scattered(ids, width, hist):
+    """Add ``ids`` to ``hist`` by source row, one increment per entry (any span)."""
+    inv_width = 1.0 / width
+    for src in ids:
+        if src >= 0:
+            hist[_row_of(src, inv_width)] += 1
+
+
+@njit(inline="always", cache=True)
+def _count_block(ids, width, hist):
+    """Add the source ids ``ids`` (negative: no source) to ``hist`` by source row;
+    returns the lowest and highest row among them (lo > hi if none).
+
+    Spans of up to ``_NEAR_ROWS`` rows are counted by comparing the ids with the
+    rows' first ids (as unsigned numbers, so the negative markers compare above
+    every row), in loops that vectorise (unsigned indices, 32-bit counters):
+    incrementing ``hist`` entry by entry waits on the previous increment of the
+    same row, and cost more than the rest of ``_fill``'s bookkeeping together.
+    """
+    n = np.uint64(ids.size)
+    none = np.int32(2**31 - 1)
+    first = none
+    last = np.int32(-1)
+    for e in range(n):
+        src = ids[e]
+        first = min(first, src if src >= 0 else none)
+        last = max(last, src)
+    lo = np.int64(first) // width
+    hi = np.int64(last) // width if last >= 0 else np.int64(-1)
+    if hi - lo >= _NEAR_ROWS:
+        _count_scattered(ids, width, hist)
+    elif hi >= lo:
+        bound1 = np.uint32((lo + 1) * width)
+        bound2 = np.uint32((lo + 2) * width)
+        bound3 = np.uint32((lo + 3) * width)
+        below1 = np.uint32(0)
+        below2 = np.uint32(0)
+        below3 = np.uint32(0)
+        valid = np.uint32(0)
+        for e in range(n):
+            key = np.uint32(ids[e])
+            below1 += np.uint32(key < bound1)
+            below2 += np.uint32(key < bound2)
+            below3 += np.uint32(key < bound3)
+            valid += np.uint32(key < np.uint32(2**31))
+        hist[lo] += np.int64(below1)
+        if hi > lo:
+            hist[lo + 1] += np.int64(below2 - below1)
+        if hi > lo + 1:
+            hist[lo + 2] += np.int64(below3 - below2)
+        if hi > lo + 2:
+            hist[lo + 3] += np.int64(valid - below3)
+    return lo, hi
+
+
+@njit(inline="always", cache=True)
+def _count_rows(sources, e0, e1, width, height, hist):
+    """Add the entries ``e0:e1`` (one target row's, still in cache) to ``hist`` by source
+    row, block by block (``_count_block``); returns the lowest and highest source
+    row among them, (H, -1) if none."""
+    lo = height
+    hi = -1
+    for b0 in range(e0, e1, _COUNT_BLOCK):
+        block_lo, block_hi = _count_block(sources[b0 : min(b0 + _COUNT_BLOCK, e1)], width, hist)
+        if block_hi >= block_lo:
+            lo = min(lo, block_lo)
+            hi = max(hi, block_hi)
+    return lo, hi
 
 
 @njit(parallel=True, cache=True)
-def _row_place(sources, inv_width, cursor, order):
-    nchunks = cursor.shape[0]
-    n = sources.size
-    for c in prange(nchunks):
-        row = cursor[c]
-        for e in range(c * n // nchunks, (c + 1) * n // nchunks):
+def _fill(corners, height, width, offsets, sources, areas, chunk_rows, counts, spans):
+    """Write target p's entries into ``sources``/``areas`` [offsets[p], offsets[p+1]).
+
+    A target whose box leaves the frame keeps A_out in its first slot, marked
+    with source ``OUT_SLOT`` (negative, so the sort skips it); unused slots are -1.
+    Quads within 2 x 2 cells take their areas from the vectorised ``_small_quads``,
+    the others from the general slab loop (``_quad_entries``): the same numbers.
+
+    Works in chunks of target rows (``chunk_rows[t]`` to ``chunk_rows[t + 1]``)
+    and, while each row's entries are in cache, counts them for the sort by
+    source row: ``counts[t]`` [H] is chunk t's histogram, ``spans[i]`` the lowest
+    and highest source row of target row i's entries ((H, -1) if none).
+    """
+    for t in prange(chunk_rows.size - 1):
+        hist = counts[t]
+        hist[:] = 0
+        cells = np.empty((9, width))
+        for i in range(chunk_rows[t], chunk_rows[t + 1]):
+            _small_quads(np.ascontiguousarray(corners[i, :, 0]),
+                         np.ascontiguousarray(corners[i, :, 1]),
+                         np.ascontiguousarray(corners[i + 1, :, 0]),
+                         np.ascontiguousarray(corners[i + 1, :, 1]), height, width,
+                         cells)  # fmt: skip
+            for j in range(width):
+                p = i * width + j
+                if cells[_FAST, j] != 0.0:
+                    slot = _small_entries(cells, j, width, sources, areas, offsets[p])
+                else:
+                    slot = _quad_entries(corners, i, j, height, width, sources, areas, offsets[p])
+                for e in range(slot, offsets[p + 1]):
+                    sources[e] = -1
+                    areas[e] = 0.0
+            lo, hi = _count_rows(sources, offsets[i * width], offsets[(i + 1) * width], width,
+                                 height, hist)  # fmt: skip
+            spans[i, 0] = lo
+            spans[i, 1] = hi
+
+
+@njit(parallel=True, cache=True)
+def _row_place(sources, inv_width, entry_chunks, cursor, order):
+    """Place chunk t's entries (``entry_chunks[t]`` to ``entry_chunks[t + 1]``, in order)
+    at ``cursor[t]``'s positions for their source rows."""
+    for t in prange(cursor.shape[0]):
+        row = cursor[t]
+        for e in range(entry_chunks[t], entry_chunks[t + 1]):
             if sources[e] >= 0:
                 r = _row_of(sources[e], inv_width)
                 order[row[r]] = e
@@ -411,32 +536,25 @@ def _row_place(sources, inv_width, cursor, order):
 
 
 @njit(cache=True)
-def _row_sort(sources, width, counts, start, order):
+def _row_sort(sources, width, entry_chunks, counts, start, order):
     """Stable counting sort of the record's entries by source row, into ``start`` [H + 1]
     and ``order`` [entries]: the entries of source row i are
-    ``order[start[i]:start[i + 1]]``, in entry order. ``counts`` [chunks, H] is scratch."""
-    inv_width = 1.0 / width
-    _row_histograms(sources, inv_width, counts)
+    ``order[start[i]:start[i + 1]]``, in entry order. ``counts`` [chunks, H] holds
+    ``_fill``'s histograms of the entry ranges ``entry_chunks`` and is used up."""
     scan_offsets(counts, start)
-    _row_place(sources, inv_width, counts, order[: start[-1]])
+    _row_place(sources, 1.0 / width, entry_chunks, counts, order[: start[-1]])
 
 
-@njit(parallel=True, cache=True)
-def _chunk_rows(offsets, sources, height, width, chunk_pixels, rows):
-    """``rows[t]`` = (lowest, highest) source row that the entries of chunk t (targets
-    ``chunk_pixels[t]`` to ``chunk_pixels[t + 1]``) touch, (H, -1) if none."""
-    nchunks = rows.shape[0]
-    inv_width = 1.0 / width
-    for t in prange(nchunks):
-        e0 = offsets[chunk_pixels[t]]
-        e1 = offsets[chunk_pixels[t + 1]]
+@njit(cache=True)
+def _chunk_spans(spans, chunk_rows, height, rows):
+    """``rows[t]`` = (lowest, highest) source row that the entries of chunk t (target rows
+    ``chunk_rows[t]`` to ``chunk_rows[t + 1]``) touch, (H, -1) if none."""
+    for t in range(rows.shape[0]):
         lo = height
         hi = -1
-        for e in range(e0, e1):
-            if sources[e] >= 0:
-                r = _row_of(sources[e], inv_width)
-                lo = min(lo, r)
-                hi = max(hi, r)
+        for i in range(chunk_rows[t], chunk_rows[t + 1]):
+            lo = min(lo, spans[i, 0])
+            hi = max(hi, spans[i, 1])
         rows[t, 0] = lo
         rows[t, 1] = hi
 
@@ -642,8 +760,20 @@ def _check_corners(corners: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.ascontiguousarray(corners, dtype=np.float64)
 
 
-def _partition(corners: np.ndarray, height: int, width: int, buffer=None):
-    """Steps 1-2: ``(offsets, sources, areas)``, the target-major record.
+class _Record(NamedTuple):
+    """The target-major partition record and what ``_fill`` counted for the sort."""
+
+    offsets: np.ndarray  # int32 [H*W + 1]: target p's entries are offsets[p]:offsets[p + 1]
+    sources: np.ndarray  # int32 [E]: source id, -1 unused, OUT_SLOT for A_out
+    areas: np.ndarray  # float64 [E]
+    chunk_rows: np.ndarray  # int64 [chunks + 1]: target rows of the fill chunks
+    counts: np.ndarray  # int64 [chunks, H]: entries of each chunk per source row
+    spans: np.ndarray  # int64 [H, 2]: lowest, highest source row of each target row
+
+
+def _partition(corners: np.ndarray, height: int, width: int, chunks: int, buffer=None):
+    """Steps 1-2: the target-major record (``_Record``), built in ``chunks`` chunks of
+    target rows.
 
     ``buffer(name, size, dtype)`` supplies the arrays (``noisewarp.cpu.workspace.grow``
     in the warp, fresh arrays by default).
@@ -654,18 +784,22 @@ def _partition(corners: np.ndarray, height: int, width: int, buffer=None):
         raise ValueError(f"a {height} x {width} frame has too many pixels for int32 source ids")
     # int32 offsets: the record is indexed by int32 anyway (the sort's order).
     offsets = buffer("offsets", height * width + 1, np.int32)
-    _bounds(corners, height, width, offsets)
-    entries = int(offsets.sum(dtype=np.int64))
+    row_total = buffer("row_total", height, np.int64)
+    _bounds(corners, height, width, offsets, row_total)
+    entries = int(row_total.sum())
     if entries >= 2**31:
         raise ValueError(
             f"the map's quads overlap {entries} source cells in total (more than 2**31): "
             "it stretches pixels over far too much of the frame to warp with grid"
         )
-    np.cumsum(offsets, out=offsets)  # no overflow: the total fits in int32
+    _add_row_bases(offsets, row_total, width)  # no overflow: the total fits in int32
     sources = buffer("sources", entries, np.int32)
     areas = buffer("areas", entries, np.float64)
-    _fill(corners, height, width, offsets, sources, areas)
-    return offsets, sources, areas
+    chunk_rows = np.arange(chunks + 1) * height // chunks
+    counts = buffer("counts", chunks * height, np.int64).reshape(chunks, height)
+    spans = buffer("spans", 2 * height, np.int64).reshape(height, 2)
+    _fill(corners, height, width, offsets, sources, areas, chunk_rows, counts, spans)
+    return _Record(offsets, sources, areas, chunk_rows, counts, spans)
 
 
 def _fresh(name: str, size: int, dtype) -> np.ndarray:
@@ -692,7 +826,8 @@ def grid_record(corners: np.ndarray, height: int, width: int):
         A_out of every target: the area of R_p outside the frame.
     """
     corners = _check_corners(corners, height, width)
-    offsets, sources, areas = _partition(corners, height, width)
+    chunks = min(height, CHUNKS_PER_THREAD * numba.get_num_threads())
+    offsets, sources, areas = _partition(corners, height, width, chunks)[:3]
     targets = np.repeat(np.arange(height * width, dtype=np.int64), np.diff(offsets))
     area_out = np.zeros(height * width)
     out_slots = sources == OUT_SLOT
@@ -723,17 +858,18 @@ def grid_warp(noise, corners, bridge_stream, fresh_stream, nchunks):
     def buffer(name, size, dtype):
         return grow("grid", name, size, dtype)
 
-    offsets, sources, areas = _partition(corners, height, width, buffer)
-    counts = buffer("counts", nchunks * height, np.int64).reshape(nchunks, height)
+    # Chunks of target rows: more than threads to balance uneven maps; in the walk,
+    # each chunk re-walks the parts of the source rows it shares with its neighbours.
+    chunks = min(height, CHUNKS_PER_THREAD * nchunks)
+    record = _partition(corners, height, width, chunks, buffer)
+    offsets, sources, areas = record.offsets, record.sources, record.areas
     start = buffer("start", height + 1, np.int64)
     order = buffer("order", sources.size, np.int32)
-    _row_sort(sources, width, counts, start, order)
-    # Chunks of target rows: more than threads to balance uneven maps; each
-    # chunk re-walks the parts of the source rows it shares with its neighbours.
-    chunks = min(height, CHUNKS_PER_THREAD * nchunks)
-    chunk_pixels = (np.arange(chunks + 1) * height // chunks) * width
+    entry_chunks = offsets[record.chunk_rows * width]
+    _row_sort(sources, width, entry_chunks, record.counts, start, order)
+    chunk_pixels = record.chunk_rows * width
     rows = np.empty((chunks, 2), dtype=np.int64)
-    _chunk_rows(offsets, sources, height, width, chunk_pixels, rows)
+    _chunk_spans(record.spans, record.chunk_rows, height, rows)
     owner = buffer("owner", height, np.int64)
     _row_owners(rows, owner)
     longest = int(np.diff(offsets[chunk_pixels]).max())
