@@ -153,6 +153,51 @@ def test_small_quads_equal_the_slab_loop():
     assert 20 < taken < width
 
 
+@pytest.mark.parametrize(
+    "deformation",
+    [
+        Compose((Rotate(degrees=1.0), Translate(rows=0.3, cols=0.7))),
+        Zoom(factor=0.15),
+        Compose((nw.deform.Swirl(degrees=60.0), Fold())),
+        Jitter(),
+    ],
+    ids=["near_identity", "zoom_out", "swirl_fold", "jitter"],
+)
+def test_fill_counts_entries_for_the_sort(deformation):
+    """``_fill`` counts the entries of every chunk by source row (the sort's histogram)
+    and records each target row's span of source rows (the walk's row ranges), in
+    blocks of ``_COUNT_BLOCK`` entries: counted with compares where a block spans
+    fewer than ``_NEAR_ROWS`` source rows, one by one where it spans more. Both are
+    checked against numpy; near identity takes only the first path, the zoom out
+    the second as well."""
+    height, width = 96, 80
+    corners = deformation.corner_map(height, width)
+    record = grid_module._partition(corners, height, width, 5)
+    sources = record.sources.astype(np.int64)
+    rows = np.where(sources >= 0, sources // width, -1)
+    entry_rows = record.offsets[np.arange(height + 1) * width]
+    paths = set()
+    for i in range(height):
+        mine = rows[entry_rows[i] : entry_rows[i + 1]]
+        valid = mine[mine >= 0]
+        span = (valid.min(), valid.max()) if valid.size else (height, -1)
+        assert tuple(record.spans[i]) == span, i
+        for b in range(0, mine.size, grid_module._COUNT_BLOCK):
+            block = mine[b : b + grid_module._COUNT_BLOCK]
+            block = block[block >= 0]
+            if block.size:
+                paths.add(int(block.max() - block.min()) < grid_module._NEAR_ROWS)
+    for t in range(5):
+        e0, e1 = record.offsets[record.chunk_rows[[t, t + 1]] * width]
+        mine = rows[e0:e1]
+        expected = np.bincount(mine[mine >= 0], minlength=height)
+        np.testing.assert_array_equal(record.counts[t], expected)
+    if isinstance(deformation, Zoom):  # quads of 6.7 x 6.7 cells
+        assert False in paths
+    elif isinstance(getattr(deformation, "parts", (None,))[0], Rotate):
+        assert paths == {True}
+
+
 @pytest.mark.parametrize("name", sorted(MAPS) + ["jitter"])
 def test_partition_record_matches_oracle(name):
     height, width = 12, 15

@@ -24,18 +24,24 @@ Driver (every pass parallel over rows, no atomics, every sum in a fixed order,
 so the output is bit-identical for any number of threads):
 
 1. ``_bounds`` (per target): the cells of its bounding box inside the frame
-   (plus one slot for A_out if the box leaves the frame). An inclusive scan
-   gives every target a private slice of the record.
-2. ``_fill`` (per target): the exact areas, slab row by slab row, of the cells
-   between the columns the quad spans there; entries above ``AREA_EPS`` are
-   written as (source, area), unused slots are marked -1, and a quad leaving
-   the frame stores A_out = |R_p| - A_in in its first slot (source
-   ``OUT_SLOT``). A quad far outside costs nothing: its cell range is clamped
-   to the frame before any loop. Quads inside the frame, strictly convex and
-   within 2 x 2 cells (most of a smooth map's near identity or zooming in) get
-   the same areas from a branch-free loop over the row that vectorises
-   (``_small_quads``); the others take the general slab loop.
-3. ``_row_sort``: a stable counting sort of the entries by source row.
+   (plus one slot for A_out if the box leaves the frame), counted in a loop
+   that vectorises; per-row running sums, then the rows' bases
+   (``_add_row_bases``), give every target a private slice of the record.
+2. ``_fill`` (per chunk of target rows): the exact areas, slab row by slab row,
+   of the cells between the columns the quad spans there; entries above
+   ``AREA_EPS`` are written as (source, area), unused slots are marked -1, and
+   a quad leaving the frame stores A_out = |R_p| - A_in in its first slot
+   (source ``OUT_SLOT``). A quad far outside costs nothing: its cell range is
+   clamped to the frame before any loop. Quads inside the frame, strictly
+   convex and within 2 x 2 cells (most of a smooth map's near identity or
+   zooming in) get the same areas from a branch-free loop over the row that
+   vectorises (``_small_quads``); the others take the general slab loop.
+   While a target row's entries are still in cache, ``_fill`` also counts them
+   by source row for the sort (one histogram per chunk, ``_count_rows``) and
+   records the row's span of source rows, which gives each chunk of the walk
+   its source rows without another pass over the record.
+3. ``_row_sort``: a stable counting sort of the entries by source row, from
+   those histograms (scan, then one placing pass).
 4. ``_warp_chunks`` (per chunk of target rows): walk the bridge of every source
    in the source rows the chunk's quads touch, sequentially in entry order
    (``_walk_row``), keeping the increments of the chunk's own entries, then
