@@ -107,18 +107,47 @@ CHUNKS_PER_THREAD = 8
 
 
 @njit(inline="always", cache=True)
-def _extent(corners, i, j):
-    """Bounding box (rmin, rmax, cmin, cmax) of target (i, j)'s quad."""
-    r0, r1 = corners[i, j, 0], corners[i, j + 1, 0]
-    r2, r3 = corners[i + 1, j + 1, 0], corners[i + 1, j, 0]
-    c0, c1 = corners[i, j, 1], corners[i, j + 1, 1]
-    c2, c3 = corners[i + 1, j + 1, 1], corners[i + 1, j, 1]
+def _box(r0, c0, r1, c1, r2, c2, r3, c3):
+    """Bounding box (rmin, rmax, cmin, cmax) of the quad v0 v1 v2 v3 (selects only)."""
     return (
         min(min(r0, r1), min(r2, r3)),
         max(max(r0, r1), max(r2, r3)),
         min(min(c0, c1), min(c2, c3)),
         max(max(c0, c1), max(c2, c3)),
     )
+
+
+@njit(inline="always", cache=True)
+def _extent(corners, i, j):
+    """Bounding box (rmin, rmax, cmin, cmax) of target (i, j)'s quad."""
+    return _box(
+        corners[i, j, 0], corners[i, j, 1],
+        corners[i, j + 1, 0], corners[i, j + 1, 1],
+        corners[i + 1, j + 1, 0], corners[i + 1, j + 1, 1],
+        corners[i + 1, j, 0], corners[i + 1, j, 1],
+    )  # fmt: skip
+
+
+@njit(inline="always", cache=True)
+def _row_corners(corners, i):
+    """Rows and columns of target row i's upper and lower corners, as contiguous [W + 1]
+    arrays ``(top_r, top_c, bottom_r, bottom_c)`` for the loops that vectorise."""
+    return (
+        np.ascontiguousarray(corners[i, :, 0]),
+        np.ascontiguousarray(corners[i, :, 1]),
+        np.ascontiguousarray(corners[i + 1, :, 0]),
+        np.ascontiguousarray(corners[i + 1, :, 1]),
+    )
+
+
+@njit(inline="always", cache=True)
+def _row_quad(top_r, top_c, bottom_r, bottom_c, j):
+    """Corners (r0, c0, ..., r3, c3) of quad ``j`` (unsigned) of a row's ``_row_corners``."""
+    one = np.uint64(1)
+    return (
+        top_r[j], top_c[j], top_r[j + one], top_c[j + one],
+        bottom_r[j + one], bottom_c[j + one], bottom_r[j], bottom_c[j],
+    )  # fmt: skip
 
 
 @njit(inline="always", cache=True)
@@ -134,8 +163,9 @@ def _clamped_range(lo, hi, size):
 
 @njit(inline="always", cache=True)
 def _inside(rmin, rmax, cmin, cmax, height, width):
-    """Whether the bounding box lies in the frame (then A_out = 0 without computing it)."""
-    return rmin >= 0.0 and rmax <= height and cmin >= 0.0 and cmax <= width
+    """Whether the bounding box lies in the frame (then A_out = 0 without computing it).
+    A select, not branches, for the loops that vectorise."""
+    return (rmin >= 0.0) & (rmax <= height) & (cmin >= 0.0) & (cmax <= width)
 
 
 @njit(inline="always", cache=True)
@@ -156,21 +186,13 @@ def _bounds(corners, height, width, bound, row_total):
     """
     fheight = float(height)
     fwidth = float(width)
-    one = np.uint64(1)
     for i in prange(height):
-        top_r = np.ascontiguousarray(corners[i, :, 0])
-        top_c = np.ascontiguousarray(corners[i, :, 1])
-        bottom_r = np.ascontiguousarray(corners[i + 1, :, 0])
-        bottom_c = np.ascontiguousarray(corners[i + 1, :, 1])
+        top_r, top_c, bottom_r, bottom_c = _row_corners(corners, i)
         slots = np.empty(width)
         for j in range(np.uint64(width)):
-            r0, r1, r2, r3 = top_r[j], top_r[j + one], bottom_r[j + one], bottom_r[j]
-            c0, c1, c2, c3 = top_c[j], top_c[j + one], bottom_c[j + one], bottom_c[j]
-            rmin = min(min(r0, r1), min(r2, r3))
-            rmax = max(max(r0, r1), max(r2, r3))
-            cmin = min(min(c0, c1), min(c2, c3))
-            cmax = max(max(c0, c1), max(c2, c3))
-            inside = (rmin >= 0.0) & (rmax <= fheight) & (cmin >= 0.0) & (cmax <= fwidth)
+            r0, c0, r1, c1, r2, c2, r3, c3 = _row_quad(top_r, top_c, bottom_r, bottom_c, j)
+            rmin, rmax, cmin, cmax = _box(r0, c0, r1, c1, r2, c2, r3, c3)
+            inside = _inside(rmin, rmax, cmin, cmax, fheight, fwidth)
             cells = _cell_count(rmin, rmax, fheight) * _cell_count(cmin, cmax, fwidth)
             slots[j] = cells + (0.0 if inside else 1.0)
         run = 0
@@ -271,23 +293,12 @@ def _small_quads(top_r, top_c, bottom_r, bottom_c, height, width, cells):
     lower corners; ``cells[:, j]`` = (fast, row0, col0, x0, a00, a01, x1, a10, a11),
     the slabs' first columns relative to col0 and their two cells' areas.
     """
-    one = np.uint64(1)
     for j in range(np.uint64(width)):
-        r0 = top_r[j]
-        c0 = top_c[j]
-        r1 = top_r[j + one]
-        c1 = top_c[j + one]
-        r2 = bottom_r[j + one]
-        c2 = bottom_c[j + one]
-        r3 = bottom_r[j]
-        c3 = bottom_c[j]
-        rmin = min(min(r0, r1), min(r2, r3))
-        rmax = max(max(r0, r1), max(r2, r3))
-        cmin = min(min(c0, c1), min(c2, c3))
-        cmax = max(max(c0, c1), max(c2, c3))
+        r0, c0, r1, c1, r2, c2, r3, c3 = _row_quad(top_r, top_c, bottom_r, bottom_c, j)
+        rmin, rmax, cmin, cmax = _box(r0, c0, r1, c1, r2, c2, r3, c3)
         row0 = np.floor(rmin)
         col0 = np.floor(cmin)
-        inside = (rmin >= 0.0) & (rmax <= height) & (cmin >= 0.0) & (cmax <= width)
+        inside = _inside(rmin, rmax, cmin, cmax, height, width)
         small = (np.ceil(rmax) - row0 <= 2.0) & (np.ceil(cmax) - col0 <= 2.0)
         r0 -= row0
         r1 -= row0
@@ -508,11 +519,8 @@ def _fill(corners, height, width, offsets, sources, areas, chunk_rows, counts, s
         hist[:] = 0
         cells = np.empty((9, width))
         for i in range(chunk_rows[t], chunk_rows[t + 1]):
-            _small_quads(np.ascontiguousarray(corners[i, :, 0]),
-                         np.ascontiguousarray(corners[i, :, 1]),
-                         np.ascontiguousarray(corners[i + 1, :, 0]),
-                         np.ascontiguousarray(corners[i + 1, :, 1]), height, width,
-                         cells)  # fmt: skip
+            top_r, top_c, bottom_r, bottom_c = _row_corners(corners, i)
+            _small_quads(top_r, top_c, bottom_r, bottom_c, height, width, cells)
             for j in range(width):
                 p = i * width + j
                 if cells[_FAST, j] != 0.0:
