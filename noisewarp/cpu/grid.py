@@ -877,16 +877,16 @@ def grid_warp(noise, corners, bridge_stream, fresh_stream, nchunks):
     chunks = min(height, CHUNKS_PER_THREAD * nchunks)
     record = _partition(corners, height, width, chunks, buffer)
     offsets, sources, areas = record.offsets, record.sources, record.areas
+    chunk_pixels = record.chunk_rows * width
+    entry_chunks = offsets[chunk_pixels]
     start = buffer("start", height + 1, np.int64)
     order = buffer("order", sources.size, np.int32)
-    entry_chunks = offsets[record.chunk_rows * width]
     _row_sort(sources, width, entry_chunks, record.counts, start, order)
-    chunk_pixels = record.chunk_rows * width
     rows = np.empty((chunks, 2), dtype=np.int64)
     _chunk_spans(record.spans, record.chunk_rows, height, rows)
     owner = buffer("owner", height, np.int64)
     _row_owners(rows, owner)
-    longest = int(np.diff(offsets[chunk_pixels]).max())
+    longest = int(np.diff(entry_chunks).max())
     inc = buffer("inc", threads * longest * channels, np.float32).reshape(
         threads, longest, channels
     )
