@@ -15,7 +15,15 @@ from importlib.metadata import PackageNotFoundError, version
 from noisewarp import deform, flow, metrics  # noqa: F401
 from noisewarp import methods as _methods  # noqa: F401  (registers the methods)
 from noisewarp.core.rng import Key, Purpose
-from noisewarp.warp import METHODS, Diagnostics, Geometry, NoiseWarper, initial_noise, warp
+from noisewarp.warp import (
+    METHODS,
+    Conditional,
+    Diagnostics,
+    Geometry,
+    NoiseWarper,
+    initial_noise,
+    warp,
+)
 
 try:
     __version__ = version("noisewarp")
@@ -26,6 +34,7 @@ __all__ = [
     "Key",
     "Purpose",
     "METHODS",
+    "Conditional",
     "Diagnostics",
     "Geometry",
     "NoiseWarper",

@@ -1,7 +1,9 @@
 """The warping methods, registered by name in ``noisewarp.METHODS``.
 
 Each entry adapts a backend driver to the common kernel signature
-``(noise [H, W, C] float32, Geometry, Key, options) -> (frame, stats)``.
+``(noise [H, W, C] float32, Geometry, Key, options, conditional) -> (frame, stats)``, or
+``(frame, stats, Conditional)`` when ``conditional`` is true (E[Y | X] of the method's
+own model, ``noisewarp.cpu.diagnostics.Conditional``).
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ from noisewarp.warp import Geometry, register_method
     "Particle-based integral warping (Deng et al. 2025, Alg. 3): bilinear fuzzy areas, "
     "robust to non-injective maps",
 )
-def _particle(noise, geometry: Geometry, key: Key, options: dict):
+def _particle(noise, geometry: Geometry, key: Key, options: dict, conditional: bool = False):
     return particle_warp(
         noise,
         geometry.centres,
         key.stream(Purpose.BRIDGE),
         key.stream(Purpose.FRESH),
         default_chunks(),
+        conditional,
     )
 
 
@@ -46,13 +49,14 @@ def _corner_map(geometry: Geometry) -> np.ndarray:
     "Grid-based integral warping (Deng et al. 2025, Alg. 2): exact areas of the mapped "
     "pixel quads, fold-over detected and renormalised",
 )
-def _grid(noise, geometry: Geometry, key: Key, options: dict):
+def _grid(noise, geometry: Geometry, key: Key, options: dict, conditional: bool = False):
     return grid_warp(
         noise,
         _corner_map(geometry),
         key.stream(Purpose.BRIDGE),
         key.stream(Purpose.FRESH),
         default_chunks(),
+        conditional,
     )
 
 
@@ -62,7 +66,7 @@ def _grid(noise, geometry: Geometry, key: Key, options: dict):
     "sub-pixel rasterisation; cost and memory grow as n^2",
     n=8,
 )
-def _hiwyn(noise, geometry: Geometry, key: Key, options: dict):
+def _hiwyn(noise, geometry: Geometry, key: Key, options: dict, conditional: bool = False):
     n = options["n"]
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"hiwyn: n must be a positive integer (2, 4, 8, ...), got {n!r}")
@@ -73,22 +77,23 @@ def _hiwyn(noise, geometry: Geometry, key: Key, options: dict):
         int(n),
         key.stream(Purpose.SUBPIXEL),
         key.stream(Purpose.FRESH),
+        conditional,
     )
 
 
 @register_method("random", "Baseline: fresh noise every frame (no temporal correlation)")
-def _random(noise, geometry: Geometry, key: Key, options: dict):
-    return random_warp(noise, key.stream(Purpose.BASELINE))
+def _random(noise, geometry: Geometry, key: Key, options: dict, conditional: bool = False):
+    return random_warp(noise, key.stream(Purpose.BASELINE), conditional)
 
 
 @register_method("fixed", "Baseline: the same noise every frame (sticks to the screen)")
-def _fixed(noise, geometry: Geometry, key: Key, options: dict):
-    return fixed_warp(noise)
+def _fixed(noise, geometry: Geometry, key: Key, options: dict, conditional: bool = False):
+    return fixed_warp(noise, conditional)
 
 
 @register_method("nearest", "Baseline: nearest-neighbour resampling (duplicates pixels)")
-def _nearest(noise, geometry: Geometry, key: Key, options: dict):
-    return nearest_warp(noise, geometry.centres, key.stream(Purpose.BASELINE))
+def _nearest(noise, geometry: Geometry, key: Key, options: dict, conditional: bool = False):
+    return nearest_warp(noise, geometry.centres, key.stream(Purpose.BASELINE), conditional)
 
 
 @register_method(
@@ -96,7 +101,11 @@ def _nearest(noise, geometry: Geometry, key: Key, options: dict):
     "Baseline: bilinear resampling (blurs; renormalize divides by sqrt(sum w^2))",
     renormalize=True,
 )
-def _bilinear(noise, geometry: Geometry, key: Key, options: dict):
+def _bilinear(noise, geometry: Geometry, key: Key, options: dict, conditional: bool = False):
     return bilinear_warp(
-        noise, geometry.centres, bool(options["renormalize"]), key.stream(Purpose.BASELINE)
+        noise,
+        geometry.centres,
+        bool(options["renormalize"]),
+        key.stream(Purpose.BASELINE),
+        conditional,
     )

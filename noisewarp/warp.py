@@ -17,9 +17,11 @@ import numpy as np
 
 from noisewarp.core.checks import as_map, as_noise_frame
 from noisewarp.core.rng import Key, Purpose, normals
+from noisewarp.cpu.diagnostics import Conditional
 from noisewarp.deform import Deformation
 
 __all__ = [
+    "Conditional",
     "Diagnostics",
     "Geometry",
     "Method",
@@ -98,12 +100,14 @@ class Diagnostics:
         return out
 
 
-Kernel = Callable[[np.ndarray, Geometry, Key, dict], tuple[np.ndarray, dict]]
+Kernel = Callable[..., tuple]
 
 
 @dataclass(frozen=True)
 class Method:
-    """A warping method: ``kernel(noise, geometry, key, options) -> (frame, stats)``."""
+    """A warping method: ``kernel(noise, geometry, key, options, conditional) -> (frame,
+    stats)``, plus a third element, the ``Conditional`` E[Y | X] of the method's own
+    model, when ``conditional`` is true."""
 
     name: str
     kernel: Kernel
@@ -155,6 +159,7 @@ def warp(
     key: Key | int | tuple[int, int] = 0,
     backend: str = "auto",
     return_diagnostics: bool = False,
+    return_conditional: bool = False,
     **options,
 ):
     """Warp one noise frame along a deformation.
@@ -176,22 +181,32 @@ def warp(
     backend : {"auto", "cpu", "cuda"}
     return_diagnostics : bool
         Also return a ``Diagnostics``.
+    return_conditional : bool
+        Also return a ``Conditional``: E[Y | X] under this method's own model
+        (``mean`` [H, W, C]) and the fraction of each pixel's variance that ``noise``
+        explains (``carried`` [H, W]), computed by the kernel from its own areas.
     **options
         Method options (for example ``n`` for hiwyn).
 
     Returns
     -------
-    ndarray [H, W, C] float32, or (ndarray, Diagnostics)
+    ndarray [H, W, C] float32, followed by the Diagnostics and the Conditional when asked
     """
     noise = as_noise_frame(noise)
     height, width, _ = noise.shape
     key = Key.coerce(key)
     # A time-varying Deformation is evaluated at the source frame of this step.
     geometry = Geometry.from_input(deformation, height, width, max(key.frame - 1, 0))
-    return _warp_validated(noise, geometry, method, key, backend, return_diagnostics, options)
+    out, diagnostics, conditional = _warp_validated(
+        noise, geometry, method, key, backend, return_conditional, options
+    )
+    extra = (diagnostics,) if return_diagnostics else ()
+    extra += (conditional,) if return_conditional else ()
+    return (out, *extra) if extra else out
 
 
-def _warp_validated(noise, geometry, method, key, backend, return_diagnostics, options):
+def _warp_validated(noise, geometry, method, key, backend, conditional, options):
+    """Run the kernel; return ``(frame, Diagnostics, Conditional or None)``."""
     spec = _method(method)
     _resolve_backend(backend)
     unknown = set(options) - set(spec.options)
@@ -201,10 +216,11 @@ def _warp_validated(noise, geometry, method, key, backend, return_diagnostics, o
             f"method {method!r} got unknown option(s) {sorted(unknown)}; valid: {valid}"
         )
     merged = {**spec.options, **options}
-    out, stats = spec.kernel(noise, geometry, key, merged)
-    if return_diagnostics:
-        return out, Diagnostics(**_split_stats(stats))
-    return out
+    if conditional:
+        out, stats, moments = spec.kernel(noise, geometry, key, merged, True)
+    else:
+        (out, stats), moments = spec.kernel(noise, geometry, key, merged, False), None
+    return out, Diagnostics(**_split_stats(stats)), moments
 
 
 _CORE_FIELDS = (
@@ -277,22 +293,26 @@ class NoiseWarper:
             )
         self.noise = noise
         self.diagnostics: Diagnostics | None = None
+        self.conditional: Conditional | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
         return self.noise.shape
 
-    def step(self, deformation: np.ndarray | Deformation) -> np.ndarray:
-        """Warp the current frame along ``deformation``; return and keep the new frame."""
+    def step(self, deformation: np.ndarray | Deformation, conditional: bool = False) -> np.ndarray:
+        """Warp the current frame along ``deformation``; return and keep the new frame.
+
+        ``diagnostics`` then describes this step; with ``conditional=True``,
+        ``conditional`` holds E[Y | X] of the new frame given the previous one (else None).
+        """
         height, width, _ = self.noise.shape
         key = Key(self.seed, self.frame + 1)
         geometry = Geometry.from_input(deformation, height, width, self.frame)
-        out, diag = _warp_validated(
-            self.noise, geometry, self.method, key, self.backend, True, self.options
+        out, self.diagnostics, self.conditional = _warp_validated(
+            self.noise, geometry, self.method, key, self.backend, conditional, self.options
         )
         self.noise = out
         self.frame += 1
-        self.diagnostics = diag
         return out
 
     def warp_maps(self, maps: Iterable[np.ndarray | Deformation]) -> Iterator[np.ndarray]:

@@ -26,8 +26,12 @@ import numpy as np
 from numba import njit, prange
 
 from noisewarp.core.rng import fill_normals, mix64, normal
+from noisewarp.cpu.diagnostics import Conditional
 
 __all__ = ["random_warp", "fixed_warp", "nearest_warp", "bilinear_warp"]
+
+# Every baseline is linear in the source frame: Y_p = sum_k c_pk x_{q_pk} + (fresh noise),
+# so its conditional moments come from the sources and coefficients it records.
 
 
 @njit(inline="always", cache=True)
@@ -142,30 +146,55 @@ def _stats(fresh: int, overclaimed: int, unclaimed: int) -> dict:
     }
 
 
-def random_warp(noise, stream):
+def _linear_conditional(noise, sources, coefficients) -> Conditional:
+    """E[Y | X] = sum_k c_pk x_{q_pk} and sum_k c_pk^2 for sources [H*W, K] (-1: none)."""
+    height, width, channels = noise.shape
+    valid = sources >= 0
+    coefficients = np.where(valid, coefficients, 0.0)
+    gathered = noise.reshape(-1, channels)[np.where(valid, sources, 0)]  # [H*W, K, C]
+    mean = np.einsum("pk,pkc->pc", coefficients, gathered).astype(np.float32)
+    carried = (coefficients**2).sum(axis=1).astype(np.float32)
+    return Conditional(mean, carried).frame(height, width)
+
+
+def _result(out, stats, conditional):
+    return (out, stats, conditional) if conditional is not None else (out, stats)
+
+
+def random_warp(noise, stream, conditional=False):
     """Fresh i.i.d. N(0, 1) of ``noise``'s shape from ``stream`` (counter: pixel, channel)."""
     out = np.empty(noise.shape, dtype=np.float32)
     _random(*stream, out)
     height, width = noise.shape[:2]
-    return out, _stats(height * width, 0, height * width)
+    cond = None
+    if conditional:  # nothing of the source frame is carried
+        cond = Conditional(np.zeros_like(out), np.zeros((height, width), dtype=np.float32))
+    return _result(out, _stats(height * width, 0, height * width), cond)
 
 
-def fixed_warp(noise):
+def fixed_warp(noise, conditional=False):
     """The input, unchanged (a copy)."""
-    return noise.copy(), _stats(0, 0, 0)
+    cond = None
+    if conditional:  # all of it is carried
+        cond = Conditional(noise.copy(), np.ones(noise.shape[:2], dtype=np.float32))
+    return _result(noise.copy(), _stats(0, 0, 0), cond)
 
 
-def nearest_warp(noise, tmap, stream):
+def nearest_warp(noise, tmap, stream, conditional=False):
     """Nearest-neighbour resampling of ``noise`` at the centre map ``tmap``."""
     height, width, _ = noise.shape
     out = np.empty(noise.shape, dtype=np.float32)
     source = np.empty(height * width, dtype=np.int64)
     _nearest(noise, tmap, *stream, out, source)
     over, unclaimed = _claim_stats(source, np.ones(source.size), height * width)
-    return out, _stats(int(np.count_nonzero(source < 0)), over, unclaimed)
+    stats = _stats(int(np.count_nonzero(source < 0)), over, unclaimed)
+    cond = None
+    if conditional:
+        cond = _linear_conditional(noise, source[:, None], np.ones((source.size, 1)))
+    return _result(out, stats, cond)
 
 
-def bilinear_warp(noise, tmap, renormalize, stream):
+def bilinear_warp(noise, tmap, renormalize, stream, conditional=False):
     """Bilinear resampling of ``noise`` at ``tmap``; ``renormalize`` divides by sqrt(sum w^2)."""
     height, width, _ = noise.shape
     out = np.empty(noise.shape, dtype=np.float32)
@@ -174,4 +203,11 @@ def bilinear_warp(noise, tmap, renormalize, stream):
     _bilinear(noise, tmap, bool(renormalize), *stream, out, sources, weights)
     over, unclaimed = _claim_stats(sources.ravel(), weights.ravel(), height * width)
     fresh = int(np.count_nonzero((sources < 0).all(axis=1)))
-    return out, _stats(fresh, over, unclaimed)
+    cond = None
+    if conditional:
+        coefficients = weights
+        if renormalize:  # all four weights, out-of-frame ones included, as the kernel's norm
+            square = (weights**2).sum(axis=1, keepdims=True)
+            coefficients = weights / np.sqrt(np.where(square > 0, square, 1.0))
+        cond = _linear_conditional(noise, sources, coefficients)
+    return _result(out, _stats(fresh, over, unclaimed), cond)

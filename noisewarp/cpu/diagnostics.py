@@ -1,11 +1,41 @@
-"""Partial diagnostics per target row or bucket (never per chunk, so the frame's sums
-do not depend on the number of threads), reduced once per frame."""
+"""What the kernels report besides the warped frame: per-row partial diagnostics (reduced
+once per frame, never per chunk, so the frame's sums do not depend on the number of
+threads) and, when asked, the conditional moments of the warp given its source frame."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-__all__ = ["target_summary"]
+__all__ = ["Conditional", "conditional_buffers", "target_summary"]
+
+
+class Conditional(NamedTuple):
+    """E[Y | X] of one warp under the method's own model (DESIGN section 3).
+
+    With Y_p = sum_q c_pq x_q + (noise independent of X), ``mean[p]`` is
+    sum_q c_pq x_q and ``carried[p]`` is sum_q c_pq^2: the fraction of Var Y_p that
+    the source frame explains when X is i.i.d. N(0, 1). For the integral methods
+    c_pq = a_pq / sqrt(A_p), so ``carried`` is sum_q a_pq^2 / A_p. Kernels take and fill
+    flat arrays (``mean`` [H*W, C], ``carried`` [H*W], float32); empty arrays mean
+    "not asked".
+    """
+
+    mean: np.ndarray
+    carried: np.ndarray
+
+    def frame(self, height: int, width: int) -> Conditional:
+        """The same moments shaped as a frame: ``mean`` [H, W, C], ``carried`` [H, W]."""
+        return Conditional(self.mean.reshape(height, width, -1), self.carried.reshape(height, width))
+
+
+def conditional_buffers(pixels: int, channels: int, wanted: bool) -> Conditional:
+    """Zeroed flat buffers for a kernel to fill (fresh targets stay 0), or empty ones."""
+    size = pixels if wanted else 0
+    return Conditional(
+        np.zeros((size, channels), dtype=np.float32), np.zeros(size, dtype=np.float32)
+    )
 
 
 def target_summary(row_stats: np.ndarray, npix: int) -> dict:

@@ -88,7 +88,7 @@ from noisewarp.core.area import (
     strictly_convex,
 )
 from noisewarp.core.rng import fill_normals
-from noisewarp.cpu.diagnostics import target_summary
+from noisewarp.cpu.diagnostics import conditional_buffers, target_summary
 from noisewarp.cpu.sort import scan_offsets
 from noisewarp.cpu.workspace import grow
 
@@ -684,10 +684,30 @@ def _walk_row(i, noise, sources, areas, start, order, offset, gamma, row_span, e
             scaled[e - e0] = a
 
 
+@njit(inline="always")
+def _conditional_target(p, offsets, sources, scaled, e0, source_flat, inv, cond_mean,
+                        cond_carried, mean):  # fmt: skip
+    """E[Y_p | X] and sum_q a_pq^2 / A_p of one gathered target from its entries
+    (``mean`` is scratch of length C; A_out adds to A_p only, through ``inv``)."""
+    nc = mean.size
+    mean[:] = 0.0
+    square = 0.0
+    for e in range(offsets[p], offsets[p + 1]):
+        q = sources[e]
+        if q >= 0:
+            area = scaled[e - e0]
+            square += area * area
+            for c in range(nc):
+                mean[c] += area * source_flat[q, c]
+    for c in range(nc):
+        cond_mean[p, c] = mean[c] * inv
+    cond_carried[p] = square * inv * inv
+
+
 @njit(parallel=True, cache=True)
 def _warp_chunks(noise, offsets, sources, areas, start, order, bridge_offset, bridge_gamma,
                  fresh_offset, fresh_gamma, chunk_pixels, rows, owner, inc_buf, scaled_buf, out,
-                 target_stats, row_stats, channels):  # fmt: skip
+                 cond_mean, cond_carried, target_stats, row_stats, channels):  # fmt: skip
     """Per chunk of target rows (targets ``chunk_pixels[t]`` to ``chunk_pixels[t + 1]``):
     walk every source row its quads touch, then gather.
 
@@ -702,11 +722,16 @@ def _warp_chunks(noise, offsets, sources, areas, start, order, bridge_offset, br
     written by the row's owner (rows nobody walks have no entries: written here).
 
     Y_p = (sum_q I_pq + sqrt(A_out) xi_p) / sqrt(A_in + A_out); xi_p where A_in = 0.
+    Unless they are empty, ``cond_mean`` [H*W, C] and ``cond_carried`` [H*W] receive
+    E[Y_p | X] = sum_q a_pq x_q / sqrt(A_p) and sum_q a_pq^2 / A_p with the (rescaled)
+    areas the bridges used.
     """
     height, width = noise.shape[0], noise.shape[1]
     nc = len(channels)
     nchunks = rows.shape[0]
     row_span = np.uint64(sources.size * nc)  # more than any source row draws
+    wanted = cond_carried.size > 0
+    source_flat = noise.reshape(-1, nc)
     for i in prange(height):
         if owner[i] < 0:
             row_stats[i, 0] = 0
@@ -757,6 +782,9 @@ def _warp_chunks(noise, offsets, sources, areas, start, order, bridge_offset, br
                     inv = 1.0 / math.sqrt(total)
                     for c in range(nc):
                         flat[p, c] = acc[c] * inv
+                    if wanted:
+                        _conditional_target(p, offsets, sources, scaled, e0, source_flat, inv,
+                                            cond_mean, cond_carried, acc)  # fmt: skip
                 else:
                     stats[0] += 1.0
                     fill_normals(fresh_offset, fresh_gamma, fresh_base, flat[p])
@@ -850,7 +878,7 @@ def grid_record(corners: np.ndarray, height: int, width: int):
     return targets[valid], sources[valid].astype(np.int64), areas[valid], area_out
 
 
-def grid_warp(noise, corners, bridge_stream, fresh_stream, nchunks):
+def grid_warp(noise, corners, bridge_stream, fresh_stream, nchunks, conditional=False):
     """Warp one frame. ``noise`` float32 [H, W, C], ``corners`` float64 [H+1, W+1, 2].
 
     The streams are ``(offset, gamma)`` pairs (``Key.stream``) for the bridge
@@ -859,7 +887,8 @@ def grid_warp(noise, corners, bridge_stream, fresh_stream, nchunks):
     bridge's undrawn last stretch, so it needs no stream. ``nchunks`` splits
     the work (the result does not depend on it). Returns ``(out, stats)``: ``out``
     float32 [H, W, C] and a dict of diagnostics, the common keys plus ``entries``
-    (size of the partition record).
+    (size of the partition record). With ``conditional=True`` it returns
+    ``(out, stats, Conditional)``: E[Y | X] of this warp's own exact areas.
 
     The record and the work arrays are kept between frames (``workspace.grow``):
     a video's frames reuse them instead of faulting in fresh pages every frame.
@@ -894,8 +923,9 @@ def grid_warp(noise, corners, bridge_stream, fresh_stream, nchunks):
     row_stats = buffer("row_stats", 2 * height, np.int64).reshape(height, 2)
     out = np.empty_like(noise, dtype=np.float32)
     target_stats = np.empty((height, 4), dtype=np.float64)
+    cond = conditional_buffers(height * width, channels, conditional)
     _warp_chunks(noise, offsets, sources, areas, start, order, *bridge_stream, *fresh_stream,
-                 chunk_pixels, rows, owner, inc, scaled, out, target_stats, row_stats,
+                 chunk_pixels, rows, owner, inc, scaled, out, *cond, target_stats, row_stats,
                  (0,) * channels)  # fmt: skip
     stats = {
         **target_summary(target_stats, height * width),
@@ -903,4 +933,6 @@ def grid_warp(noise, corners, bridge_stream, fresh_stream, nchunks):
         "unclaimed_sources": int(row_stats[:, 1].sum()),
         "entries": int(start[-1]),
     }
+    if conditional:
+        return out, stats, cond.frame(height, width)
     return out, stats

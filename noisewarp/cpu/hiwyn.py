@@ -36,6 +36,7 @@ import numpy as np
 from numba import njit, prange
 
 from noisewarp.core.rng import fill_normals, mix64, normal
+from noisewarp.cpu.diagnostics import conditional_buffers
 from noisewarp.cpu.workspace import workspace
 
 __all__ = ["hiwyn_warp", "hiwyn_conditional_mean"]
@@ -142,19 +143,55 @@ def _add_span(field, sub_row, k_lo, k_hi, acc, offset, gamma, fresh_weight):
     return k_hi - k_lo, in_hi - in_lo
 
 
+@njit(cache=True)
+def _span_sources(noise, n, sub_row, k_lo, k_hi, n_cols, mean, column_count):
+    """Add the in-frame sub-pixels [k_lo, k_hi) of ``sub_row`` to E[Y | X]: each
+    contributes x_q / n of its source q (``mean``, per channel) and counts towards
+    |K_pq| (``column_count`` over the source columns of that source row)."""
+    lo = min(max(k_lo, 0), n_cols)
+    hi = max(min(k_hi, n_cols), lo)
+    if hi == lo:
+        return
+    row = sub_row // n
+    for col in range(lo // n, (hi - 1) // n + 1):
+        count = min(hi, (col + 1) * n) - max(lo, col * n)
+        column_count[col] += count
+        for c in range(mean.size):
+            mean[c] += count * noise[row, col, c]
+
+
+@njit(cache=True)
+def _flush_counts(column_count):
+    """sum_q |K_pq|^2 over the source row just finished; clears the counts."""
+    square = 0.0
+    for col in range(column_count.size):
+        count = column_count[col]
+        if count:
+            square += count * count
+            column_count[col] = 0
+    return square
+
+
 @njit(parallel=True, cache=True)
-def _rasterise(field, corners, centres, n, offset, gamma, fresh_weight, out, counts, row_stats):
+def _rasterise(field, corners, centres, n, offset, gamma, fresh_weight, out, counts, row_stats,
+               noise, cond_mean, cond_carried):  # fmt: skip
     """Y_p = sum_{K_p} s / sqrt(|K_p|), or the sub-pixel containing T(p) when K_p is empty.
 
     ``counts[p]`` = |K_p|; ``row_stats[i]`` = targets of row i with no sub-pixel in
     the frame. Fresh values are scaled by ``fresh_weight`` (1; 0 gives E[Y | X]
-    from a field of conditional means).
+    from a field of conditional means). Unless they are empty, ``cond_mean`` [H*W, C]
+    and ``cond_carried`` [H*W] receive E[Y_p | X] = sum_q |K_pq| x_q / (n sqrt(|K_p|))
+    and sum_q |K_pq|^2 / (n^2 |K_p|), from the source frame ``noise`` (E[s | x_q] =
+    x_q / n; fresh sub-pixels contribute nothing).
     """
     height, width, channels = out.shape
     n_rows = field.shape[0]
     n_cols = field.shape[1]
+    wanted = cond_carried.size > 0
     for i in prange(height):
         acc = np.empty(channels)
+        mean = np.empty(channels)
+        column_count = np.zeros(width if wanted else 0, dtype=np.int64)
         fresh = 0
         for j in range(width):
             p = i * width + j
@@ -176,8 +213,11 @@ def _rasterise(field, corners, centres, n, offset, gamma, fresh_weight, out, cou
                 continue
             for c in range(channels):
                 acc[c] = 0.0
+                mean[c] = 0.0
             count = 0
             inside = 0
+            square = 0.0
+            source_row = np.int64(-1)
             # Sub-pixel rows whose centre line (s + 0.5) / n lies in [rmin, rmax).
             s_lo = np.int64(math.ceil(rmin * n - 0.5))
             s_hi = np.int64(math.ceil(rmax * n - 0.5))
@@ -189,6 +229,16 @@ def _rasterise(field, corners, centres, n, offset, gamma, fresh_weight, out, cou
                 x3 = _crossing(r3, c3, r0, c0, y)
                 # Two or four crossings (even-odd rule); the missing ones sort last.
                 a, b, cc, d = _sort4(x0, x1, x2, x3)
+                if wanted and s >= 0 and s < n_rows:
+                    if s // n != source_row:
+                        square += _flush_counts(column_count)
+                        source_row = s // n
+                    if b < math.inf:
+                        _span_sources(noise, n, s, _column(a, n), _column(b, n), n_cols, mean,
+                                      column_count)  # fmt: skip
+                    if d < math.inf:
+                        _span_sources(noise, n, s, _column(cc, n), _column(d, n), n_cols, mean,
+                                      column_count)  # fmt: skip
                 if b < math.inf:
                     added, added_in = _add_span(
                         field, s, _column(a, n), _column(b, n), acc, offset, gamma, fresh_weight
@@ -208,6 +258,11 @@ def _rasterise(field, corners, centres, n, offset, gamma, fresh_weight, out, cou
                 inv = 1.0 / math.sqrt(count)
                 for c in range(channels):
                     out[i, j, c] = acc[c] * inv
+                if wanted:
+                    square += _flush_counts(column_count)
+                    for c in range(channels):
+                        cond_mean[p, c] = mean[c] * inv / n
+                    cond_carried[p] = square / (n * n * count)
                 continue
             # No sub-pixel centre inside R_p: take the sub-pixel containing T(p).
             tr = centres[i, j, 0] * n
@@ -217,6 +272,10 @@ def _rasterise(field, corners, centres, n, offset, gamma, fresh_weight, out, cou
                 sc = np.int64(tc)
                 for c in range(channels):
                     out[i, j, c] = field[sr, sc, c]
+                if wanted:
+                    for c in range(channels):
+                        cond_mean[p, c] = noise[sr // n, sc // n, c] / n
+                    cond_carried[p] = 1.0 / (n * n)
             else:
                 for c in range(channels):
                     out[i, j, c] = fresh_weight * _fresh_target(p, c, offset, gamma)
@@ -238,14 +297,16 @@ def _check_field_fits(height: int, width: int, channels: int, n: int) -> None:
         )
 
 
-def hiwyn_warp(noise, corners, centres, n, subpixel_stream, fresh_stream):
+def hiwyn_warp(noise, corners, centres, n, subpixel_stream, fresh_stream, conditional=False):
     """Warp one frame with upsampling factor ``n``.
 
     ``noise`` float32 [H, W, C], ``corners`` float64 [H+1, W+1, 2], ``centres``
     float64 [H, W, 2] (validated, C-contiguous). Returns ``(out, stats)``; besides
     the common keys (``overclaimed_sources`` and ``unclaimed_sources`` are -1:
     HIWYN keeps no per-source record), ``area_*`` are |K_p| / n^2 and
-    ``empty_targets`` counts targets with no sub-pixel centre in R_p.
+    ``empty_targets`` counts targets with no sub-pixel centre in R_p. With
+    ``conditional=True`` it returns ``(out, stats, Conditional)``: E[Y | X] of this
+    warp's sub-pixel counts.
     """
     height, width, channels = noise.shape
     _check_field_fits(height, width, channels, n)
@@ -258,7 +319,9 @@ def hiwyn_warp(noise, corners, centres, n, subpixel_stream, fresh_stream):
     out = np.empty((height, width, channels), dtype=np.float32)
     counts = np.empty(height * width, dtype=np.int64)
     row_stats = np.empty(height, dtype=np.int64)
-    _rasterise(field, corners, centres, n, *fresh_stream, 1.0, out, counts, row_stats)
+    cond = conditional_buffers(height * width, channels, conditional)
+    _rasterise(field, corners, centres, n, *fresh_stream, 1.0, out, counts, row_stats, noise,
+               *cond)  # fmt: skip
     areas = counts / float(n * n)
     stats = {
         "fresh_pixels": int(row_stats.sum()),
@@ -270,6 +333,8 @@ def hiwyn_warp(noise, corners, centres, n, subpixel_stream, fresh_stream):
         "empty_targets": int(np.count_nonzero(counts == 0)),
         "n": int(n),
     }
+    if conditional:
+        return out, stats, cond.frame(height, width)
     return out, stats
 
 
@@ -280,10 +345,13 @@ def hiwyn_conditional_mean(noise, corners, centres, n):
     Returns ``(mean float64 [H, W, C], counts int64 [H*W])``.
     """
     height, width, channels = noise.shape
-    field = np.repeat(np.repeat(noise.astype(np.float32) / np.float32(n), n, axis=0), n, axis=1)
+    noise = np.ascontiguousarray(noise, dtype=np.float32)
+    field = np.repeat(np.repeat(noise / np.float32(n), n, axis=0), n, axis=1)
     out = np.empty((height, width, channels), dtype=np.float32)
     counts = np.empty(height * width, dtype=np.int64)
     row_stats = np.empty(height, dtype=np.int64)
     offset, gamma = np.uint64(0), np.uint64(1)
-    _rasterise(field, corners, centres, n, offset, gamma, 0.0, out, counts, row_stats)
+    none = conditional_buffers(0, channels, False)
+    _rasterise(field, corners, centres, n, offset, gamma, 0.0, out, counts, row_stats, noise,
+               *none)  # fmt: skip
     return out.astype(np.float64), counts

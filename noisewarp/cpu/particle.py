@@ -44,7 +44,7 @@ import numpy as np
 from numba import njit, prange
 
 from noisewarp.core.rng import fill_normals
-from noisewarp.cpu.diagnostics import target_summary
+from noisewarp.cpu.diagnostics import conditional_buffers, target_summary
 from noisewarp.cpu.sort import counting_sort_into
 from noisewarp.cpu.workspace import workspace
 
@@ -236,12 +236,17 @@ def _claim_row(i, noise, start, offset, gamma, upper, lower, upper_col, upper_fr
 
 
 @njit(inline="always")
-def _finish_bucket(b, start, order, slots, offset, gamma, out, stats, channels):
+def _finish_bucket(b, start, order, slots, noise, points, offset, gamma, out, cond_mean,
+                   cond_carried, stats, channels):  # fmt: skip
     """Y_p = sum_q I_pq / sqrt(A_p) for the targets of bucket ``b`` (fresh noise
     from counter (p, c) where A_p = 0). ``out`` is the output as [H*W, C];
-    ``stats`` receives the bucket's (fresh, min, sum, max A_p)."""
+    ``stats`` receives the bucket's (fresh, min, sum, max A_p). Unless they are empty,
+    ``cond_mean`` [H*W, C] and ``cond_carried`` [H*W] receive E[Y_p | X] =
+    sum_q a_pq x_q / sqrt(A_p) and sum_q a_pq^2 / A_p, from the same slots: the sources are the neighbours of the
+    target's cell (row b - 1) in the source frame ``noise``."""
     nc = len(channels)
     stride = nc + 1
+    wanted = cond_carried.size > 0
     stats[0] = 0.0
     stats[1] = np.inf
     stats[2] = 0.0
@@ -263,6 +268,9 @@ def _finish_bucket(b, start, order, slots, offset, gamma, out, stats, channels):
             inv = 1.0 / math.sqrt(area)
             for c in range(nc):
                 out[p, c] = acc[c] * inv
+            if wanted:
+                _conditional_target(p, b - 1, slots[local], noise, points, inv, cond_mean,
+                                    cond_carried, acc)  # fmt: skip
         else:
             stats[0] += 1.0
             fill_normals(offset, gamma, np.uint64(p * nc), out[p])
@@ -271,9 +279,32 @@ def _finish_bucket(b, start, order, slots, offset, gamma, out, stats, channels):
         stats[3] = max(stats[3], area)
 
 
+@njit(inline="always")
+def _conditional_target(p, cell_row, slot, noise, points, inv, cond_mean, cond_carried, mean):
+    """E[Y_p | X] and sum_q a_pq^2 / A_p of one finished target from its slot row
+    (``mean`` is scratch of length C)."""
+    nc = mean.size
+    stride = nc + 1
+    cell_col = np.int64(math.floor(points[p, 1] - 0.5))
+    mean[:] = 0.0
+    square = 0.0
+    for k in range(NEIGHBOURS):
+        area = np.float64(slot[k * stride + nc])
+        if area > 0.0:  # a piece: a zero slot is no neighbour in the frame
+            row = cell_row + (k >> 1)
+            col = cell_col + (k & 1)
+            square += area * area
+            for c in range(nc):
+                mean[c] += area * noise[row, col, c]
+    for c in range(nc):
+        cond_mean[p, c] = mean[c] * inv
+    cond_carried[p] = square * inv * inv
+
+
 @njit(parallel=True, cache=True)
 def _warp_rows(noise, points, start, order, bridge_offset, bridge_gamma, fresh_offset,
-               fresh_gamma, out, bucket_stats, chunk_unclaimed, ctuple):  # fmt: skip
+               fresh_gamma, out, cond_mean, cond_carried, bucket_stats, chunk_unclaimed,
+               ctuple):  # fmt: skip
     """Passes 3 and 4 fused, per chunk of source rows.
 
     Bucket b (cell row b - 1) is complete once source rows b - 1 and b are done,
@@ -284,7 +315,10 @@ def _warp_rows(noise, points, start, order, bridge_offset, bridge_gamma, fresh_o
     data. ``bucket_stats[b]`` = (fresh, min, sum, max A_p) of bucket b (per bucket,
     not per chunk, so that the frame's sums do not depend on the chunking);
     ``chunk_unclaimed[t]`` (zero on entry) gains the sources of its rows that
-    no particle requests; ``ctuple`` is ``(0,) * C`` (see ``_claim_row``).
+    no particle requests; ``ctuple`` is ``(0,) * C`` (see ``_claim_row``);
+    ``cond_mean`` and ``cond_carried`` (a ``Conditional``'s flat arrays, empty if not
+    asked) receive E[Y | X]. They are separate arguments: a NamedTuple of arrays
+    passed into a prange loop loses its writes in numba 0.68.
     """
     height, width, channels = noise.shape
     stride = channels + 1
@@ -315,10 +349,12 @@ def _warp_rows(noise, points, start, order, bridge_offset, bridge_gamma, fresh_o
                                    ctuple)  # fmt: skip
             if own:
                 chunk_unclaimed[t] += unclaimed
-                _finish_bucket(i, start, order, lower, fresh_offset, fresh_gamma, flat,
-                               bucket_stats[i], ctuple)  # fmt: skip
+                _finish_bucket(i, start, order, lower, noise, points, fresh_offset, fresh_gamma,
+                               flat, cond_mean, cond_carried, bucket_stats[i],
+                               ctuple)  # fmt: skip
                 if i == height - 1:
-                    _finish_bucket(height, start, order, upper, fresh_offset, fresh_gamma, flat,
+                    _finish_bucket(height, start, order, upper, noise, points, fresh_offset,
+                                   fresh_gamma, flat, cond_mean, cond_carried,
                                    bucket_stats[height], ctuple)  # fmt: skip
             lower = upper
             lower_col = upper_col
@@ -341,13 +377,14 @@ def _buffers(height, width, channels, nchunks):
 _CHUNKS_PER_THREAD = 4
 
 
-def particle_warp(noise, tmap, bridge_stream, fresh_stream, nchunks):
+def particle_warp(noise, tmap, bridge_stream, fresh_stream, nchunks, conditional=False):
     """Warp one frame. ``noise`` float32 [H, W, C], ``tmap`` float64 [H, W, 2].
 
     ``bridge_stream`` and ``fresh_stream`` are ``(offset, gamma)`` pairs from
     ``Key.stream``. Inputs must already be validated and C-contiguous. ``nchunks``
     splits the work (the result does not depend on it). Returns ``(out, stats)``:
-    float32 [H, W, C] and a dict of diagnostics.
+    float32 [H, W, C] and a dict of diagnostics; with ``conditional=True``,
+    ``(out, stats, Conditional)`` with E[Y | X] of this warp's own areas.
     """
     height, width, channels = noise.shape
     buf = workspace(
@@ -361,13 +398,17 @@ def particle_warp(noise, tmap, bridge_stream, fresh_stream, nchunks):
     chunks = min(height, _CHUNKS_PER_THREAD * nchunks)
     bucket_stats = np.empty((height + 1, 4))
     chunk_unclaimed = np.zeros(chunks, dtype=np.int64)
+    cond = conditional_buffers(height * width, channels, conditional)
     _warp_rows(noise, tmap.reshape(-1, 2), buf["start"], buf["order"], *bridge_stream,
-               *fresh_stream, out, bucket_stats, chunk_unclaimed, (0,) * channels)  # fmt: skip
+               *fresh_stream, out, *cond, bucket_stats, chunk_unclaimed,
+               (0,) * channels)  # fmt: skip
     stats = {
         **target_summary(np.concatenate([buf["row_stats"], bucket_stats]), height * width),
         "overclaimed_sources": 0,
         "unclaimed_sources": int(chunk_unclaimed.sum()),
     }
+    if conditional:
+        return out, stats, cond.frame(height, width)
     return out, stats
 
 
