@@ -27,7 +27,9 @@ class Conditional(NamedTuple):
 
     def frame(self, height: int, width: int) -> Conditional:
         """The same moments shaped as a frame: ``mean`` [H, W, C], ``carried`` [H, W]."""
-        return Conditional(self.mean.reshape(height, width, -1), self.carried.reshape(height, width))
+        return Conditional(
+            self.mean.reshape(height, width, -1), self.carried.reshape(height, width)
+        )
 
 
 def conditional_buffers(pixels: int, channels: int, wanted: bool) -> Conditional:

@@ -242,8 +242,8 @@ def _finish_bucket(b, start, order, slots, noise, points, offset, gamma, out, co
     from counter (p, c) where A_p = 0). ``out`` is the output as [H*W, C];
     ``stats`` receives the bucket's (fresh, min, sum, max A_p). Unless they are empty,
     ``cond_mean`` [H*W, C] and ``cond_carried`` [H*W] receive E[Y_p | X] =
-    sum_q a_pq x_q / sqrt(A_p) and sum_q a_pq^2 / A_p, from the same slots: the sources are the neighbours of the
-    target's cell (row b - 1) in the source frame ``noise``."""
+    sum_q a_pq x_q / sqrt(A_p) and sum_q a_pq^2 / A_p, from the same slots: the
+    sources are the neighbours of the target's cell (row b - 1) in ``noise``."""
     nc = len(channels)
     stride = nc + 1
     wanted = cond_carried.size > 0
