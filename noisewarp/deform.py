@@ -74,9 +74,12 @@ class Deformation:
     ``width`` let a deformation scale with the frame (centre of rotation, etc.);
     ``frame`` lets it change over time. Subclasses with an analytic inverse
     (the forward map, frame t to t+1) also implement ``inverse()``.
+    ``time_varying`` says whether the map depends on ``frame`` (a stationary one is
+    evaluated once per video).
     """
 
     name = "deformation"
+    time_varying = False
 
     def __call__(
         self, points: np.ndarray, height: int, width: int, frame: int = 0
@@ -337,6 +340,7 @@ class Turbulence(Deformation):
     to k (the field is the curl of a stream function: incompressible, det J
     close to 1); otherwise u_k are random unit vectors. All random draws come
     from ``seed`` alone, so the field is analytic and reproducible.
+    With ``speed`` 0 the field does not change over time.
 
     Injectivity: |grad d| <= amplitude * 2 pi / (wavelength * min(H, W)) =
     ``lipschitz_bound(H, W)``; below 1 the map is a bijection (det J > 0).
@@ -350,6 +354,10 @@ class Turbulence(Deformation):
     speed: float = 0.2
     divergence_free: bool = True
     seed: int = 0
+
+    @property
+    def time_varying(self) -> bool:
+        return self.speed != 0
     name = "turbulence"
 
     def __post_init__(self):
@@ -455,6 +463,10 @@ class Compose(Deformation):
                     f"compose: parts[{index}] must be a Deformation, got {type(part).__name__}"
                 )
         object.__setattr__(self, "parts", parts)
+
+    @property
+    def time_varying(self) -> bool:
+        return any(part.time_varying for part in self.parts)
 
     def __call__(self, points, height, width, frame=0):
         out = _points(points)

@@ -75,15 +75,24 @@ class SyntheticMotion:
         self.height, self.width = height, width
         self.max_frames = None
         self.label = deform_label(name, self.params)
+        self._stationary = None
 
     def identity(self) -> dict:
         return {"name": self.name, "params": self.params}
 
     def geometry(self, source_frame: int):
-        """The step from frame ``source_frame`` to ``source_frame + 1``."""
+        """The step from frame ``source_frame`` to ``source_frame + 1`` (a stationary
+        deformation is evaluated once and its arrays shared by every step)."""
         from noisewarp.warp import Geometry
 
-        return Geometry.from_input(self.deformation, self.height, self.width, source_frame)
+        if self.deformation.time_varying or self._stationary is None:
+            geometry = Geometry.from_input(
+                self.deformation, self.height, self.width, source_frame
+            )
+            if self.deformation.time_varying:
+                return geometry
+            self._stationary = geometry
+        return self._stationary
 
 
 class FlowMotion:
@@ -397,6 +406,29 @@ def _rss_mb() -> tuple[float, float]:
         return math.nan, peak / 1024.0 if sys.platform != "darwin" else peak / 2**20
 
 
+def available_cpus() -> int:
+    """CPUs this job may use: ``SLURM_CPUS_PER_TASK`` inside a SLURM job, else the
+    process's CPU affinity (a cgroup or ``taskset`` limit), else the machine's count."""
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK")
+    if slurm and slurm.isdigit() and int(slurm) > 0:
+        return int(slurm)
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def configure_threads(threads: int | None) -> int:
+    """Set the kernels' thread count: ``threads`` (``backend.threads``) if given, else
+    :func:`available_cpus`, at most numba's pool size; return the count in use."""
+    import numba
+
+    wanted = threads if threads is not None else available_cpus()
+    count = max(1, min(wanted, numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(count)
+    return count
+
+
 def _warm_up(spec: RunSpec) -> tuple[float, list[str]]:
     """Compile the kernels on a tiny frame; return the seconds it took and the diagnostics
     fields the method reports."""
@@ -421,10 +453,12 @@ def _warm_up(spec: RunSpec) -> tuple[float, list[str]]:
 class _Observer:
     """Everything computed from each frame as it streams by: metrics, samples, previews."""
 
-    def __init__(self, spec: RunSpec):
+    def __init__(self, spec: RunSpec, baseline_rss_mb: float, threads: int):
         from noisewarp.preview import PreviewRecorder, central_crop
 
         self.spec = spec
+        self.baseline_rss_mb = baseline_rss_mb
+        self.threads = threads
         self.records: list[dict] = []
         self.last = spec.frames - 1
         self.sample_frames = [0, min(1, self.last), self.last]  # SAMPLE_NAMES
@@ -442,12 +476,21 @@ class _Observer:
         self.last_frame: np.ndarray | None = None
 
     def wants_metrics(self, index: int) -> bool:
+        """Whether frame ``index`` is measured (never when ``output.metrics`` is null)."""
+        if self.spec.output.metrics is None:
+            return False
         return index % self.spec.output.metrics_every == 0 or index == self.last
+
+    def wants_conditional(self, index: int) -> bool:
+        """Whether the warp to frame ``index`` must report E[Y | X] (temporal metrics)."""
+        return index > 0 and self.wants_metrics(index)
 
     def needs_map(self, index: int) -> bool:
         return index > 0 and (self.previews is not None or self.wants_metrics(index))
 
-    def add(self, index, frame, prev, tmap, time_s, map_s, diagnostics) -> dict:
+    def add(self, index, frame, conditional, tmap, time_s, map_s, diagnostics) -> dict:
+        """Measure frame ``index``: ``conditional`` is the kernel's E[Y | X] given the
+        previous frame (None for frame 0 or unmeasured frames), ``tmap`` its map."""
         from noisewarp.metrics import frame_metrics
 
         current, peak = _rss_mb()
@@ -460,10 +503,7 @@ class _Observer:
         }
         record.update({k: float(v) for k, v in diagnostics.items()})
         if self.wants_metrics(index):
-            if index > 0:
-                record.update(frame_metrics(frame, prev, tmap))
-            else:
-                record.update(frame_metrics(frame))
+            record.update(frame_metrics(frame, conditional=conditional))
         self.records.append(record)
         if index in self.sample_frames:
             self.samples[index] = np.moveaxis(frame[self.sample_crop], -1, 0).copy()
@@ -487,12 +527,9 @@ def run(cfg) -> dict:
 
     spec = build_spec(cfg)
     spec.output.dir.mkdir(parents=True, exist_ok=True)
-    if spec.threads is not None:
-        import numba
-
-        numba.set_num_threads(min(spec.threads, numba.config.NUMBA_NUM_THREADS))
+    threads = configure_threads(spec.threads)
     log.info(
-        "%s on %s, %dx%dx%d, %d frames, seed %d -> %s",
+        "%s on %s, %dx%dx%d, %d frames, seed %d, %d threads -> %s",
         spec.method_label,
         spec.motion.label,
         spec.height,
@@ -500,16 +537,18 @@ def run(cfg) -> dict:
         spec.channels,
         spec.frames,
         spec.seed,
+        threads,
         spec.output.dir,
     )
     # Jobs of a sweep may share this process: free the work arrays an earlier job's
     # kernels kept (hiwyn's field is 1 GiB at 1024 x 1024 x 4, n = 8) before this
-    # job's memory window opens, and this job's once it is done.
+    # job's memory window opens, and this job's once it is done. The window opens
+    # after the warm-up, so compilation (about 1 GiB) is not counted as the job's.
     release_work_arrays()
-    _reset_peak_rss()
     try:
         warmup_s, diagnostics_fields = _warm_up(spec)
-        observer = _Observer(spec)
+        _reset_peak_rss()
+        observer = _Observer(spec, baseline_rss_mb=_rss_mb()[0], threads=threads)
         with (
             _open_stack(spec, diagnostics_fields) as writer,
             tqdm(
@@ -570,6 +609,8 @@ def _replay(spec: RunSpec, writer, observer: _Observer, progress) -> tuple[np.nd
     write frame 0 for a new run. Return the last frame and the index of the next one."""
     from noisewarp.warp import initial_noise
 
+    from noisewarp.warp import warp
+
     start = writer.frames_written if writer is not None else 0
     if start == 0:
         frame = initial_noise(spec.height, spec.width, spec.channels, spec.seed)
@@ -582,10 +623,17 @@ def _replay(spec: RunSpec, writer, observer: _Observer, progress) -> tuple[np.nd
     prev = None
     for index in range(start):
         frame = writer.read(index)
-        tmap = spec.motion.geometry(index - 1).centres if observer.needs_map(index) else None
+        geometry = spec.motion.geometry(index - 1) if observer.needs_map(index) else None
+        conditional = None
+        if observer.wants_conditional(index):
+            # E[Y | X] depends on the frame and the map only: any key gives it.
+            _, conditional = warp(prev, geometry, method=spec.method, key=(spec.seed, index),
+                                  backend=spec.backend, return_conditional=True,
+                                  **spec.options)  # fmt: skip
         diagnostics = {k: v[index] for k, v in stored.items() if k not in ("time_s", "map_s")}
         times = float(stored["time_s"][index]), float(stored["map_s"][index])
-        observer.add(index, frame, prev, tmap, *times, diagnostics)
+        tmap = geometry.centres if geometry is not None else None
+        observer.add(index, frame, conditional, tmap, *times, diagnostics)
         prev = frame
         progress.update()
     return prev, start
@@ -606,19 +654,24 @@ def _stream(spec: RunSpec, writer, observer: _Observer, progress, prev, start: i
         backend=spec.backend,
         **spec.options,
     )
+    last = time.perf_counter()
     for index in range(start, spec.frames):
         tick = time.perf_counter()
         geometry = spec.motion.geometry(index - 1)
         map_s = time.perf_counter() - tick
         tick = time.perf_counter()
-        frame = warper.step(geometry)
+        frame = warper.step(geometry, conditional=observer.wants_conditional(index))
         time_s = time.perf_counter() - tick
         diagnostics = warper.diagnostics.as_dict()
         if writer is not None:
             tmap = geometry.centres if spec.output.store_maps else None
             writer.write(index, frame, time_s, {**diagnostics, "map_s": map_s}, tmap)
-        record = observer.add(index, frame, prev, geometry.centres, time_s, map_s, diagnostics)
-        prev = frame
+        record = observer.add(
+            index, frame, warper.conditional, geometry.centres, time_s, map_s, diagnostics
+        )
+        now = time.perf_counter()
+        record["step_s"] = now - last  # end to end: map, warp, write, metrics, previews
+        last = now
         progress.update()
         progress.set_postfix(
             ms=f"{1e3 * time_s:.1f}", rss=f"{record['rss_mb']:.0f}M", refresh=False
@@ -631,7 +684,12 @@ def _finish(spec: RunSpec, observer: _Observer, warmup_s: float) -> dict:
 
     out = spec.output
     times = np.array([r["time_s"] for r in observer.records[1:]], dtype=np.float64)
+    steps = np.array([r.get("step_s", math.nan) for r in observer.records[1:]], np.float64)
     peak = max(r["peak_rss_mb"] for r in observer.records)
+
+    def median(values):
+        return float(np.nanmedian(values)) if np.isfinite(values).any() else math.nan
+
     summary = {
         "status": "complete",
         "method": spec.method_label,
@@ -642,9 +700,12 @@ def _finish(spec: RunSpec, observer: _Observer, warmup_s: float) -> dict:
         "frames": spec.frames,
         "seed": spec.seed,
         "warmup_s": warmup_s,
-        "time_per_frame_s": float(np.nanmean(times)) if np.isfinite(times).any() else math.nan,
+        "threads": observer.threads,
+        "time_per_frame_s": median(times),
         "time_per_frame_std_s": float(np.nanstd(times)) if np.isfinite(times).any() else math.nan,
-        "peak_rss_mb": peak,
+        "step_per_frame_s": median(steps),
+        "baseline_rss_mb": observer.baseline_rss_mb,
+        "peak_rss_mb": peak - observer.baseline_rss_mb,
         "dir": str(out.dir),
         "stack": str(out.stack) if out.stack else None,
         "metrics": str(out.metrics) if out.metrics else None,
@@ -662,10 +723,22 @@ def _finish(spec: RunSpec, observer: _Observer, warmup_s: float) -> dict:
         dataset = dataset.assign_coords(height=spec.height, width=spec.width, frames=spec.frames)
         dataset["warmup_s"] = summary["warmup_s"]
         dataset["time_per_frame_s"] = summary["time_per_frame_s"]
+        dataset["step_per_frame_s"] = summary["step_per_frame_s"]
         dataset["max_rss_mb"] = summary["peak_rss_mb"]
+        dataset["baseline_rss_mb"] = summary["baseline_rss_mb"]
+        dataset["threads"] = summary["threads"]
         dataset["warmup_s"].attrs["long_name"] = "seconds of the JIT warm-up (not in time_s)"
-        dataset["time_per_frame_s"].attrs["long_name"] = "mean of time_s over the warped frames"
-        dataset["max_rss_mb"].attrs["long_name"] = "peak resident memory of the run (MiB)"
+        dataset["time_per_frame_s"].attrs["long_name"] = "median of time_s over the warped frames"
+        dataset["step_per_frame_s"].attrs["long_name"] = (
+            "median of step_s: end-to-end seconds per frame (warp, write, metrics, previews)"
+        )
+        dataset["max_rss_mb"].attrs["long_name"] = (
+            "peak resident-memory growth of the run above baseline_rss_mb (MiB)"
+        )
+        dataset["baseline_rss_mb"].attrs["long_name"] = (
+            "resident memory after the JIT warm-up, before the first frame (MiB)"
+        )
+        dataset["threads"].attrs["long_name"] = "threads of the warp kernels"
         samples = np.stack([observer.samples[i] for i in observer.sample_frames])
         dataset["sample_noise"] = (("sample", "channel", "sample_y", "sample_x"), samples)
         dataset["sample_frame"] = ("sample", np.array(observer.sample_frames, dtype=np.int64))
@@ -682,6 +755,10 @@ def _finish(spec: RunSpec, observer: _Observer, warmup_s: float) -> dict:
         dataset["map_s"].attrs["long_name"] = "seconds to evaluate the motion for this frame"
         dataset["rss_mb"].attrs["long_name"] = "resident memory after this frame (MiB)"
         dataset["peak_rss_mb"].attrs["long_name"] = "peak resident memory so far (MiB)"
+        if "step_s" in dataset:
+            dataset["step_s"].attrs["long_name"] = (
+                "end-to-end seconds for this frame: map, warp, write, metrics, previews"
+            )
         tmp = out.metrics.with_name(out.metrics.name + ".tmp")
         dataset.to_netcdf(tmp, engine="h5netcdf")
         os.replace(tmp, out.metrics)
@@ -715,9 +792,11 @@ def format_summary(spec: RunSpec, observer: _Observer, summary: Mapping) -> str:
     lines = [
         f"noisewarp {spec.method_label} | {spec.motion.label} | "
         f"{spec.height}x{spec.width}x{spec.channels} | {spec.frames} frames | seed {spec.seed}",
-        f"time per frame {1e3 * summary['time_per_frame_s']:.2f} ms "
-        f"(sd {1e3 * summary['time_per_frame_std_s']:.2f} ms; JIT warm-up "
-        f"{summary['warmup_s']:.2f} s, excluded) | peak RSS {summary['peak_rss_mb']:.0f} MiB",
+        f"warp {1e3 * summary['time_per_frame_s']:.2f} ms per frame (median; sd "
+        f"{1e3 * summary['time_per_frame_std_s']:.2f} ms), end to end "
+        f"{1e3 * summary['step_per_frame_s']:.2f} ms | {summary['threads']} threads | JIT warm-up "
+        f"{summary['warmup_s']:.2f} s, excluded | memory growth "
+        f"{summary['peak_rss_mb']:.0f} MiB above {summary['baseline_rss_mb']:.0f} MiB",
         "",
         f"{'statistic':<26}{'expected':>11}{'mean':>12}{'min':>12}{'max':>12}{'worst |z|':>11}",
     ]

@@ -8,11 +8,11 @@ frame [H, W, C] is i.i.d. N(0, 1). Each statistic comes with its expectation and
 standard error under that null (:func:`null_expectations`,
 :func:`standard_errors`), so a deviation reads as a z-score.
 
-**Temporal carry-over** (:func:`conditional_mean`, :func:`temporal_correlation`,
-:func:`temporal_metrics`). Under the particle area model (DESIGN section 4) the
-best prediction of frame t+1 from frame t is E[Y_p | X] = sum_q a_pq x_q /
-sqrt(A_p); the correlation of the actual frame t+1 with it says how much of the
-noise travels along the motion.
+**Temporal carry-over** (:func:`carried_metrics`, :func:`conditional_mean`,
+:func:`temporal_correlation`, :func:`temporal_metrics`). Each method's kernel
+reports the best prediction of frame t+1 from frame t under its own model,
+E[Y_p | X] = sum_q a_pq x_q / sqrt(A_p) with its own areas; the correlation of the
+actual frame t+1 with it says how much of the noise travels along the motion.
 
 :func:`frame_metrics` bundles both for one frame and :func:`metrics_dataset`
 turns a list of them into an ``xarray.Dataset`` for ``to_netcdf``.
@@ -56,7 +56,12 @@ from noisewarp.metrics.nulls import (
     white_noise_report,
 )
 from noisewarp.metrics.spatial import gaussianity
-from noisewarp.metrics.temporal import conditional_mean, temporal_correlation, temporal_metrics
+from noisewarp.metrics.temporal import (
+    carried_metrics,
+    conditional_mean,
+    temporal_correlation,
+    temporal_metrics,
+)
 
 __all__ = [
     "SPATIAL_STATISTICS",
@@ -67,6 +72,7 @@ __all__ = [
     "white_noise_report",
     "format_report",
     "assert_white_noise",
+    "carried_metrics",
     "conditional_mean",
     "temporal_metrics",
     "temporal_correlation",

@@ -54,7 +54,7 @@ DESCRIPTIONS = {
     "spectrum_max_dev": "largest |P_b - 1| sqrt(n_b) over radial power bins",
     "spectrum_pvalue": "family-wise (Sidak) exact Gamma p-value of the radial bins",
     "nonfinite": "number of NaN or Inf elements",
-    "temporal_corr": "Pearson r of frame t+1 with E[frame t+1 | frame t] (particle model)",
+    "temporal_corr": "Pearson r of frame t+1 with E[frame t+1 | frame t] (the method's own model)",
     "carried_variance": "temporal_corr^2: fraction of variance carried along the motion",
     "expected_carried_variance": "mean of sum_q a_pq^2 / A_p: carried variance the map predicts",
 }

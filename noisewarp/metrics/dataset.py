@@ -10,7 +10,7 @@ import numpy as np
 
 from noisewarp.metrics._common import DESCRIPTIONS
 from noisewarp.metrics.spatial import gaussianity
-from noisewarp.metrics.temporal import temporal_metrics
+from noisewarp.metrics.temporal import carried_metrics, temporal_metrics
 
 __all__ = ["frame_metrics", "metrics_dataset"]
 
@@ -19,15 +19,27 @@ __all__ = ["frame_metrics", "metrics_dataset"]
 
 
 def frame_metrics(
-    frame: np.ndarray, prev: np.ndarray | None = None, tmap: np.ndarray | None = None
+    frame: np.ndarray,
+    prev: np.ndarray | None = None,
+    tmap: np.ndarray | None = None,
+    *,
+    conditional=None,
+    method: str = "particle",
 ) -> dict[str, float]:
-    """All metrics of one frame: :func:`gaussianity`, plus :func:`temporal_metrics` given both
-    ``prev`` (frame t) and ``tmap`` (the backward map from ``frame`` to ``prev``)."""
+    """All metrics of one frame: :func:`gaussianity`, plus the temporal ones.
+
+    The temporal metrics come from ``conditional`` (the ``Conditional`` the kernel
+    reported for this frame: :func:`carried_metrics`), or are computed under
+    ``method``'s model from ``prev`` (frame t) and ``tmap`` (the backward map from
+    ``frame`` to ``prev``): :func:`temporal_metrics`.
+    """
     if (prev is None) != (tmap is None):
         raise ValueError("temporal metrics need both prev and tmap (or neither)")
     out = gaussianity(frame)
-    if prev is not None:
-        out.update(temporal_metrics(prev, frame, tmap))
+    if conditional is not None:
+        out.update(carried_metrics(frame, conditional))
+    elif prev is not None:
+        out.update(temporal_metrics(prev, frame, tmap, method))
     return out
 
 
@@ -102,7 +114,7 @@ def metrics_dataset(
         {
             "title": "noisewarp noise metrics",
             "null_hypothesis": "every element i.i.d. N(0, 1)",
-            "temporal_model": "particle area model (DESIGN section 4)",
+            "temporal_model": "E[Y | X] of each method's own model, from its kernel",
             "noisewarp_version": __version__,
         }
     )
