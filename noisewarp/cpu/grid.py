@@ -446,8 +446,8 @@ def _count_block(ids, width, hist):
     Spans of up to ``_NEAR_ROWS`` rows are counted by comparing the ids with the
     rows' first ids (as unsigned numbers, so the negative markers compare above
     every row), in loops that vectorise (unsigned indices, 32-bit counters).
-    Incrementing ``hist`` entry by entry waits on the previous increment of the
-    same row: as a pass of its own at 1024 x 1024 it took 2.0 ms, this 0.8 ms.
+    Incrementing ``hist`` entry by entry would wait on the previous increment of
+    the same row.
     """
     n = np.uint64(ids.size)
     none = np.int32(2**31 - 1)

@@ -67,9 +67,8 @@ def _cells(points, order, lo, hi):
     """The cells of the particles ``order[lo:hi]`` (one bucket), in that order:
     the column of floor(u) and the fractional offsets (fr, fc).
 
-    A bucket is swept four times (two rows, two sweeps each); reading these
-    compact arrays in order instead of gathering ``points[order[e]]`` each time
-    measured 15% off the whole frame at 1024 x 1024 x 4.
+    A bucket is swept four times (two rows, two sweeps each): reading these
+    compact arrays in order is faster than gathering ``points[order[e]]`` each time.
     """
     col = np.empty(hi - lo, dtype=np.int64)
     frac = np.empty((hi - lo, 2))
