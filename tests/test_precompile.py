@@ -1,4 +1,4 @@
-"""``python -m noisewarp.precompile`` fills the numba cache so that a later process compiles nothing."""
+"""``python -m noisewarp.precompile`` fills the numba cache: a later process compiles nothing."""
 
 from __future__ import annotations
 
