@@ -328,7 +328,7 @@ def normal_pair(offset, gamma, word):
     return _half_normal(lo, h, gamma), _half_normal(hi, h + np.uint64(1), gamma)
 
 
-@njit(inline="always")
+@njit(cache=True)
 def normal(offset, gamma, counter):
     """The standard normal number ``counter`` of the stream ``(offset, gamma)``.
 
@@ -441,7 +441,7 @@ def _fill_wide(offset, gamma, start, out):
         out[k] = normal(offset, gamma, start + np.uint64(k))
 
 
-@njit(inline="always")
+@njit(cache=True)
 def fill_normals(offset, gamma, start, out):
     """``out[i] = normal(offset, gamma, start + i)`` for a 1-D float32 ``out``, two per hash.
 

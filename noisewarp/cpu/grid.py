@@ -128,7 +128,7 @@ def _extent(corners, i, j):
     )  # fmt: skip
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def _row_corners(corners, i):
     """Rows and columns of target row i's upper and lower corners, as contiguous [W + 1]
     arrays ``(top_r, top_c, bottom_r, bottom_c)`` for the loops that vectorise."""
@@ -350,7 +350,7 @@ def _small_entries(cells, j, width, sources, areas, slot):
     return _put(sources, areas, slot, row + col + 1, cells[_A11, j])
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def _quad_entries(corners, i, j, height, width, sources, areas, slot):
     """Write target (i, j)'s entries from ``slot`` on, slab by slab, any quad: the cells
     between the columns the quad spans in the slab get ramp(x) - ramp(x + 1)
@@ -485,7 +485,7 @@ def _count_block(ids, width, hist):
     return lo, hi
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def _count_rows(sources, e0, e1, width, height, hist):
     """Add the entries ``e0:e1`` (one target row's, still in cache) to ``hist`` by source
     row, block by block (``_count_block``); returns the lowest and highest source
@@ -583,7 +583,7 @@ def _row_owners(rows, owner):
                 owner[i] = t
 
 
-@njit(inline="always")
+@njit(cache=True)
 def _walk_row(i, noise, sources, areas, start, order, offset, gamma, row_span, e0, e1, inc,
               scaled, owned, row_stats, channels):  # fmt: skip
     """Walk the bridges of source row ``i``; keep the increments of entries in [e0, e1).

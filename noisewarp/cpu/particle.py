@@ -62,7 +62,7 @@ def _weight(fr, fc, k):
     return wr * wc
 
 
-@njit(inline="always")
+@njit(cache=True)
 def _cells(points, order, lo, hi):
     """The cells of the particles ``order[lo:hi]`` (one bucket), in that order:
     the column of floor(u) and the fractional offsets (fr, fc).
@@ -133,7 +133,7 @@ def _bucket(i, di, start, upper, lower, upper_col, upper_frac, lower_col, lower_
     return first, stop, upper, upper_col, upper_frac
 
 
-@njit(inline="always")
+@njit(cache=True)
 def _claim_row(i, noise, start, offset, gamma, upper, lower, upper_col, upper_frac, lower_col,
                lower_frac, channels):  # fmt: skip
     """The increments of every piece of source row ``i``, into the slots of its targets.
@@ -234,7 +234,7 @@ def _claim_row(i, noise, start, offset, gamma, upper, lower, upper_col, upper_fr
     return unclaimed
 
 
-@njit(inline="always")
+@njit(cache=True)
 def _finish_bucket(b, start, order, slots, offset, gamma, out, stats, channels):
     """Y_p = sum_q I_pq / sqrt(A_p) for the targets of bucket ``b`` (fresh noise
     from counter (p, c) where A_p = 0). ``out`` is the output as [H*W, C];
