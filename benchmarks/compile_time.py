@@ -31,23 +31,13 @@ METHODS = ("particle", "grid", "hiwyn", "random", "fixed", "nearest", "bilinear"
 
 
 def _kernels() -> dict[str, dict]:
-    """The package's numba dispatchers that hold a compiled signature, by qualified name,
-    with their cache hits and misses."""
-    from numba.core.registry import CPUDispatcher
+    """The package's kernels holding compiled code, with their cache hits and misses."""
+    from noisewarp.precompile import compiled_kernels
 
-    found = {}
-    for name, module in list(sys.modules.items()):
-        if not name.startswith("noisewarp") or module is None:
-            continue
-        for value in list(vars(module).values()):
-            if isinstance(value, CPUDispatcher) and value.signatures:
-                func = value.py_func
-                found[f"{func.__module__}.{func.__qualname__}"] = {
-                    "signatures": len(value.signatures),
-                    "cache_hits": sum(value.stats.cache_hits.values()),
-                    "cache_misses": sum(value.stats.cache_misses.values()),
-                }
-    return found
+    return {
+        name: {"cache_hits": hits, "cache_misses": misses}
+        for name, (hits, misses) in compiled_kernels().items()
+    }
 
 
 def child(method: str, res: int, channels: int) -> dict:
