@@ -4,9 +4,7 @@ numba keys a cached kernel on its own source file only. A kernel that inlines
 code from another module (every kernel inlines the generator of
 ``core/rng.py``; grid inlines ``core/area.py``) is loaded unchanged after an
 edit to that module, so in a working copy the tests can pass on old code and
-a benchmark can time it. Measured here: particle at 1024 x 1024 x 4 took
-27.4 ms per frame from a cache built before a faster generator landed, and
-25.1 ms compiled afresh in the same process.
+a benchmark can time it (an example: ``benchmarks/NOTES.md``, numba cache).
 
 ``use_keyed_cache()`` points ``NUMBA_CACHE_DIR`` at a directory named after a
 digest of every ``.py`` file of the package: unchanged sources reuse it, any

@@ -28,21 +28,10 @@ Normal transform
     within its layer, the resolution of the float32 values the kernels store.
     Box-Muller would need a log, a sqrt and a sin/cos per pair; without a
     vectorised math library those scalar calls cost several times more than
-    the ziggurat's table lookup. Two normals per hash halve the hashing, and
-    the 32-bit arithmetic is cheaper than a 52-bit variant's: measured here,
-    one 52-bit normal per hash cost 4.1 ns per core, two 23-bit normals per hash
-    2.9 ns, and the signed table with a float32 product 2.1 ns; noting the
-    misses of a block in a mask shifted by a constant (``fill_normals``) instead
-    of a variable shift per draw took a further 15-25% off (same process,
-    interleaved; the machine's absolute speed drifts by up to 1.5x). On a core
-    with AVX-512 (64-bit multiplies, gathers), long fills run the hash and the
-    table lookup 8 lanes wide: 1.15-1.5 ns per normal per core against 1.7-1.9
-    pairwise (``_fill_wide``), the same values. The misses then cost about half
-    of that: a redraw takes about 20 ns (a re-hash, the wedge's ``exp``), and
-    testing every pair's flag cost a branch per pair; going from set bit to set
-    bit (``tzcnt``) took the long fills from 1.22-1.25 to 0.98-1.0 ns per
-    normal per core, and fills of 12 and 48 from 2.64 and 1.91 to 2.49 and
-    1.73 ns (same process, the same values).
+    the ziggurat's table lookup. Two normals per hash halve the hashing. On a
+    core with AVX-512, long fills run the hash and the table lookup 8 lanes
+    wide (``_fill_wide``); misses are redrawn going from set bit to set bit
+    of a mask. Measurements of these choices: ``benchmarks/NOTES.md``.
 
 All scalar functions here use only integer and float arithmetic, ``math.exp``
 and ``math.log1p``, so they compile both with ``numba.njit`` and as
@@ -339,7 +328,7 @@ def normal_pair(offset, gamma, word):
     return _half_normal(lo, h, gamma), _half_normal(hi, h + np.uint64(1), gamma)
 
 
-@njit(inline="always")
+@njit(cache=True)
 def normal(offset, gamma, counter):
     """The standard normal number ``counter`` of the stream ``(offset, gamma)``.
 
@@ -360,8 +349,8 @@ _WIDE = 64
 def _fill_narrow(offset, gamma, start, out):
     """``fill_normals`` for short fills, one pair at a time: blocks of 32 pairs note
     their fast-path misses in a bit mask shifted by a constant two bits per pair
-    (flags of pair m end at bit 2 * (stop - 1 - m); a variable shift per draw
-    measured 20% slower here), then redraw the misses through ``normal``, going
+    (flags of pair m end at bit 2 * (stop - 1 - m); cheaper than a variable shift
+    per draw), then redraw the misses through ``normal``, going
     from set bit to set bit."""
     n = out.size
     i = 0
@@ -452,15 +441,15 @@ def _fill_wide(offset, gamma, start, out):
         out[k] = normal(offset, gamma, start + np.uint64(k))
 
 
-@njit(inline="always")
+@njit(cache=True)
 def fill_normals(offset, gamma, start, out):
     """``out[i] = normal(offset, gamma, start + i)`` for a 1-D float32 ``out``, two per hash.
 
     The fast path of the ziggurat runs without branches; the ~1.5% of draws that
     miss it are noted in bit masks and redrawn through ``normal``. Same values as
     drawing one by one. Fills of ``_WIDE`` normals or more are vectorised
-    (``_fill_wide``, about 1.0 ns per normal per core against 1.7-1.9 for the
-    pairwise ``_fill_narrow`` on an AVX-512 core); shorter ones are not worth a call.
+    (``_fill_wide``, faster per normal than the pairwise ``_fill_narrow`` on an
+    AVX-512 core); shorter ones are not worth a call.
     """
     if out.size >= _WIDE:
         _fill_wide(offset, gamma, start, out)

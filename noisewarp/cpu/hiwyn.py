@@ -74,7 +74,7 @@ def _outside(sub_row, sub_col, channel, offset, gamma):
     return normal(offset, gamma, mix64(key) + np.uint64(channel))
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def _fresh_target(p, channel, offset, gamma):
     """Fresh N(0, 1) for a whole target; the top key bit keeps it apart from sub-pixels."""
     key = np.uint64(p) | (np.uint64(1) << np.uint64(63))

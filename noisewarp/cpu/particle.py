@@ -62,14 +62,13 @@ def _weight(fr, fc, k):
     return wr * wc
 
 
-@njit(inline="always")
+@njit(cache=True)
 def _cells(points, order, lo, hi):
     """The cells of the particles ``order[lo:hi]`` (one bucket), in that order:
     the column of floor(u) and the fractional offsets (fr, fc).
 
-    A bucket is swept four times (two rows, two sweeps each); reading these
-    compact arrays in order instead of gathering ``points[order[e]]`` each time
-    measured 15% off the whole frame at 1024 x 1024 x 4.
+    A bucket is swept four times (two rows, two sweeps each): reading these
+    compact arrays in order is faster than gathering ``points[order[e]]`` each time.
     """
     col = np.empty(hi - lo, dtype=np.int64)
     frac = np.empty((hi - lo, 2))
@@ -134,7 +133,7 @@ def _bucket(i, di, start, upper, lower, upper_col, upper_frac, lower_col, lower_
     return first, stop, upper, upper_col, upper_frac
 
 
-@njit(inline="always")
+@njit(cache=True)
 def _claim_row(i, noise, start, offset, gamma, upper, lower, upper_col, upper_frac, lower_col,
                lower_frac, channels):  # fmt: skip
     """The increments of every piece of source row ``i``, into the slots of its targets.
@@ -235,7 +234,7 @@ def _claim_row(i, noise, start, offset, gamma, upper, lower, upper_col, upper_fr
     return unclaimed
 
 
-@njit(inline="always")
+@njit(cache=True)
 def _finish_bucket(b, start, order, slots, noise, points, offset, gamma, out, cond_mean,
                    cond_carried, stats, channels):  # fmt: skip
     """Y_p = sum_q I_pq / sqrt(A_p) for the targets of bucket ``b`` (fresh noise
