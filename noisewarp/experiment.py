@@ -521,6 +521,7 @@ def run(cfg) -> dict:
     previews and ``summary.txt``. Resumes an existing stack written with the same
     configuration; refuses (``StackMismatchError``) to touch one written with another.
     """
+    from threadpoolctl import threadpool_limits
     from tqdm.auto import tqdm
 
     from noisewarp.cpu.workspace import release as release_work_arrays
@@ -545,6 +546,9 @@ def run(cfg) -> dict:
     # job's memory window opens, and this job's once it is done. The window opens
     # after the warm-up, so compilation (about 1 GiB) is not counted as the job's.
     release_work_arrays()
+    # One BLAS thread: a multi-threaded BLAS call in the metrics leaves its workers
+    # spinning, and the kernels' next parallel region then waits for the cores.
+    blas = threadpool_limits(limits=1, user_api="blas")
     try:
         warmup_s, diagnostics_fields = _warm_up(spec)
         _reset_peak_rss()
@@ -566,6 +570,7 @@ def run(cfg) -> dict:
                 writer.finish()
         return _finish(spec, observer, warmup_s)
     finally:
+        blas.restore_original_limits()
         release_work_arrays()
 
 
@@ -823,7 +828,7 @@ def format_summary(spec: RunSpec, observer: _Observer, summary: Mapping) -> str:
             f"{name:<26}{cell(exp, 11, 4)}{cell(values.mean(), 12, 5)}{cell(values.min(), 12, 5)}"
             f"{cell(values.max(), 12, 5)}{cell(worst, 11, 3)}"
         )
-    if observer.last_frame is not None:
+    if observer.last_frame is not None and spec.output.metrics is not None:
         report = white_noise_report(observer.last_frame)
         verdict = "passes" if report["passed"] else f"FAILS ({', '.join(report['failed'])})"
         lines += ["", f"last frame {verdict} the 5-sigma white-noise test"]

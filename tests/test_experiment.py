@@ -75,20 +75,63 @@ def test_run_writes_stack_metrics_previews_and_summary(compose, tmp_path, capsys
             "time_s",
             "rss_mb",
             "peak_rss_mb",
+            "step_s",
             "fresh_pixels",
             "sample_noise",
+            "threads",
+            "baseline_rss_mb",
         ):
             assert name in metrics, name
+        # End to end (warp, write, metrics, previews) costs at least the warp.
+        steps, warps = metrics["step_s"].values[1:], metrics["time_s"].values[1:]
+        assert np.all(steps >= warps) and np.isfinite(steps).all()
+        # Memory is the growth above the post-warm-up baseline, not the process's peak.
+        assert 0 <= float(metrics["max_rss_mb"]) < float(metrics["baseline_rss_mb"])
         assert np.isnan(metrics["temporal_corr"].values[0])
         assert (metrics["temporal_corr"].values[1:] > 0.3).all()
         assert metrics["method"].item() == "particle" and metrics["res"].item() == 32
         assert metrics["deform"].item() == "rotate"
     # The printed summary table.
     printed = capsys.readouterr().out
-    assert "time per frame" in printed and "JIT warm-up" in printed
+    assert "ms per frame" in printed and "end to end" in printed and "JIT warm-up" in printed
     assert "temporal_corr" in printed and "white-noise test" in printed
     assert summary["status"] == "complete" and summary["time_per_frame_s"] > 0
     assert (out / "summary.txt").read_text().strip() in printed
+
+
+def test_metrics_null_computes_no_metrics(compose, monkeypatch):
+    """``output.metrics=null`` writes the stack and computes no metric at all."""
+    from noisewarp.metrics import dataset, nulls
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a metric was computed")
+
+    for module in (dataset, nulls):
+        monkeypatch.setattr(module, "gaussianity", refuse)
+    cfg = compose(*SMALL, "output.metrics=null")
+    summary = run(cfg)
+    assert summary["metrics"] is None and not (Path(cfg.output.dir) / "metrics.nc").exists()
+    assert (Path(cfg.output.dir) / "noise.h5").is_file()
+
+
+def test_thread_count_follows_the_allocation(compose, monkeypatch):
+    """Inside a SLURM job the kernels use the job's CPUs, unless backend.threads says."""
+    import numba
+
+    from noisewarp.experiment import available_cpus, configure_threads
+
+    before = numba.get_num_threads()
+    try:
+        monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+        assert available_cpus() == 1
+        summary = run(compose(*SMALL))
+        assert summary["threads"] == 1 and numba.get_num_threads() == 1
+        summary = run(compose(*SMALL, "backend.threads=2", "output.overwrite=true"))
+        assert summary["threads"] == min(2, numba.config.NUMBA_NUM_THREADS)
+        monkeypatch.delenv("SLURM_CPUS_PER_TASK")
+        assert available_cpus() == len(os.sched_getaffinity(0))
+    finally:
+        configure_threads(before)
 
 
 def test_rerun_after_a_crash_resumes_bit_identically(compose, tmp_path):
@@ -178,7 +221,7 @@ def test_jobs_sharing_a_process_do_not_keep_each_others_work_arrays(compose, tmp
 
 def test_cli_default_needs_no_input(run_py, tmp_path):
     result = run_py("method=particle", "res=32", "frames=3", f"hydra.run.dir={tmp_path}")
-    assert "time per frame" in result.stdout and "temporal_corr" in result.stdout
+    assert "ms per frame" in result.stdout and "temporal_corr" in result.stdout
     assert (tmp_path / "noise.h5").exists() and (tmp_path / "metrics.nc").exists()
     assert json.loads((tmp_path / "status.json").read_text())["status"] == "complete"
     assert (tmp_path / ".hydra" / "config.yaml").exists()
