@@ -9,9 +9,11 @@ are (no float64 copy).
 Histogram layout (the KS statistic): ``HIST_BINS`` bins of width
 ``1 / HIST_SCALE`` on [-8, 8) plus two overflow bins; bin 0 is (-inf, -8),
 bin k in 1..HIST_BINS is [-8 + (k-1) / HIST_SCALE, -8 + k / HIST_SCALE) and bin
-HIST_BINS + 1 is [8, inf). The edges are multiples of a power of two, exact in
-float64, and :func:`_bin_of` assigns every finite value to the bin whose edges
-enclose it exactly.
+HIST_BINS + 1 is [8, inf). :func:`_bin_of` is non-decreasing in the value, so a
+bin's values are contiguous in sorted order. For float32 input every step of it
+is exact (x + 8 and the scaling by a power of two are exact in float64), so the
+bins are exactly those intervals; for float64 input x + 8 rounds, and a value
+within 4e-15 of an edge may land in the neighbouring bin.
 """
 
 from __future__ import annotations
@@ -27,20 +29,8 @@ HIST_SCALE = HIST_BINS / 16.0  # 2^14 bins per unit
 
 @njit(cache=True, nogil=True)
 def _bin_of(value):
-    """Histogram bin of a finite float64 ``value`` (module docstring), exact at the edges."""
-    scaled = (value + 8.0) * HIST_SCALE
-    if scaled < 0.0:
-        return 0
-    if scaled >= HIST_BINS:
-        return HIST_BINS + 1 if value >= 8.0 else HIST_BINS
-    k = int(scaled)
-    # value + 8 may round for float64 input: move to the bin whose exact edges enclose it.
-    left = k / HIST_SCALE - 8.0
-    if value < left:
-        k -= 1
-    elif value >= left + 1.0 / HIST_SCALE:
-        k += 1
-    return k + 1
+    """Histogram bin of a finite float64 ``value`` (module docstring); non-decreasing in value."""
+    return int(min(max((value + 8.0) * HIST_SCALE + 1.0, 0.0), HIST_BINS + 1.5))
 
 
 @njit(cache=True, nogil=True)
@@ -69,22 +59,24 @@ def _add_row_sums(batch, f, i, out):
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def histogram_sums(batch, blocks):
+def histogram_sums(batch, hist):
     """Per-block value histograms, per-channel sums and the non-finite count of ``batch``.
 
-    Returns ``(hist [blocks, HIST_BINS + 2] int32, sums [C] float64, nonfinite)``.
+    Fills ``hist`` [blocks, HIST_BINS + 2] (int32, overwritten: a buffer reused
+    across calls costs no page faults) and returns ``(sums [C] float64, nonfinite)``.
     ``sums`` adds the blocks' partial sums in block order. When ``nonfinite`` > 0
     the histogram leaves those elements out and ``sums`` is nan or inf: neither is
     meant to be used then.
     """
     frames, height, width, channels = batch.shape
     rows = frames * height
-    hist = np.zeros((blocks, HIST_BINS + 2), dtype=np.int32)
+    blocks = hist.shape[0]
     partial = np.zeros((blocks, channels))
     bad = np.zeros(blocks, dtype=np.int64)
     for block in prange(blocks):
         first, last = _block_rows(block, blocks, rows)
         counts = hist[block]
+        counts[:] = 0
         for row in range(first, last):
             f, i = row // height, row % height
             _add_row_sums(batch, f, i, partial[block])
@@ -98,7 +90,7 @@ def histogram_sums(batch, blocks):
     sums = partial[0].copy()
     for block in range(1, blocks):
         sums += partial[block]
-    return hist, sums, bad.sum()
+    return sums, bad.sum()
 
 
 @njit(parallel=True, cache=True)
