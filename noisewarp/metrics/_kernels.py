@@ -262,11 +262,7 @@ def ks_candidates(hist, counts, edge_cdf, n, margin):
     go to ``offsets[b]:offsets[b + 1]`` of the collected array.
     """
     bins = counts.size
-    before = np.empty(bins, dtype=np.int64)
-    running = 0
-    for k in range(bins):
-        before[k] = running
-        running += counts[k]
+    before = np.cumsum(counts) - counts
     lower = 0.0
     for k in range(1, bins):  # the finite edges: left edge of bins 1 .. HIST_BINS + 1
         lower = max(lower, abs(before[k] / n - edge_cdf[k - 1]))
