@@ -37,9 +37,12 @@ E[P_b] = 1, SE(P_b) = 1 / sqrt(n_b).
 
 from __future__ import annotations
 
+import functools
 import math
+import threading
 
 import numpy as np
+import scipy.fft
 from scipy import special, stats
 
 from noisewarp.metrics._common import (
@@ -47,8 +50,21 @@ from noisewarp.metrics._common import (
     SPATIAL_STATISTICS,
     _as_batch,
     _bartlett,
+    _lag_pairs,
     _radial_layout,
     _sidak,
+)
+from noisewarp.metrics._kernels import (
+    BLOCKS,
+    HIST_BINS,
+    HIST_SCALE,
+    bins_of,
+    fused_layout,
+    fused_sums,
+    histogram_sums,
+    ks_candidates,
+    radial_sums,
+    reduce_histogram,
 )
 
 __all__ = ["gaussianity"]
@@ -67,6 +83,11 @@ def _moments(values: np.ndarray) -> dict[str, float]:
     m2 = float(dev2.mean())
     m3 = float(np.einsum("i,i->", dev2, dev)) / n
     m4 = float(np.einsum("i,i->", dev2, dev2)) / n
+    return _moment_statistics(n, mean, m2, m3, m4)
+
+
+def _moment_statistics(n: int, mean: float, m2: float, m3: float, m4: float) -> dict[str, float]:
+    """Mean, std (ddof=1), skewness and excess kurtosis from the central moments m2, m3, m4."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return {
             "mean": mean,
@@ -86,7 +107,12 @@ def _kolmogorov_smirnov(values: np.ndarray) -> tuple[float, float]:
     d_plus = float(np.max(ranks - cdf))
     d_minus = float(np.max(cdf - (ranks - 1.0 / n)))
     statistic = max(d_plus, d_minus)
-    return statistic, float(np.clip(stats.kstwo.sf(statistic, n), 0.0, 1.0))
+    return statistic, _ks_pvalue(statistic, n)
+
+
+def _ks_pvalue(statistic: float, n: int) -> float:
+    """Exact two-sided KS p-value of ``statistic`` for ``n`` values."""
+    return float(np.clip(stats.kstwo.sf(statistic, n), 0.0, 1.0))
 
 
 def _standardise(batch: np.ndarray, finite: np.ndarray | None) -> np.ndarray:
@@ -140,27 +166,43 @@ def _cross_channel(z: np.ndarray, finite: np.ndarray | None) -> tuple[float, flo
     upper = np.triu_indices(channels, k=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         r = np.abs(products[upper] / counts[upper])
+    return _worst_pair(r, counts[upper])
+
+
+def _worst_pair(r: np.ndarray, counts: np.ndarray) -> tuple[float, float]:
+    """Largest of the channel pairs' |r| (with their pixel counts) and its Sidak p-value."""
     if not np.all(np.isfinite(r)):
         return math.nan, math.nan
     worst = int(np.argmax(r))
-    r_max, dof = float(r[worst]), counts[upper][worst] - 2
+    r_max, dof = float(r[worst]), counts[worst] - 2
     if dof < 1:
         return r_max, math.nan
     # Exact for one pair of independent Gaussian channels: t = r sqrt(dof / (1 - r^2)).
     t = r_max * math.sqrt(dof / max(1.0 - r_max**2, 1e-300))
-    return r_max, _sidak(float(2.0 * stats.t.sf(t, dof)), upper[0].size)
+    return r_max, _sidak(float(2.0 * stats.t.sf(t, dof)), r.size)
+
+
+_SPECTRUM_NAMES = (
+    "spectrum_flatness",
+    "spectrum_flatness_pvalue",
+    "spectrum_max_dev",
+    "spectrum_pvalue",
+)
 
 
 def _spectrum(batch: np.ndarray, nonfinite: int) -> dict[str, float]:
     frames, height, width, channels = batch.shape
     flat_index, bin_index, count = _radial_layout(height, width)
     if nonfinite or count.size == 0:
-        names = ("spectrum_flatness", "spectrum_flatness_pvalue")
-        return dict.fromkeys((*names, "spectrum_max_dev", "spectrum_pvalue"), math.nan)
+        return dict.fromkeys(_SPECTRUM_NAMES, math.nan)
     coefficients = np.fft.rfft2(batch, axes=(1, 2), norm="ortho")
     power = (coefficients.real**2 + coefficients.imag**2).sum(axis=(0, 3), dtype=np.float64)
-    counts = count * (frames * channels)
     sums = np.bincount(bin_index, power.ravel()[flat_index], minlength=count.size)
+    return _spectrum_statistics(sums, count * (frames * channels))
+
+
+def _spectrum_statistics(sums: np.ndarray, counts: np.ndarray) -> dict[str, float]:
+    """The spectrum statistics (module docstring) from each radial bin's sum of |X_k|^2."""
     profile = sums / counts
     max_dev = float(np.max(np.abs(profile - 1.0) * np.sqrt(counts)))
     # n_b P_b ~ Gamma(n_b): exact two-sided tail per bin, then Sidak over bins.
@@ -178,7 +220,7 @@ def _spectrum(batch: np.ndarray, nonfinite: int) -> dict[str, float]:
         "spectrum_flatness": math.exp(log_flatness),
         "spectrum_flatness_pvalue": flatness_pvalue,
         "spectrum_max_dev": max_dev,
-        "spectrum_pvalue": _sidak(p_min, count.size),
+        "spectrum_pvalue": _sidak(p_min, counts.size),
     }
 
 
@@ -213,7 +255,21 @@ def gaussianity(frame: np.ndarray) -> dict[str, float]:
     >>> abs(stats["mean"]) < 0.05 and abs(stats["acf_row"]) < 0.05
     True
     """
-    batch = _as_batch(frame).astype(np.float64, copy=False)
+    batch = _as_batch(frame)
+    if batch.size and batch.dtype in (np.float32, np.float64):  # native byte order only
+        out = _gaussianity_fast(np.ascontiguousarray(batch))
+        if out is not None:
+            return out
+    return _gaussianity_reference(batch)
+
+
+def _gaussianity_reference(batch: np.ndarray) -> dict[str, float]:
+    """:func:`gaussianity` of a batch [B, H, W, C] in numpy (any float dtype, NaN/Inf allowed).
+
+    The reference the fast path is tested against, and the path for frames with
+    non-finite elements.
+    """
+    batch = batch.astype(np.float64, copy=False)
     finite_mask = np.isfinite(batch)
     nonfinite = int(batch.size - np.count_nonzero(finite_mask))
     finite = finite_mask if nonfinite else None
@@ -225,4 +281,129 @@ def gaussianity(frame: np.ndarray) -> dict[str, float]:
     out["cross_channel_corr"], out["cross_channel_pvalue"] = _cross_channel(z, finite)
     out.update(_spectrum(batch, nonfinite))
     out["nonfinite"] = nonfinite
+    return {name: out[name] for name in SPATIAL_STATISTICS}
+
+
+# -------------------------------------------------------------------------- fast path
+
+# Bins whose bound on the KS terms comes within this of the lower bound are searched
+# exactly: far above float64 rounding of the terms (a few 1e-16) and the shift of a
+# float64 value's bin edges (at most 4e-15 in x, so 2e-15 in Phi), far below their spread.
+_KS_MARGIN = 1e-10
+
+
+@functools.lru_cache(maxsize=1)
+def _edge_cdf() -> np.ndarray:
+    """Phi at the HIST_BINS + 1 finite histogram edges -8, -8 + 1/HIST_SCALE, ..., 8."""
+    edges = np.arange(HIST_BINS + 1) / HIST_SCALE - 8.0
+    cdf = special.ndtr(edges)
+    cdf.setflags(write=False)
+    return cdf
+
+
+_BUFFERS = threading.local()
+
+
+def _histogram_buffer() -> np.ndarray:
+    """This thread's [BLOCKS, HIST_BINS + 2] int32 histogram buffer (reused: no page faults)."""
+    buffer = getattr(_BUFFERS, "histogram", None)
+    if buffer is None:
+        buffer = _BUFFERS.histogram = np.empty((BLOCKS, HIST_BINS + 2), dtype=np.int32)
+    return buffer
+
+
+@functools.lru_cache(maxsize=32)
+def _bin_map(height: int, width: int) -> np.ndarray:
+    """[H, W//2 + 1] radial bin of each ``rfft2`` coefficient (:func:`_radial_layout`) or -1."""
+    flat_index, bin_index, _ = _radial_layout(height, width)
+    out = np.full(height * (width // 2 + 1), -1, dtype=np.int64)
+    out[flat_index] = bin_index
+    out = out.reshape(height, width // 2 + 1)
+    out.setflags(write=False)
+    return out
+
+
+def _ks_exact(candidates: np.ndarray, before: np.ndarray, n: int) -> float:
+    """KS statistic D from the values of the candidate bins (see :func:`_gaussianity_fast`).
+
+    ``before[k]`` is the number of values below bin k, so the sorted candidates
+    of bin k have ranks before[k] + 1, before[k] + 2, ...; the terms are those of
+    :func:`_kolmogorov_smirnov`, computed the same way.
+    """
+    values = np.sort(candidates)
+    bins = bins_of(values)
+    start = np.searchsorted(bins, bins, side="left")
+    ranks = (before[bins] + (np.arange(values.size) - start) + 1).astype(np.float64) / n
+    cdf = special.ndtr(values)
+    return max(float(np.max(ranks - cdf)), float(np.max(cdf - (ranks - 1.0 / n))))
+
+
+def _spectrum_fast(batch: np.ndarray, blocks: int) -> dict[str, float]:
+    """:func:`_spectrum` of a finite batch with ``scipy.fft`` (in the input's precision)."""
+    frames, height, width, channels = batch.shape
+    count = _radial_layout(height, width)[2]
+    if count.size == 0:
+        return dict.fromkeys(_SPECTRUM_NAMES, math.nan)
+    coefficients = scipy.fft.rfft2(batch, axes=(1, 2), norm="ortho", workers=-1)
+    sums = radial_sums(coefficients, _bin_map(height, width), count.size, blocks)
+    return _spectrum_statistics(sums, count * (frames * channels))
+
+
+def _gaussianity_fast(batch: np.ndarray) -> dict[str, float] | None:
+    """:func:`gaussianity` of a contiguous float32/float64 batch in two passes; None if not finite.
+
+    Pass 1 (:func:`~noisewarp.metrics._kernels.histogram_sums`) gives the channel
+    sums and a histogram of the values in bins [l_k, r_k). Pass 2
+    (:func:`~noisewarp.metrics._kernels.fused_sums`) gives the centred moment,
+    lag-product and cross-channel sums (the module docstring's statistics after
+    standardising each channel: sum z z' = sum d d' / var_c with d = x - mean_c)
+    and collects the values of the KS candidate bins.
+
+    KS without a full sort: with m_k values below bin k and c_k in it, F_n(l_k^-)
+    = m_k / n exactly. (i) Each edge gives a lower bound on D: if m/n - Phi(l) > 0
+    the m-th order statistic is < l, so its term m/n - Phi(x_(m)) is larger; if
+    Phi(l) - m/n > 0 the (m+1)-th is >= l, so Phi(x_(m+1)) - m/n is larger.
+    (ii) Phi is increasing, so each term of a value in bin k, i/n - Phi(x_i) or
+    Phi(x_i) - (i-1)/n with m_k < i <= m_k + c_k, is at most
+    U_k = max((m_k + c_k)/n - Phi(l_k), Phi(r_k) - m_k/n). Hence D, the largest
+    term, lies in a bin with U_k >= max_edges |m/n - Phi(l)|: only those bins'
+    values are sorted, and their terms are evaluated exactly as the reference
+    does, so D is the same number. Both bounds are compared with ``_KS_MARGIN``
+    of slack, which covers their rounding and the float64 bin edges' shift.
+    """
+    frames, height, width, channels = batch.shape
+    n = batch.size
+    pixels = frames * height * width
+    blocks = min(BLOCKS, frames * height)
+    hist = _histogram_buffer()[:blocks]
+    channel_sums, nonfinite = histogram_sums(batch, hist)
+    if nonfinite:
+        return None
+    counts = reduce_histogram(hist)
+    wanted, before, offsets = ks_candidates(hist, counts, _edge_cdf(), n, _KS_MARGIN)
+    collected = np.empty(offsets[-1])
+    channel_mean = channel_sums / pixels
+    mean = float(channel_sums.sum()) / n
+    sums = fused_sums(batch, channel_mean, channel_mean - mean, blocks, wanted, offsets, collected)
+    layout = fused_layout(channels)
+    central = sums[layout["central"]] / n
+    out = _moment_statistics(n, mean, *central)
+    out["ks_stat"] = _ks_exact(collected, before, n)
+    out["ks_pvalue"] = _ks_pvalue(out["ks_stat"], n)
+    variance = sums[layout["square"]] / pixels
+    # A constant channel has no defined correlation: nan, as in the reference.
+    scale = np.where(variance > 0, 1.0 / np.where(variance > 0, variance, 1.0), np.nan)
+    for name, lag in _LAGS.items():
+        pairs = _lag_pairs(batch.shape, lag)
+        out[name] = float(sums[layout[name]] @ scale) / pairs if pairs else math.nan
+    if channels < 2:
+        out["cross_channel_corr"], out["cross_channel_pvalue"] = 0.0, 1.0
+    else:
+        first, second = np.triu_indices(channels, k=1)
+        with np.errstate(invalid="ignore"):
+            r = np.abs(sums[layout["cross"]] * np.sqrt(scale[first] * scale[second]) / pixels)
+        pair_counts = np.full(r.size, float(pixels))
+        out["cross_channel_corr"], out["cross_channel_pvalue"] = _worst_pair(r, pair_counts)
+    out.update(_spectrum_fast(batch, blocks))
+    out["nonfinite"] = 0
     return {name: out[name] for name in SPATIAL_STATISTICS}
