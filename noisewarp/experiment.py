@@ -197,6 +197,7 @@ class OutputSpec:
     preview_frames: int
     progress: bool
     overwrite: bool
+    overlap: bool
 
 
 @dataclass(frozen=True)
@@ -358,6 +359,7 @@ def build_spec(cfg) -> RunSpec:
         preview_frames=out.preview_frames,
         progress=bool(out.get("progress", True)),
         overwrite=bool(out.get("overwrite", False)),
+        overlap=bool(out.get("overlap", False)),
     )
     return RunSpec(
         method=method,
@@ -644,6 +646,58 @@ def _replay(spec: RunSpec, writer, observer: _Observer, progress) -> tuple[np.nd
     return prev, start
 
 
+class _Emitter:
+    """Writes, measures and records each warped frame, in order: on a worker thread when
+    ``output.overlap`` is on (frame t's outputs while frame t+1 warps), else inline.
+
+    Frame t's outputs are complete (its stack write flushed) before frame t+1's start,
+    and before the run ends or fails, so a killed run resumes as without overlap.
+    """
+
+    def __init__(self, spec: RunSpec, writer, observer: _Observer, progress):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.spec, self.writer, self.observer, self.progress = spec, writer, observer, progress
+        self._pool = ThreadPoolExecutor(1, "noisewarp-outputs") if spec.output.overlap else None
+        self._pending = None
+        self._last = time.perf_counter()
+
+    def submit(self, *frame_data) -> None:
+        self.wait()
+        if self._pool is None:
+            self._emit(*frame_data)
+        else:
+            self._pending = self._pool.submit(self._emit, *frame_data)
+
+    def wait(self) -> None:
+        """Block until the last submitted frame's outputs are done; re-raise their error."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown()
+
+    def _emit(self, index, frame, conditional, geometry, time_s, map_s, diagnostics) -> None:
+        if self.writer is not None:
+            tmap = geometry.centres if self.spec.output.store_maps else None
+            self.writer.write(index, frame, time_s, {**diagnostics, "map_s": map_s}, tmap)
+        record = self.observer.add(
+            index, frame, conditional, geometry.centres, time_s, map_s, diagnostics
+        )
+        now = time.perf_counter()
+        record["step_s"] = now - self._last  # frame to frame: map, warp, outputs
+        self._last = now
+        self.progress.update()
+        self.progress.set_postfix(
+            ms=f"{1e3 * time_s:.1f}", rss=f"{record['rss_mb']:.0f}M", refresh=False
+        )
+
+
 def _stream(spec: RunSpec, writer, observer: _Observer, progress, prev, start: int) -> None:
     """Warp frames ``start ..`` one at a time: write, measure, drop (memory stays flat)."""
     from noisewarp.warp import NoiseWarper
@@ -659,28 +713,19 @@ def _stream(spec: RunSpec, writer, observer: _Observer, progress, prev, start: i
         backend=spec.backend,
         **spec.options,
     )
-    last = time.perf_counter()
-    for index in range(start, spec.frames):
-        tick = time.perf_counter()
-        geometry = spec.motion.geometry(index - 1)
-        map_s = time.perf_counter() - tick
-        tick = time.perf_counter()
-        frame = warper.step(geometry, conditional=observer.wants_conditional(index))
-        time_s = time.perf_counter() - tick
-        diagnostics = warper.diagnostics.as_dict()
-        if writer is not None:
-            tmap = geometry.centres if spec.output.store_maps else None
-            writer.write(index, frame, time_s, {**diagnostics, "map_s": map_s}, tmap)
-        record = observer.add(
-            index, frame, warper.conditional, geometry.centres, time_s, map_s, diagnostics
-        )
-        now = time.perf_counter()
-        record["step_s"] = now - last  # end to end: map, warp, write, metrics, previews
-        last = now
-        progress.update()
-        progress.set_postfix(
-            ms=f"{1e3 * time_s:.1f}", rss=f"{record['rss_mb']:.0f}M", refresh=False
-        )
+    emitter = _Emitter(spec, writer, observer, progress)
+    try:
+        for index in range(start, spec.frames):
+            tick = time.perf_counter()
+            geometry = spec.motion.geometry(index - 1)
+            map_s = time.perf_counter() - tick
+            tick = time.perf_counter()
+            frame = warper.step(geometry, conditional=observer.wants_conditional(index))
+            time_s = time.perf_counter() - tick
+            emitter.submit(index, frame, warper.conditional, geometry, time_s, map_s,
+                           warper.diagnostics.as_dict())  # fmt: skip
+    finally:
+        emitter.close()
 
 
 def _finish(spec: RunSpec, observer: _Observer, warmup_s: float) -> dict:
