@@ -40,9 +40,14 @@ def _kernel_ms(spec, frames: int) -> list[float]:
     """Bare warps along the run's own motion: ms per frame."""
     from noisewarp.warp import NoiseWarper, initial_noise
 
-    warper = NoiseWarper(spec.height, spec.width, spec.channels, method=spec.method,
-                         noise=initial_noise(spec.height, spec.width, spec.channels),
-                         **spec.options)  # fmt: skip
+    warper = NoiseWarper(
+        spec.height,
+        spec.width,
+        spec.channels,
+        method=spec.method,
+        noise=initial_noise(spec.height, spec.width, spec.channels),
+        **spec.options,
+    )
     times = []
     for index in range(1, frames):
         geometry = spec.motion.geometry(index - 1)
@@ -64,9 +69,14 @@ def child(method: str, res: int, frames: int, overrides: list[str]) -> dict:
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(
             "config",
-            overrides=[f"method={method}", f"res={res}", f"frames={frames}",
-                       "output.progress=false", f"output.dir='{directory}'",
-                       *overrides],  # fmt: skip
+            overrides=[
+                f"method={method}",
+                f"res={res}",
+                f"frames={frames}",
+                "output.progress=false",
+                f"output.dir='{directory}'",
+                *overrides,
+            ],
         )
     spec = build_spec(cfg)
     from noisewarp.experiment import configure_threads
@@ -117,21 +127,40 @@ def main() -> int:
     pooled: dict[str, dict] = {}
     for _ in range(args.rounds):
         for method in args.methods:
-            command = [sys.executable, __file__, "--child", method, "--res", str(args.res),
-                       "--frames", str(args.frames), *args.overrides]  # fmt: skip
+            command = [
+                sys.executable,
+                __file__,
+                "--child",
+                method,
+                "--res",
+                str(args.res),
+                "--frames",
+                str(args.frames),
+                *args.overrides,
+            ]
             result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO)
             if result.returncode != 0:
                 print(result.stderr[-3000:], file=sys.stderr)
                 return 1
             figures = json.loads(result.stdout.strip().splitlines()[-1])
-            entry = pooled.setdefault(method, {"kernel": [], "in_run": [], "steps": [],
-                                               "wall": [], "threads": figures["threads"]})  # fmt: skip
+            entry = pooled.setdefault(
+                method,
+                {
+                    "kernel": [],
+                    "in_run": [],
+                    "steps": [],
+                    "wall": [],
+                    "threads": figures["threads"],
+                },
+            )
             for key in ("kernel", "in_run", "steps"):
                 entry[key] += figures[key]
             entry["wall"].append(figures["wall_per_frame"])
 
-    print(f"\nmain job, {args.res}x{args.res}x4, {args.frames} frames, default outputs, "
-          f"{args.rounds} round(s); {os.cpu_count()} CPUs; ms per frame, medians")  # fmt: skip
+    print(
+        f"\nmain job, {args.res}x{args.res}x4, {args.frames} frames, default outputs, "
+        f"{args.rounds} round(s); {os.cpu_count()} CPUs; ms per frame, medians"
+    )
     header = f"{'method':<10}{'threads':>8}{'kernel':>9}{'in run':>9}{'end to end':>12}"
     print(header + f"{'ratio':>8}{'wall':>9}")
     for method, entry in pooled.items():

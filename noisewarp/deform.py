@@ -355,10 +355,11 @@ class Turbulence(Deformation):
     divergence_free: bool = True
     seed: int = 0
 
+    name = "turbulence"
+
     @property
     def time_varying(self) -> bool:
         return self.speed != 0
-    name = "turbulence"
 
     def __post_init__(self):
         _check_number("turbulence", "amplitude", self.amplitude)

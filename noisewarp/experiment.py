@@ -86,9 +86,7 @@ class SyntheticMotion:
         from noisewarp.warp import Geometry
 
         if self.deformation.time_varying or self._stationary is None:
-            geometry = Geometry.from_input(
-                self.deformation, self.height, self.width, source_frame
-            )
+            geometry = Geometry.from_input(self.deformation, self.height, self.width, source_frame)
             if self.deformation.time_varying:
                 return geometry
             self._stationary = geometry
@@ -614,9 +612,7 @@ def _open_stack(spec: RunSpec, diagnostics_fields: list[str]):
 def _replay(spec: RunSpec, writer, observer: _Observer, progress) -> tuple[np.ndarray, int]:
     """Feed the frames a resumed stack already holds to the observer (metrics, previews);
     write frame 0 for a new run. Return the last frame and the index of the next one."""
-    from noisewarp.warp import initial_noise
-
-    from noisewarp.warp import warp
+    from noisewarp.warp import initial_noise, warp
 
     start = writer.frames_written if writer is not None else 0
     if start == 0:

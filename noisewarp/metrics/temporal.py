@@ -116,9 +116,7 @@ def _conditional(prev, tmap, method: str, options: dict):
         prev = prev[:, :, None]
     if prev.ndim != 3:
         raise ValueError(f"prev must be a frame [H, W, C] or [H, W], got shape {prev.shape}")
-    _, conditional = warp(
-        prev, tmap, method=method, key=(0, 1), return_conditional=True, **options
-    )
+    _, conditional = warp(prev, tmap, method=method, key=(0, 1), return_conditional=True, **options)
     return conditional, squeeze
 
 
