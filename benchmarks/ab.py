@@ -49,7 +49,8 @@ print(json.dumps({"hash": digest, "wall_ms": 1e3 * statistics.median(wall),
 
 def export(revision: str, into: Path) -> Path:
     """The package of ``revision`` under ``into`` (importable with PYTHONPATH=into)."""
-    archive = into / "base.tar"
+    into.mkdir(parents=True)
+    archive = into.parent / "base.tar"
     subprocess.run(
         ["git", "archive", "--format=tar", "-o", str(archive), revision, "noisewarp"],
         cwd=REPO,

@@ -99,6 +99,16 @@ def test_run_writes_stack_metrics_previews_and_summary(compose, tmp_path, capsys
     assert (out / "summary.txt").read_text().strip() in printed
 
 
+@pytest.mark.parametrize("deform", ["swirl", "turbulence"])
+def test_run_evaluates_each_step_of_the_motion(compose, deform):
+    """A stationary deformation is evaluated once and reused; a time-varying one
+    (turbulence) at every step: both give the public API's frames."""
+    cfg = compose("res=24", "frames=5", f"deform={deform}")
+    run(cfg)
+    expected = reference_frames(24, 24, 4, 5, 0, nw.deform.get_deformation(deform))
+    np.testing.assert_array_equal(read_frames(Path(cfg.output.dir) / "noise.h5"), expected)
+
+
 def test_metrics_null_computes_no_metrics(compose, monkeypatch):
     """``output.metrics=null`` writes the stack and computes no metric at all."""
     from noisewarp.metrics import dataset, nulls
