@@ -182,11 +182,12 @@ class VideoReader:
         self._check_length(yielded, last_index)
 
     def _check_length(self, yielded: int, last_index: int) -> None:
-        wanted = self.frames if self.frames is not None else self.min_frames
+        wanted = self.frames if self.frames is not None else self.frame_count
+        wanted = max(wanted or 0, self.min_frames)
         if yielded >= wanted:
             return
         missing = self.start + self.stride * yielded  # the source frame that was not there
-        ask = f"{self.frames} frames" if self.frames is not None else f"at least {wanted} frames"
+        ask = f"{wanted} frames" if wanted > self.min_frames else f"at least {wanted} frames"
         raise VideoError(
             f"video {str(self.path)!r} ends after {last_index + 1} frames (frame {missing} is "
             f"missing): {ask} were needed from frame {self.start} with stride {self.stride}",
