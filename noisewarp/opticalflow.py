@@ -37,7 +37,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -441,7 +441,7 @@ class FlowCache:
 
 
 def video_flows(
-    reader: VideoReader,
+    reader: VideoReader | Iterable[np.ndarray],
     method: str = "dis",
     cache: FlowCache | PathLike | None = None,
     **settings,
@@ -454,8 +454,9 @@ def video_flows(
 
     Parameters
     ----------
-    reader : VideoReader
-        From ``noisewarp.video.open_video`` (its start, stride, frames and size apply).
+    reader : VideoReader or iterable of ndarray
+        From ``noisewarp.video.open_video`` (its start, stride, frames and size apply), or
+        any iterable of frames (then without a cache: the key needs the video's hash).
     method : str
         See ``estimate``; ``settings`` are its settings.
     cache : FlowCache or path, optional
@@ -468,6 +469,8 @@ def video_flows(
     resolved = resolve_settings(method, **settings)
     key = description = None
     if cache is not None:
+        if not isinstance(reader, VideoReader):
+            raise TypeError("a flow cache needs a VideoReader (open_video): its key hashes the file")
         cache = cache if isinstance(cache, FlowCache) else FlowCache(cache)
         description = cache_description(reader, method, resolved)
         key = cache.key(description)
