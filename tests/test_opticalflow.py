@@ -116,8 +116,9 @@ def test_occlusion_mask_exact_flows():
     disappears = of.occlusion_mask(forward, backward, frame="prev")
     assert disappears[top : top + 20, left + 20 : left + 20 + shift].all()
     assert disappears.sum() == 20 * shift
-    # Flow from outside the frame is flagged too.
+    # Flow from outside the frame is flagged too, even where f (edge-clamped) agrees.
     backward[:, :2, 0] = -3.0
+    forward[:, :2, 0] = 3.0
     assert of.occlusion_mask(forward, backward)[:, 0].all() and occlusion.dtype == np.bool_
 
 
@@ -141,6 +142,8 @@ def test_occlusion_mask_estimated():
     step = next(of.video_flows(frames))
     appeared = step.occlusion[top + 4 : top + side - 4, left + 1 : left + shift - 1]
     assert appeared.mean() > 0.5
+    moved = step.occlusion[top + 4 : top + side - 4, left + shift + 4 : left + shift + side - 4]
+    assert moved.mean() < 0.05  # the square itself has a consistent source
     far = np.ones((height, width), bool)
     far[top - 16 : top + side + 16, left - 16 : left + side + shift + 16] = False
     assert step.occlusion[far].mean() < 0.02
