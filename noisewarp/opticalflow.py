@@ -184,8 +184,10 @@ def _raft_model(weights: str, model: str, stamp: float):
         raise ImportError(
             f"RAFT needs torchvision matching torch {torch.__version__}: {error}"
         ) from error
-    net = optical_flow.raft_large(weights=None) if model == "large" else optical_flow.raft_small(
-        weights=None
+    net = (
+        optical_flow.raft_large(weights=None)
+        if model == "large"
+        else optical_flow.raft_small(weights=None)
     )
     state = torch.load(weights, map_location="cpu", weights_only=True)
     net.load_state_dict(state)
@@ -303,7 +305,9 @@ def occlusion_mask(
     mismatch = np.sum((first + followed) ** 2, axis=-1)
     scale = np.sum(first**2, axis=-1) + np.sum(followed**2, axis=-1)
     outside = (
-        (target[..., 0] < 0) | (target[..., 0] > height) | (target[..., 1] < 0)
+        (target[..., 0] < 0)
+        | (target[..., 0] > height)
+        | (target[..., 1] < 0)
         | (target[..., 1] > width)
     )
     return (mismatch >= alpha * scale + beta) | outside
@@ -470,7 +474,9 @@ def video_flows(
     key = description = None
     if cache is not None:
         if not isinstance(reader, VideoReader):
-            raise TypeError("a flow cache needs a VideoReader (open_video): its key hashes the file")
+            raise TypeError(
+                "a flow cache needs a VideoReader (open_video): its key hashes the file"
+            )
         cache = cache if isinstance(cache, FlowCache) else FlowCache(cache)
         description = cache_description(reader, method, resolved)
         key = cache.key(description)

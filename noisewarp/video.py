@@ -383,9 +383,7 @@ def open_video(
     return reader
 
 
-def write_video(
-    path: PathLike, frames: Iterable[np.ndarray], fps: float, crf: int = 23
-) -> int:
+def write_video(path: PathLike, frames: Iterable[np.ndarray], fps: float, crf: int = 23) -> int:
     """Write RGB uint8 frames [H, W, 3] (or grey [H, W]) to MP4 (H.264) or GIF, streaming.
 
     The format follows the suffix: ``.gif`` writes a GIF (FFmpeg's 256-colour ``rgb8``

@@ -26,9 +26,12 @@ MOTIONS = {
     "zoom": nw.deform.Zoom(factor=1.03),
     "rotate": nw.deform.Rotate(degrees=2.0),
     "all": nw.deform.Compose(
-        (nw.deform.Translate(rows=-0.6, cols=0.9), nw.deform.Zoom(factor=0.98),
-         nw.deform.Rotate(degrees=-1.5))
-    ),  # fmt: skip
+        (
+            nw.deform.Translate(rows=-0.6, cols=0.9),
+            nw.deform.Zoom(factor=0.98),
+            nw.deform.Rotate(degrees=-1.5),
+        )
+    ),
 }
 # Mean EPE bounds (px); measured on this clip: dis 0.09-0.16, farneback 0.14-0.42, tvl1 < 0.07.
 BOUNDS = {"dis": 0.5, "farneback": 0.75, "tvl1": 0.3}
@@ -162,16 +165,23 @@ def test_footprint_average_matches_analytic_mean():
     got = (tmap - identity_map(height // factor, width // factor)) * factor  # video px, (r, c)
     # The mean of sin(2 pi x / L) over [a, a + k] is (L / 2 pi k) (cos(2 pi a/L) - cos(...)).
     low = np.arange(width // factor) * factor
-    mean_dx = 4.0 * 64 / (2 * np.pi * factor) * (
-        np.cos(2 * np.pi * low / 64) - np.cos(2 * np.pi * (low + factor) / 64)
+    mean_dx = (
+        4.0
+        * 64
+        / (2 * np.pi * factor)
+        * (np.cos(2 * np.pi * low / 64) - np.cos(2 * np.pi * (low + factor) / 64))
     )
     low = np.arange(height // factor) * factor
-    mean_dy = 2.0 * 40 / (2 * np.pi * factor) * (
-        np.sin(2 * np.pi * (low + factor) / 40) - np.sin(2 * np.pi * low / 40)
+    mean_dy = (
+        2.0
+        * 40
+        / (2 * np.pi * factor)
+        * (np.sin(2 * np.pi * (low + factor) / 40) - np.sin(2 * np.pi * low / 40))
     )
     np.testing.assert_allclose(got[..., 1], np.broadcast_to(mean_dx, got.shape[:2]), atol=5e-3)
-    np.testing.assert_allclose(got[..., 0], np.broadcast_to(mean_dy[:, None], got.shape[:2]),
-                               atol=5e-3)  # fmt: skip
+    np.testing.assert_allclose(
+        got[..., 0], np.broadcast_to(mean_dy[:, None], got.shape[:2]), atol=5e-3
+    )
     # Point sampling at the noise pixel centres differs (the flow is not linear).
     noise_centres = identity_map(height // factor, width // factor) * factor
     point_dx, point_dy = analytic_flow(noise_centres[..., 0], noise_centres[..., 1])
@@ -208,7 +218,8 @@ def test_blend_stays_white_and_correlates(gamma):
     assert abs(corr - math.sqrt(1 - gamma**2)) < 5 / math.sqrt(warped.size)
     # Fresh noise is its own stream: not the warp's initial noise of the same key.
     fresh = of.blend_fresh(warped, 1.0, nw.Key(5, 1))
-    assert abs(np.corrcoef(fresh.ravel(), nw.initial_noise(128, 128, 4, seed=5).ravel())[0, 1]) < 0.02
+    initial = nw.initial_noise(128, 128, 4, seed=5)
+    assert abs(np.corrcoef(fresh.ravel(), initial.ravel())[0, 1]) < 0.02
     with pytest.raises(ValueError, match="gamma"):
         of.blend_fresh(warped, 1.5, 0)
 
