@@ -12,75 +12,40 @@ pytest.importorskip("skimage", reason='flow tests need scikit-image: pip install
 pytest.importorskip("av", reason='flow tests need PyAV: pip install -e ".[video]"')
 
 import noisewarp as nw  # noqa: E402
+from noisewarp import flowcheck  # noqa: E402
 from noisewarp import opticalflow as of  # noqa: E402
-from noisewarp.flow import flow_from_map, identity_map  # noqa: E402
+from noisewarp.flow import identity_map  # noqa: E402
 from noisewarp.metrics import assert_white_noise  # noqa: E402
 from noisewarp.video import open_video  # noqa: E402
 
 CLIP = Path(__file__).resolve().parent.parent / "data" / "bigbuckbunny.mp4"
 SIZE = 256
-MARGIN = 24  # EPE over the interior: borders lack content on one side
-
-MOTIONS = {
-    "pan": nw.deform.Translate(rows=1.3, cols=-0.7),
-    "zoom": nw.deform.Zoom(factor=1.03),
-    "rotate": nw.deform.Rotate(degrees=2.0),
-    "all": nw.deform.Compose(
-        (
-            nw.deform.Translate(rows=-0.6, cols=0.9),
-            nw.deform.Zoom(factor=0.98),
-            nw.deform.Rotate(degrees=-1.5),
-        )
-    ),
-}
-# Mean EPE bounds (px); measured on this clip: dis 0.09-0.16, farneback 0.14-0.42, tvl1 < 0.07.
+# Mean EPE bounds (px); measured on this clip: dis 0.09-0.16, farneback 0.14-0.42, tvl1 < 0.08.
 BOUNDS = {"dis": 0.5, "farneback": 0.75, "tvl1": 0.3}
 
 
 @pytest.fixture(scope="module")
 def photo():
     """scikit-image's astronaut, grey, 256 x 256, values in [0, 255]."""
-    from skimage import color, data, transform
-
-    grey = color.rgb2gray(data.astronaut())
-    return transform.resize(grey, (SIZE, SIZE), anti_aliasing=True) * 255.0
-
-
-def render(photo, tmap):
-    """Frame t+1 by exact inverse mapping: frame(p) = photo(T(p)), cubic interpolation."""
-    from scipy.ndimage import map_coordinates
-
-    coords = np.moveaxis(tmap - 0.5, -1, 0)  # pixel centre (i + 0.5) is array index i
-    return np.clip(np.rint(map_coordinates(photo, coords, order=3, mode="reflect")), 0, 255)
-
-
-def known_pair(photo, motion):
-    tmap = motion.map(SIZE, SIZE)
-    first = np.clip(np.rint(photo), 0, 255).astype(np.uint8)
-    return first, render(photo, tmap).astype(np.uint8), flow_from_map(tmap)
-
-
-def interior_epe(flow, truth):
-    error = np.linalg.norm(flow - truth, axis=-1)
-    return float(error[MARGIN:-MARGIN, MARGIN:-MARGIN].mean())
+    return flowcheck.photo(SIZE)
 
 
 @pytest.mark.parametrize("method", sorted(BOUNDS))
-@pytest.mark.parametrize("motion", sorted(MOTIONS))
+@pytest.mark.parametrize("motion", sorted(flowcheck.MOTIONS))
 def test_flow_accuracy_on_known_motion(photo, method, motion):
-    first, second, truth = known_pair(photo, MOTIONS[motion])
+    first, second, truth = flowcheck.known_pair(photo, flowcheck.MOTIONS[motion])
     assert np.abs(truth).max() > 1.0  # the motion is larger than the bound
     flow = of.estimate(first, second, method)
     assert flow.shape == (SIZE, SIZE, 2) and flow.dtype == np.float32
-    assert interior_epe(flow, truth) < BOUNDS[method], (method, motion)
+    assert flowcheck.interior_epe(flow, truth) < BOUNDS[method], (method, motion)
     # The forward flow is the backward one of the swapped pair.
     np.testing.assert_array_equal(of.forward(second, first, method), flow)
 
 
 def test_rgb_input_and_settings(photo):
-    first, second, truth = known_pair(photo, MOTIONS["pan"])
+    first, second, truth = flowcheck.known_pair(photo, flowcheck.MOTIONS["pan"])
     rgb = [np.repeat(image[..., None], 3, axis=2) for image in (first, second)]
-    assert interior_epe(of.estimate(*rgb, preset="fast"), truth) < 0.5
+    assert flowcheck.interior_epe(of.estimate(*rgb, preset="fast"), truth) < 0.5
     with pytest.raises(ValueError, match="ultrafast, fast, medium|one of"):
         of.estimate(*rgb, preset="slow")
     with pytest.raises(ValueError, match="unknown setting.*winsize.*valid: preset"):
