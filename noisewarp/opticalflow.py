@@ -324,15 +324,11 @@ def _library_version(method: str) -> str:
     return "torch " + require("torch").__version__
 
 
-def _file_sha256(path: PathLike) -> str:
-    return content_hash(path)
-
-
 def cache_description(reader: VideoReader, method: str, settings: dict) -> dict:
     """What a cached flow depends on: video content, estimator, settings, size, frames."""
     settings = dict(settings)
     if method == "raft":  # the weights' content, not their path
-        settings["weights"] = "sha256:" + _file_sha256(settings["weights"])
+        settings["weights"] = "sha256:" + content_hash(settings["weights"])
     return {
         "video_sha256": reader.content_hash(),
         "method": method,

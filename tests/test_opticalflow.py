@@ -254,3 +254,16 @@ def test_raft_from_local_weights(tmp_path):
     frames = rng.integers(0, 256, (2, 36, 44, 3), dtype=np.uint8)
     flow = of.estimate(*frames, method="raft", weights=str(weights), model="small", updates=2)
     assert flow.shape == (36, 44, 2) and np.isfinite(flow).all()
+
+
+def test_clip_to_warped_noise_end_to_end():
+    """Bundled clip -> DIS flows -> 1/8 noise maps -> particle warp -> blend: stays white."""
+    reader = open_video(CLIP, frames=4, size=256)
+    height, width = of.noise_size(*reader.size, 32)
+    warper = nw.NoiseWarper(height, width, 4, method="particle", seed=2)
+    frames = []
+    for index, step in enumerate(of.video_flows(reader)):
+        warped = warper.step(of.flow_to_noise_map(step.backward, height, width))
+        frames.append(of.blend_fresh(warped, 0.2, nw.Key(2, index + 1)))
+    assert len(frames) == 3 and frames[0].shape == (18, 32, 4)
+    assert_white_noise(np.stack(frames), label="clip end to end")
