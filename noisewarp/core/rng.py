@@ -73,6 +73,7 @@ class Purpose(IntEnum):
     REST = 3  # reserved (was: unclaimed remainders); kept so other ids never shift
     SUBPIXEL = 4  # HIWYN conditional upsampling
     BASELINE = 5  # noise drawn by the simple baselines
+    BLEND = 6  # fresh noise mixed into warped noise (opticalflow.blend_fresh)
 
 
 def _mix64_int(z: int) -> int:
