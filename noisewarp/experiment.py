@@ -20,20 +20,24 @@ A run, given ``cfg`` (see ``conf/config.yaml``):
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import logging
 import math
 import os
 import sys
 import time
-import traceback
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
+
+from noisewarp.config import (
+    ConfigError,
+    RunSpec,
+    build_spec,
+    deform_label,
+    method_label,
+)
+from noisewarp.status import in_multirun, write_status
 
 __all__ = [
     "ConfigError",
@@ -44,338 +48,14 @@ __all__ = [
     "in_multirun",
     "method_label",
     "deform_label",
+    "available_cpus",
+    "configure_threads",
 ]
 
 log = logging.getLogger(__name__)
 
 SAMPLE_SIZE = 64  # side of the sample crops stored in metrics.nc
 SAMPLE_NAMES = ("first", "second", "last")  # frames 0, 1 and the last one
-_BACKENDS = ("auto", "cpu", "cuda")
-
-
-class ConfigError(ValueError):
-    """The config asks for something that does not exist or is out of range."""
-
-
-# ------------------------------------------------------------------------------ motion
-
-
-class SyntheticMotion:
-    """An analytic deformation from ``noisewarp.deform`` (exact corners for grid/hiwyn)."""
-
-    def __init__(self, name: str, params: Mapping, height: int, width: int):
-        from noisewarp.deform import get_deformation
-
-        self.name = name
-        self.params = dict(params)
-        try:
-            self.deformation = get_deformation(name, **self.params)
-        except (TypeError, ValueError) as error:
-            raise ConfigError(f"deform={name}: {error}") from None
-        self.height, self.width = height, width
-        self.max_frames = None
-        self.label = deform_label(name, self.params)
-        self._stationary = None
-
-    def identity(self) -> dict:
-        return {"name": self.name, "params": self.params}
-
-    def geometry(self, source_frame: int):
-        """The step from frame ``source_frame`` to ``source_frame + 1`` (a stationary
-        deformation is evaluated once and its arrays shared by every step)."""
-        from noisewarp.warp import Geometry
-
-        if self.deformation.time_varying or self._stationary is None:
-            geometry = Geometry.from_input(self.deformation, self.height, self.width, source_frame)
-            if self.deformation.time_varying:
-                return geometry
-            self._stationary = geometry
-        return self._stationary
-
-
-class FlowMotion:
-    """Optical flow read from a file (``noisewarp.flow.load_flow``): [H, W, 2] or [T, H, W, 2].
-
-    A single flow field is applied at every step; a stack of T fields gives T steps.
-    """
-
-    def __init__(self, path: str, direction: str, order: str):
-        from noisewarp.flow import load_flow
-
-        self.name = "flow"
-        self.path = Path(path).expanduser().resolve()
-        self.direction, self.order = direction, order
-        try:
-            flow = load_flow(self.path)
-        except (OSError, ValueError) as error:
-            raise ConfigError(f"deform=flow: {error}") from None
-        self.flow = flow[None] if flow.ndim == 3 else flow
-        self.height, self.width = (int(n) for n in self.flow.shape[1:3])
-        self.max_frames = None if self.flow.shape[0] == 1 else self.flow.shape[0] + 1
-        self.label = f"flow:{self.path.stem}"
-        digest = hashlib.sha256()
-        with open(self.path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        self.sha256 = digest.hexdigest()
-
-    def identity(self) -> dict:
-        return {
-            "name": self.name,
-            "path": str(self.path),
-            "sha256": self.sha256,
-            "direction": self.direction,
-            "order": self.order,
-        }
-
-    def geometry(self, source_frame: int):
-        from noisewarp.flow import map_from_flow
-        from noisewarp.warp import Geometry
-
-        field = self.flow[source_frame if self.flow.shape[0] > 1 else 0]
-        tmap = map_from_flow(field, direction=self.direction, order=self.order, frame=source_frame)
-        return Geometry.from_input(tmap, self.height, self.width, source_frame)
-
-
-# ------------------------------------------------------------------------------ spec
-
-
-def _plain(value):
-    """OmegaConf containers and YAML lists to plain Python (lists become tuples)."""
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
-    if isinstance(value, (DictConfig, ListConfig)):
-        value = OmegaConf.to_container(value, resolve=True)
-    if isinstance(value, list):
-        return tuple(_plain(v) for v in value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
-
-
-def _label(name: str, values: Mapping, defaults: Mapping) -> str:
-    changed = [
-        f"{key}={_plain(value)}"
-        for key, value in values.items()
-        if key not in defaults or _plain(defaults[key]) != _plain(value)
-    ]
-    return f"{name}({','.join(changed)})" if changed else name
-
-
-def method_label(name: str, options: Mapping) -> str:
-    """``name``, plus the options that differ from the method's defaults: ``hiwyn(n=16)``."""
-    from noisewarp.warp import METHODS
-
-    return _label(name, options, METHODS[name].options if name in METHODS else {})
-
-
-def deform_label(name: str, params: Mapping) -> str:
-    """``name``, plus the parameters that differ from its defaults: ``rotate(degrees=5.0)``."""
-    from noisewarp.deform import DEFORMATIONS
-
-    defaults = {}
-    if name in DEFORMATIONS and dataclasses.is_dataclass(DEFORMATIONS[name]):
-        defaults = {
-            f.name: f.default
-            for f in dataclasses.fields(DEFORMATIONS[name])
-            if f.default is not dataclasses.MISSING
-        }
-    return _label(name, params, defaults)
-
-
-@dataclass(frozen=True)
-class OutputSpec:
-    dir: Path
-    stack: Path | None
-    metrics: Path | None
-    store_maps: bool
-    metrics_every: int
-    previews: bool
-    preview_size: int
-    preview_frames: int
-    progress: bool
-    overwrite: bool
-    overlap: bool
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """A validated run: everything :func:`run` needs, in plain Python."""
-
-    method: str
-    options: dict
-    motion: SyntheticMotion | FlowMotion
-    height: int
-    width: int
-    frames: int
-    channels: int
-    seed: int
-    backend: str
-    threads: int | None
-    output: OutputSpec
-    config_yaml: str
-
-    @property
-    def method_label(self) -> str:
-        return method_label(self.method, self.options)
-
-    @property
-    def res(self) -> int:
-        return max(self.height, self.width)
-
-    def identity(self) -> dict:
-        """Everything the frames depend on; a resumed stack must match it exactly."""
-        from noisewarp import __version__
-
-        return {
-            "method": self.method,
-            "options": self.options,
-            "motion": self.motion.identity(),
-            "height": self.height,
-            "width": self.width,
-            "frames": self.frames,
-            "channels": self.channels,
-            "seed": self.seed,
-            "noisewarp_version": __version__,
-        }
-
-    def coords(self) -> dict:
-        """The scalar coordinates a sweep varies (``noisewarp.collect`` stacks runs on them)."""
-        return {
-            "method": self.method_label,
-            "deform": self.motion.label,
-            "res": self.res,
-            "channels": self.channels,
-            "seed": self.seed,
-        }
-
-
-def _integer(cfg, key: str, minimum: int = 1) -> int:
-    value = cfg.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{key} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _section(cfg, key: str):
-    section = cfg.get(key)
-    if section is None or not hasattr(section, "get"):
-        raise ConfigError(f"the config has no '{key}' group (got {section!r})")
-    return section
-
-
-def build_spec(cfg) -> RunSpec:
-    """Validate a resolved config and turn it into a :class:`RunSpec`.
-
-    Raises
-    ------
-    ConfigError
-        With a message naming the key and listing the valid values.
-    """
-    from omegaconf import OmegaConf
-
-    from noisewarp.warp import METHODS
-
-    method_cfg = _section(cfg, "method")
-    method = method_cfg.get("name")
-    if method not in METHODS:
-        raise ConfigError(
-            f"method={method} is not a registered method; valid: {', '.join(sorted(METHODS))}"
-        )
-    options = _plain(method_cfg.get("options") or {})
-    unknown = sorted(set(options) - set(METHODS[method].options))
-    if unknown:
-        valid = ", ".join(METHODS[method].options) or "none"
-        raise ConfigError(f"method={method} has no option(s) {unknown}; valid options: {valid}")
-
-    res = _integer(cfg, "res")
-    frames = _integer(cfg, "frames", 1)
-    channels = _integer(cfg, "channels")
-    seed = _integer(cfg, "seed", 0)
-
-    deform_cfg = _section(cfg, "deform")
-    name = deform_cfg.get("name")
-    if name == "flow":
-        direction, order = deform_cfg.get("direction"), deform_cfg.get("order")
-        if direction not in ("backward", "forward"):
-            raise ConfigError(f"deform.direction must be backward or forward, got {direction!r}")
-        if order not in ("xy", "rc"):
-            raise ConfigError(f"deform.order must be xy or rc, got {order!r}")
-        if OmegaConf.is_missing(deform_cfg, "path") or not deform_cfg.get("path"):
-            raise ConfigError("deform=flow needs a file: deform.path=/path/to/flow.npy (or .flo)")
-        motion = FlowMotion(str(deform_cfg.path), direction, order)
-        if motion.max_frames is not None and frames > motion.max_frames:
-            log.warning(
-                "%s holds %d flow fields: %d frames, not %d",
-                motion.path,
-                motion.max_frames - 1,
-                motion.max_frames,
-                frames,
-            )
-            frames = motion.max_frames
-    else:
-        from noisewarp.deform import DEFORMATIONS
-
-        if name not in DEFORMATIONS:
-            valid = ", ".join(sorted([*DEFORMATIONS, "flow"]))
-            raise ConfigError(f"deform={name} is not a known deformation; valid: {valid}")
-        motion = SyntheticMotion(name, _plain(deform_cfg.get("params") or {}), res, res)
-
-    backend_cfg = _section(cfg, "backend")
-    backend = backend_cfg.get("name")
-    if backend not in _BACKENDS:
-        raise ConfigError(f"backend={backend} is not a backend; valid: {', '.join(_BACKENDS)}")
-    threads = backend_cfg.get("threads")
-    if threads is not None and (
-        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
-    ):
-        raise ConfigError(f"backend.threads must be null or an integer >= 1, got {threads!r}")
-
-    out = _section(cfg, "output")
-    try:
-        directory = out.dir
-    except Exception as error:  # ${hydra:...} outside a Hydra app
-        raise ConfigError(
-            f"output.dir cannot be resolved ({error}); outside a Hydra app pass output.dir=PATH"
-        ) from None
-    directory = Path(directory)
-    every = out.get("metrics_every", 1)
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise ConfigError(f"output.metrics_every must be an integer >= 1, got {every!r}")
-    for key in ("preview_size", "preview_frames"):
-        value = out.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"output.{key} must be an integer >= 1, got {value!r}")
-    output = OutputSpec(
-        dir=directory,
-        stack=directory / out.stack if out.get("stack") else None,
-        metrics=directory / out.metrics if out.get("metrics") else None,
-        store_maps=bool(out.get("store_maps", False)),
-        metrics_every=every,
-        previews=bool(out.get("previews", True)),
-        preview_size=out.preview_size,
-        preview_frames=out.preview_frames,
-        progress=bool(out.get("progress", True)),
-        overwrite=bool(out.get("overwrite", False)),
-        overlap=bool(out.get("overlap", False)),
-    )
-    return RunSpec(
-        method=method,
-        options=options,
-        motion=motion,
-        height=motion.height,
-        width=motion.width,
-        frames=frames,
-        channels=channels,
-        seed=seed,
-        backend=backend,
-        threads=threads,
-        output=output,
-        config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
-    )
-
-
-# ------------------------------------------------------------------------------ running
 
 
 def _reset_peak_rss() -> bool:
@@ -485,12 +165,10 @@ class _Observer:
         """Whether the warp to frame ``index`` must report E[Y | X] (temporal metrics)."""
         return index > 0 and self.wants_metrics(index)
 
-    def needs_map(self, index: int) -> bool:
-        return index > 0 and (self.previews is not None or self.wants_metrics(index))
-
-    def add(self, index, frame, conditional, tmap, time_s, map_s, diagnostics) -> dict:
+    def add(self, index, frame, conditional, step, time_s, map_s, diagnostics) -> dict:
         """Measure frame ``index``: ``conditional`` is the kernel's E[Y | X] given the
-        previous frame (None for frame 0 or unmeasured frames), ``tmap`` its map."""
+        previous frame (None for frame 0 or unmeasured frames), ``step`` the motion into
+        it (``noisewarp.motion.Step``; None for frame 0)."""
         from noisewarp.metrics import frame_metrics
 
         current, peak = _rss_mb()
@@ -508,7 +186,7 @@ class _Observer:
         if index in self.sample_frames:
             self.samples[index] = np.moveaxis(frame[self.sample_crop], -1, 0).copy()
         if self.previews is not None:
-            self.previews.add(index, frame, tmap)
+            self.previews.add(index, frame, step)
         if index == self.last:
             self.last_frame = frame
         return record
@@ -564,8 +242,9 @@ def run(cfg) -> dict:
                 dynamic_ncols=True,
             ) as progress,
         ):
-            prev, start = _replay(spec, writer, observer, progress)
-            _stream(spec, writer, observer, progress, prev, start)
+            steps = spec.motion.steps(images=observer.previews is not None)
+            prev, start = _replay(spec, writer, observer, progress, steps)
+            _stream(spec, writer, observer, progress, steps, prev, start)
             if writer is not None:
                 writer.finish()
         return _finish(spec, observer, warmup_s)
@@ -609,9 +288,10 @@ def _open_stack(spec: RunSpec, diagnostics_fields: list[str]):
     return writer
 
 
-def _replay(spec: RunSpec, writer, observer: _Observer, progress) -> tuple[np.ndarray, int]:
-    """Feed the frames a resumed stack already holds to the observer (metrics, previews);
-    write frame 0 for a new run. Return the last frame and the index of the next one."""
+def _replay(spec: RunSpec, writer, observer: _Observer, progress, steps):
+    """Feed the frames a resumed stack already holds to the observer (metrics, previews),
+    taking their motion ``steps``; write frame 0 for a new run. Return the last frame and
+    the index of the next one."""
     from noisewarp.warp import initial_noise, warp
 
     start = writer.frames_written if writer is not None else 0
@@ -626,17 +306,16 @@ def _replay(spec: RunSpec, writer, observer: _Observer, progress) -> tuple[np.nd
     prev = None
     for index in range(start):
         frame = writer.read(index)
-        geometry = spec.motion.geometry(index - 1) if observer.needs_map(index) else None
+        step = next(steps) if index > 0 else None  # every step, to stay in step with the video
         conditional = None
         if observer.wants_conditional(index):
             # E[Y | X] depends on the frame and the map only: any key gives it.
-            _, conditional = warp(prev, geometry, method=spec.method, key=(spec.seed, index),
-                                  backend=spec.backend, return_conditional=True,
-                                  **spec.options)  # fmt: skip
+            _, conditional = warp(prev, step.geometry, method=spec.method,
+                                  key=(spec.seed, index), backend=spec.backend,
+                                  return_conditional=True, **spec.options)  # fmt: skip
         diagnostics = {k: v[index] for k, v in stored.items() if k not in ("time_s", "map_s")}
         times = float(stored["time_s"][index]), float(stored["map_s"][index])
-        tmap = geometry.centres if geometry is not None else None
-        observer.add(index, frame, conditional, tmap, *times, diagnostics)
+        observer.add(index, frame, conditional, step, *times, diagnostics)
         prev = frame
         progress.update()
     return prev, start
@@ -678,13 +357,11 @@ class _Emitter:
             if self._pool is not None:
                 self._pool.shutdown()
 
-    def _emit(self, index, frame, conditional, geometry, time_s, map_s, diagnostics) -> None:
+    def _emit(self, index, frame, conditional, step, time_s, map_s, diagnostics) -> None:
         if self.writer is not None:
-            tmap = geometry.centres if self.spec.output.store_maps else None
+            tmap = step.geometry.centres if self.spec.output.store_maps else None
             self.writer.write(index, frame, time_s, {**diagnostics, "map_s": map_s}, tmap)
-        record = self.observer.add(
-            index, frame, conditional, geometry.centres, time_s, map_s, diagnostics
-        )
+        record = self.observer.add(index, frame, conditional, step, time_s, map_s, diagnostics)
         now = time.perf_counter()
         record["step_s"] = now - self._last  # frame to frame: map, warp, outputs
         self._last = now
@@ -694,8 +371,9 @@ class _Emitter:
         )
 
 
-def _stream(spec: RunSpec, writer, observer: _Observer, progress, prev, start: int) -> None:
-    """Warp frames ``start ..`` one at a time: write, measure, drop (memory stays flat)."""
+def _stream(spec: RunSpec, writer, observer: _Observer, progress, steps, prev, start: int):
+    """Warp frames ``start ..`` one at a time along the motion's ``steps``: write,
+    measure, drop (memory stays flat)."""
     from noisewarp.warp import NoiseWarper
 
     warper = NoiseWarper(
@@ -713,12 +391,12 @@ def _stream(spec: RunSpec, writer, observer: _Observer, progress, prev, start: i
     try:
         for index in range(start, spec.frames):
             tick = time.perf_counter()
-            geometry = spec.motion.geometry(index - 1)
+            step = next(steps)
             map_s = time.perf_counter() - tick
             tick = time.perf_counter()
-            frame = warper.step(geometry, conditional=observer.wants_conditional(index))
+            frame = warper.step(step.geometry, conditional=observer.wants_conditional(index))
             time_s = time.perf_counter() - tick
-            emitter.submit(index, frame, warper.conditional, geometry, time_s, map_s,
+            emitter.submit(index, frame, warper.conditional, step, time_s, map_s,
                            warper.diagnostics.as_dict())  # fmt: skip
     finally:
         emitter.close()
@@ -874,42 +552,3 @@ def format_summary(spec: RunSpec, observer: _Observer, summary: Mapping) -> str:
         verdict = "passes" if report["passed"] else f"FAILS ({', '.join(report['failed'])})"
         lines += ["", f"last frame {verdict} the 5-sigma white-noise test"]
     return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------------ status
-
-
-def in_multirun() -> bool:
-    """Whether this process runs a job of a Hydra multirun (sweep)."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-    except Exception:
-        return False
-
-
-def write_status(cfg, status: str, error: BaseException | None = None) -> Path | None:
-    """Write ``status.json`` (complete / failed / interrupted) in the run's output directory,
-    so ``noisewarp.collect`` can report failed runs. Never raises."""
-    try:
-        try:
-            directory = Path(cfg.output.dir)
-        except Exception:
-            from hydra.core.hydra_config import HydraConfig
-
-            directory = Path(HydraConfig.get().runtime.output_dir)
-        directory.mkdir(parents=True, exist_ok=True)
-        record = {"status": status, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        if error is not None:
-            record["error"] = f"{type(error).__name__}: {error}"
-            record["traceback"] = "".join(
-                traceback.format_exception(type(error), error, error.__traceback__)
-            )
-        path = directory / "status.json"
-        path.write_text(json.dumps(record, indent=2) + "\n")
-        return path
-    except Exception:  # pragma: no cover - reporting must never mask the real outcome
-        log.exception("could not write status.json")
-        return None

@@ -105,11 +105,13 @@ class PreviewRecorder:
         self._composed = grid.copy()  # C_0 = identity
         self._cell = max(4.0, crop_side / 8.0)
 
-    def add(self, index: int, frame: np.ndarray, tmap: np.ndarray | None = None) -> None:
-        """Record frame ``index`` ([H, W, C]); ``tmap`` is the backward map into it ([H, W, 2])."""
+    def add(self, index: int, frame: np.ndarray, step=None) -> None:
+        """Record frame ``index`` ([H, W, C]); ``step`` is the motion into it: a
+        ``noisewarp.motion.Step`` or the backward map [H, W, 2]."""
         if index > 0:
-            if tmap is None:
+            if step is None:
                 raise ValueError("frames after 0 need the map of the step into them")
+            tmap = step.geometry.centres if hasattr(step, "geometry") else step
             coarse_map = tmap[:: self.stride, :: self.stride]
             # C_t(g) = C_{t-1}(T_t(g)): sample the previous composition at T_t(g), in grid units.
             self._composed = _bilinear(

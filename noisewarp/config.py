@@ -1,0 +1,328 @@
+"""A run's configuration: validation of the composed Hydra config into a :class:`RunSpec`.
+
+Every value is checked before anything runs, with errors that name the key and list the
+valid choices (:class:`ConfigError`). ``noisewarp.experiment`` runs the spec.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from noisewarp.motion import FlowMotion, SyntheticMotion, VideoMotion
+
+__all__ = [
+    "ConfigError",
+    "OutputSpec",
+    "RunSpec",
+    "build_spec",
+    "method_label",
+    "deform_label",
+]
+
+log = logging.getLogger(__name__)
+
+_BACKENDS = ("auto", "cpu", "cuda")
+
+
+class ConfigError(ValueError):
+    """The config asks for something that does not exist or is out of range."""
+
+
+def _plain(value):
+    """OmegaConf containers and YAML lists to plain Python (lists become tuples)."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(value, (DictConfig, ListConfig)):
+        value = OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, list):
+        return tuple(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _label(name: str, values: Mapping, defaults: Mapping) -> str:
+    changed = [
+        f"{key}={_plain(value)}"
+        for key, value in values.items()
+        if key not in defaults or _plain(defaults[key]) != _plain(value)
+    ]
+    return f"{name}({','.join(changed)})" if changed else name
+
+
+def method_label(name: str, options: Mapping) -> str:
+    """``name``, plus the options that differ from the method's defaults: ``hiwyn(n=16)``."""
+    from noisewarp.warp import METHODS
+
+    return _label(name, options, METHODS[name].options if name in METHODS else {})
+
+
+def deform_label(name: str, params: Mapping) -> str:
+    """``name``, plus the parameters that differ from its defaults: ``rotate(degrees=5.0)``."""
+    from noisewarp.deform import DEFORMATIONS
+
+    defaults = {}
+    if name in DEFORMATIONS and dataclasses.is_dataclass(DEFORMATIONS[name]):
+        defaults = {
+            f.name: f.default
+            for f in dataclasses.fields(DEFORMATIONS[name])
+            if f.default is not dataclasses.MISSING
+        }
+    return _label(name, params, defaults)
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    dir: Path
+    stack: Path | None
+    metrics: Path | None
+    store_maps: bool
+    metrics_every: int
+    previews: bool
+    preview_size: int
+    preview_frames: int
+    progress: bool
+    overwrite: bool
+    overlap: bool
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """A validated run: everything :func:`run` needs, in plain Python."""
+
+    method: str
+    options: dict
+    motion: SyntheticMotion | FlowMotion | VideoMotion
+    height: int
+    width: int
+    frames: int
+    channels: int
+    seed: int
+    backend: str
+    threads: int | None
+    output: OutputSpec
+    config_yaml: str
+
+    @property
+    def method_label(self) -> str:
+        return method_label(self.method, self.options)
+
+    @property
+    def res(self) -> int:
+        return max(self.height, self.width)
+
+    def identity(self) -> dict:
+        """Everything the frames depend on; a resumed stack must match it exactly."""
+        from noisewarp import __version__
+
+        return {
+            "method": self.method,
+            "options": self.options,
+            "motion": self.motion.identity(),
+            "height": self.height,
+            "width": self.width,
+            "frames": self.frames,
+            "channels": self.channels,
+            "seed": self.seed,
+            "noisewarp_version": __version__,
+        }
+
+    def coords(self) -> dict:
+        """The scalar coordinates a sweep varies (``noisewarp.collect`` stacks runs on them)."""
+        return {
+            "method": self.method_label,
+            "deform": self.motion.label,
+            "res": self.res,
+            "channels": self.channels,
+            "seed": self.seed,
+        }
+
+
+def _integer(cfg, key: str, minimum: int = 1) -> int:
+    value = cfg.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{key} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _section(cfg, key: str):
+    section = cfg.get(key)
+    if section is None or not hasattr(section, "get"):
+        raise ConfigError(f"the config has no '{key}' group (got {section!r})")
+    return section
+
+
+def _output(cfg) -> OutputSpec:
+    out = _section(cfg, "output")
+    try:
+        directory = out.dir
+    except Exception as error:  # ${hydra:...} outside a Hydra app
+        raise ConfigError(
+            f"output.dir cannot be resolved ({error}); outside a Hydra app pass output.dir=PATH"
+        ) from None
+    directory = Path(directory)
+    every = out.get("metrics_every", 1)
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ConfigError(f"output.metrics_every must be an integer >= 1, got {every!r}")
+    for key in ("preview_size", "preview_frames"):
+        value = out.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"output.{key} must be an integer >= 1, got {value!r}")
+    return OutputSpec(
+        dir=directory,
+        stack=directory / out.stack if out.get("stack") else None,
+        metrics=directory / out.metrics if out.get("metrics") else None,
+        store_maps=bool(out.get("store_maps", False)),
+        metrics_every=every,
+        previews=bool(out.get("previews", True)),
+        preview_size=out.preview_size,
+        preview_frames=out.preview_frames,
+        progress=bool(out.get("progress", True)),
+        overwrite=bool(out.get("overwrite", False)),
+        overlap=bool(out.get("overlap", False)),
+    )
+
+
+def _video_motion(deform_cfg, res: int, frames: int, directory: Path):
+    from noisewarp.motion import BUNDLED_CLIP, VideoMotion, default_cache
+    from noisewarp.opticalflow import METHODS as ESTIMATORS
+
+    path = deform_cfg.get("path") or BUNDLED_CLIP
+    estimator = deform_cfg.get("estimator", "dis")
+    if estimator not in ESTIMATORS:
+        raise ConfigError(
+            f"deform.estimator={estimator} is not a flow estimator; valid: {', '.join(ESTIMATORS)}"
+        )
+    factor = deform_cfg.get("latent_factor")
+    if factor is not None and (
+        isinstance(factor, bool) or not isinstance(factor, int) or factor < 1
+    ):
+        raise ConfigError(f"deform.latent_factor must be null or an integer >= 1, got {factor!r}")
+    cache = deform_cfg.get("cache", "auto")
+    if cache == "auto":
+        cache = default_cache(directory)
+    try:
+        return VideoMotion(
+            path,
+            res=res,
+            latent_factor=factor,
+            start=deform_cfg.get("start", 0),
+            stride=deform_cfg.get("stride", 1),
+            frames=frames,
+            size=_plain(deform_cfg.get("size")),
+            estimator=estimator,
+            settings=_plain(deform_cfg.get("settings") or {}),
+            cache=cache,
+        )
+    except (OSError, ValueError, TypeError, ImportError) as error:
+        raise ConfigError(f"deform=video: {error}") from None
+
+
+def _motion(deform_cfg, res: int, frames: int, directory: Path):
+    """The motion source the config names, and the number of frames it allows."""
+    from omegaconf import OmegaConf
+
+    from noisewarp.motion import FlowMotion, SyntheticMotion
+
+    name = deform_cfg.get("name")
+    if name == "video":
+        return _video_motion(deform_cfg, res, frames, directory), frames
+    if name == "flow":
+        direction, order = deform_cfg.get("direction"), deform_cfg.get("order")
+        if direction not in ("backward", "forward"):
+            raise ConfigError(f"deform.direction must be backward or forward, got {direction!r}")
+        if order not in ("xy", "rc"):
+            raise ConfigError(f"deform.order must be xy or rc, got {order!r}")
+        if OmegaConf.is_missing(deform_cfg, "path") or not deform_cfg.get("path"):
+            raise ConfigError("deform=flow needs a file: deform.path=/path/to/flow.npy (or .flo)")
+        try:
+            motion = FlowMotion(
+                str(deform_cfg.path), direction, order, deform_cfg.get("dataset", "flow")
+            )
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"deform=flow: {error}") from None
+        if motion.max_frames is not None and frames > motion.max_frames:
+            log.warning(
+                "%s holds %d flow fields: %d frames, not %d",
+                motion.path,
+                motion.max_frames - 1,
+                motion.max_frames,
+                frames,
+            )
+            frames = motion.max_frames
+        return motion, frames
+    from noisewarp.deform import DEFORMATIONS, get_deformation
+
+    if name not in DEFORMATIONS:
+        valid = ", ".join(sorted([*DEFORMATIONS, "flow", "video"]))
+        raise ConfigError(f"deform={name} is not a known deformation; valid: {valid}")
+    params = _plain(deform_cfg.get("params") or {})
+    try:
+        deformation = get_deformation(name, **params)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"deform={name}: {error}") from None
+    return SyntheticMotion(deformation, res, res, deform_label(name, params), params), frames
+
+
+def build_spec(cfg) -> RunSpec:
+    """Validate a resolved config and turn it into a :class:`RunSpec`.
+
+    Raises
+    ------
+    ConfigError
+        With a message naming the key and listing the valid values.
+    """
+    from omegaconf import OmegaConf
+
+    from noisewarp.warp import METHODS
+
+    method_cfg = _section(cfg, "method")
+    method = method_cfg.get("name")
+    if method not in METHODS:
+        raise ConfigError(
+            f"method={method} is not a registered method; valid: {', '.join(sorted(METHODS))}"
+        )
+    options = _plain(method_cfg.get("options") or {})
+    unknown = sorted(set(options) - set(METHODS[method].options))
+    if unknown:
+        valid = ", ".join(METHODS[method].options) or "none"
+        raise ConfigError(f"method={method} has no option(s) {unknown}; valid options: {valid}")
+
+    res = _integer(cfg, "res")
+    frames = _integer(cfg, "frames", 1)
+    channels = _integer(cfg, "channels")
+    seed = _integer(cfg, "seed", 0)
+
+    output = _output(cfg)
+    motion, frames = _motion(_section(cfg, "deform"), res, frames, output.dir)
+
+    backend_cfg = _section(cfg, "backend")
+    backend = backend_cfg.get("name")
+    if backend not in _BACKENDS:
+        raise ConfigError(f"backend={backend} is not a backend; valid: {', '.join(_BACKENDS)}")
+    threads = backend_cfg.get("threads")
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+    ):
+        raise ConfigError(f"backend.threads must be null or an integer >= 1, got {threads!r}")
+
+    return RunSpec(
+        method=method,
+        options=options,
+        motion=motion,
+        height=motion.height,
+        width=motion.width,
+        frames=frames,
+        channels=channels,
+        seed=seed,
+        backend=backend,
+        threads=threads,
+        output=output,
+        config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+    )
