@@ -153,6 +153,13 @@ class _Observer:
                 spec.output.preview_size,
                 spec.output.preview_frames,
             )
+        self.video_previews = None
+        if spec.output.previews and hasattr(spec.motion, "first_image"):
+            from noisewarp.motion import Step
+            from noisewarp.preview import VideoPreview
+
+            self.video_previews = VideoPreview(spec.frames, spec.output.preview_frames)
+            self._first_step = Step(None, spec.motion.first_image())
         self.last_frame: np.ndarray | None = None
 
     def wants_metrics(self, index: int) -> bool:
@@ -187,6 +194,8 @@ class _Observer:
             self.samples[index] = np.moveaxis(frame[self.sample_crop], -1, 0).copy()
         if self.previews is not None:
             self.previews.add(index, frame, step)
+        if self.video_previews is not None:
+            self.video_previews.add(index, frame, step if index else self._first_step)
         if index == self.last:
             self.last_frame = frame
         return record
@@ -489,6 +498,9 @@ def _finish(spec: RunSpec, observer: _Observer, warmup_s: float) -> dict:
     if observer.previews is not None:
         try:
             observer.previews.save(out.dir)
+            if observer.video_previews is not None:
+                fps = getattr(spec.motion.reader, "fps", None) or 12.0
+                observer.video_previews.save(out.dir, fps)
         except ImportError as error:  # Pillow is an optional dependency
             log.warning(
                 "previews skipped (%s): pip install pillow, or noisewarp[experiments]", error

@@ -11,6 +11,11 @@ deformation: the backward maps are composed on a coarse grid,
 C_t(p) = C_{t-1}(T_t(p)), and the checkerboard is evaluated at C_t(p); content that
 entered the frame after frame 0 is grey. Memory is bounded by the crop and the
 coarse grid, whatever the resolution and number of frames.
+
+For a video input, :class:`VideoPreview` writes ``video_preview.mp4`` and ``.gif``: side
+by side, the input video, its backward flow (colour wheel: hue the direction, brightness
+the speed), the occlusion mask and the whole warped noise frame, at a few hundred pixels
+high.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["noise_to_uint8", "central_crop", "PreviewRecorder"]
+__all__ = ["noise_to_uint8", "central_crop", "flow_to_rgb", "PreviewRecorder", "VideoPreview"]
 
 _TARGET_PIXELS = 256  # crops are enlarged to about this size
 _COARSE = 256  # side of the grid the motion is composed on
@@ -34,6 +39,93 @@ def noise_to_uint8(frame: np.ndarray) -> np.ndarray:
         frame = frame[..., :3] if frame.shape[2] >= 3 else frame[..., 0]
     values = np.nan_to_num(ndtr(frame), nan=0.5)
     return np.clip(np.rint(values * 255.0), 0, 255).astype(np.uint8)
+
+
+def flow_to_rgb(flow: np.ndarray, scale: float | None = None) -> np.ndarray:
+    """A flow [H, W, 2] (dx, dy) on the colour wheel: hue the direction, value the speed
+    relative to ``scale`` (default: the 99th percentile of the speed), RGB uint8."""
+    dx, dy = flow[..., 0].astype(np.float64), flow[..., 1].astype(np.float64)
+    speed = np.hypot(dx, dy)
+    if scale is None:
+        scale = float(np.percentile(speed, 99)) if speed.size else 1.0
+    value = np.clip(speed / max(scale, 1e-6), 0.0, 1.0)
+    hue = (np.arctan2(-dy, -dx) / (2 * np.pi)) % 1.0 * 6.0  # the direction content moves
+    sector = np.floor(hue).astype(np.int64) % 6
+    fraction = hue - np.floor(hue)
+    ones = np.ones_like(value)
+    rising, falling, zero = fraction, 1.0 - fraction, np.zeros_like(value)
+    table = [
+        (ones, rising, zero),
+        (falling, ones, zero),
+        (zero, ones, rising),
+        (zero, falling, ones),
+        (rising, zero, ones),
+        (ones, zero, falling),
+    ]
+    rgb = np.zeros((*value.shape, 3))
+    for k, channels in enumerate(table):
+        mask = sector == k
+        for c in range(3):
+            rgb[..., c][mask] = channels[c][mask]
+    return np.rint(rgb * value[..., None] * 255.0).astype(np.uint8)
+
+
+def _resize(image: np.ndarray, height: int) -> np.ndarray:
+    """Nearest-neighbour resize to ``height`` rows (aspect kept), RGB uint8 out."""
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    rows, cols = image.shape[:2]
+    width = max(1, round(cols * height / rows))
+    r = np.minimum((np.arange(height) + 0.5) * rows / height, rows - 1).astype(np.int64)
+    c = np.minimum((np.arange(width) + 0.5) * cols / width, cols - 1).astype(np.int64)
+    return image[r][:, c]
+
+
+class VideoPreview:
+    """Input video | flow | occlusion | warped noise, side by side, for a few frames.
+
+    Parameters
+    ----------
+    frames : int
+        Frames in the run; ``max_frames`` of them, evenly spaced, are kept (small panels).
+    height : int
+        Panel height in pixels.
+    """
+
+    def __init__(self, frames: int, max_frames: int = 48, height: int = 180):
+        count = max(1, min(max_frames, frames))
+        self.kept = set(np.unique(np.rint(np.linspace(0, frames - 1, count))).astype(int))
+        self.height = height
+        self.tiles: dict[int, np.ndarray] = {}
+
+    def add(self, index: int, frame: np.ndarray, step) -> None:
+        """Frame ``index``'s panels; ``step`` a ``noisewarp.motion.Step`` with its image
+        (for frame 0, a Step whose image is the first video frame and no flow)."""
+        if index not in self.kept or step is None or step.image is None:
+            return
+        image = _resize(step.image, self.height)
+        blank = np.zeros_like(image)
+        flow = _resize(flow_to_rgb(step.flow), self.height) if step.flow is not None else blank
+        occluded = blank
+        if step.occlusion is not None:
+            occluded = _resize(np.where(step.occlusion, 255, 0).astype(np.uint8), self.height)
+        noise = _resize(noise_to_uint8(frame), self.height)
+        gap = np.full((self.height, 4, 3), 255, np.uint8)
+        self.tiles[index] = np.concatenate([image, gap, flow, gap, occluded, gap, noise], 1)
+
+    def save(self, directory: str | Path, fps: float = 12.0) -> list[Path]:
+        """Write ``video_preview.mp4`` and ``video_preview.gif``; return their paths."""
+        from noisewarp.video import write_video
+
+        shown = [self.tiles[i] for i in sorted(self.tiles)]
+        if not shown:
+            return []
+        written = []
+        for name in ("video_preview.mp4", "video_preview.gif"):
+            path = Path(directory) / name
+            write_video(path, shown, fps)
+            written.append(path)
+        return written
 
 
 def central_crop(height: int, width: int, size: int) -> tuple[slice, slice]:

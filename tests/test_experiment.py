@@ -470,3 +470,55 @@ def test_previews_are_bounded_and_show_the_motion(tmp_path):
 
     with Image.open(tmp_path / "noise.gif") as gif:
         assert gif.n_frames == len(recorder.gif_frames)
+
+
+# ------------------------------------------------------------------------------ real input
+
+
+def test_video_run_on_the_bundled_clip(compose, tmp_path):
+    """deform=video: the clip's estimated flow moves the noise; frames stay white and carry
+    noise along the motion; previews show the video beside its flow and the noise."""
+    cfg = compose("deform=video", "res=48", "frames=6", "method=particle")
+    summary = run(cfg)
+    out = Path(cfg.output.dir)
+    assert (summary["height"], summary["width"]) == (27, 48)  # the clip's 16:9, longer side 48
+    for name in ("video_preview.mp4", "video_preview.gif", "noise.h5"):
+        assert (out / name).is_file(), name
+    assert (out.parent / "flows.h5").is_file()  # cached beside the run, for its siblings
+    with xr.open_dataset(out / "metrics.nc", engine="h5netcdf") as metrics:
+        assert (metrics["temporal_corr"].values[1:] > 0.3).all()
+        assert metrics["deform"].item() == "video:bigbuckbunny"
+    # A rerun reads the cached flows and resumes nothing new: the same stack.
+    first = read_frames(out / "noise.h5")
+    run(compose("deform=video", "res=48", "frames=6", "method=particle", "output.overwrite=true"))
+    np.testing.assert_array_equal(read_frames(out / "noise.h5"), first)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (("deform.path=/nonexistent/clip.mp4",), "clip.mp4"),
+        (("frames=500",), "bigbuckbunny.mp4"),
+        (("deform.estimator=magic",), "valid: dis"),
+        (("deform.latent_factor=0",), "latent_factor"),
+    ],
+)
+def test_video_config_errors_name_the_problem(compose, overrides, message):
+    from noisewarp.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        build_spec(compose("deform=video", "res=32", *overrides))
+
+
+def test_nan_in_a_flow_file_names_file_and_frame(compose, tmp_path):
+    """A NaN in flow field 3 stops the run there, naming the file and the step; frames
+    before it are complete and resumable."""
+    flow = np.zeros((6, 12, 16, 2), np.float32)
+    flow[..., 0] = 0.4
+    flow[3, 5, 7, 1] = np.nan
+    path = tmp_path / "flows.npy"
+    np.save(path, flow)
+    cfg = compose("deform=flow", f"deform.path={path}", "frames=7")
+    with pytest.raises(ValueError, match=r"flows\.npy.*frame 3"):
+        run(cfg)
+    assert stack_attrs(Path(cfg.output.dir) / "noise.h5")["frames_written"] == 4
