@@ -295,6 +295,10 @@ class VideoMotion:
 
         self.path = Path(path).expanduser().resolve()
         self.reader = open_video(self.path, start=start, stride=stride, frames=frames, size=size)
+        if size is None and latent_factor is None and res > max(self.reader.size):
+            # Noise finer than the video: estimate the flow at the noise size, so every
+            # noise pixel has its own flow instead of sharing a video pixel's.
+            self.reader = open_video(self.path, start=start, stride=stride, frames=frames, size=res)
         self.estimator = estimator
         self.settings = resolve_settings(estimator, **dict(settings or {}))
         self.cache = Path(cache) if cache else None

@@ -71,7 +71,7 @@ def _correlation(actual: np.ndarray, predicted: np.ndarray) -> float:
     return ab / denominator if denominator > 0 else 0.0
 
 
-def carried_metrics(following: np.ndarray, conditional) -> dict[str, float]:
+def carried_metrics(following: np.ndarray, conditional, mask=None) -> dict[str, float]:
     """How much of frame t the frame t+1 carries, given the kernel's E[Y | X].
 
     Parameters
@@ -81,6 +81,8 @@ def carried_metrics(following: np.ndarray, conditional) -> dict[str, float]:
     conditional : noisewarp.Conditional
         What the kernel reported for this step: ``mean`` [H, W, C] = E[Y | X] and
         ``carried`` [H, W] = sum_q c_pq^2.
+    mask : np.ndarray, optional
+        bool [H, W]: only these pixels (e.g. the moving ones).
 
     Returns
     -------
@@ -97,11 +99,17 @@ def carried_metrics(following: np.ndarray, conditional) -> dict[str, float]:
         raise ValueError(
             f"frame t+1 has shape {following.shape} but its conditional mean {mean.shape}"
         )
+    carried = np.asarray(conditional.carried)
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != mean.shape[:2]:
+            raise ValueError(f"mask has shape {mask.shape}, the frame {mean.shape[:2]}")
+        following, mean, carried = following[mask], mean[mask], carried[mask]
     corr = _correlation(np.ascontiguousarray(following), np.ascontiguousarray(mean))
     return {
         "temporal_corr": corr,
         "carried_variance": corr * corr,
-        "expected_carried_variance": float(np.mean(conditional.carried, dtype=np.float64)),
+        "expected_carried_variance": float(np.mean(carried, dtype=np.float64)),
     }
 
 
@@ -159,15 +167,26 @@ def conditional_mean(
 
 
 def temporal_metrics(
-    prev: np.ndarray, next: np.ndarray, tmap: np.ndarray, method: str = "particle", **options
+    prev: np.ndarray,
+    next: np.ndarray,
+    tmap: np.ndarray,
+    method: str = "particle",
+    mask: np.ndarray | None = None,
+    **options,
 ) -> dict[str, float]:
     """:func:`carried_metrics` of frame t+1 ``next`` after frame t ``prev`` along ``tmap``,
-    under ``method``'s model (its kernel's E[Y | X]; ``**options`` are its options)."""
+    under ``method``'s model (its kernel's E[Y | X]; ``**options`` are its options),
+    over the pixels of ``mask`` (all by default).
+
+    With one yardstick for every sequence (say ``method="grid"``, exact integral
+    warping) this compares methods: noise that stays on the screen (``fixed``) or is
+    drawn afresh (``random``) carries little along the motion where things move.
+    """
     conditional, squeeze = _conditional(prev, tmap, method, options)
     following = np.asarray(next, dtype=np.float32)
     if squeeze and following.ndim == 2:
         following = following[:, :, None]
-    return carried_metrics(following, conditional)
+    return carried_metrics(following, conditional, mask)
 
 
 def temporal_correlation(
