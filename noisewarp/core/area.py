@@ -178,7 +178,7 @@ def strictly_convex(r0, c0, r1, c1, r2, c2, r3, c3):
     return positive | negative
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def quad_lobes(r0, c0, r1, c1, r2, c2, r3, c3):
     """Decompose the quad v0 v1 v2 v3 into at most two simple polygons ("lobes").
 
@@ -224,7 +224,7 @@ def orientation(signed_area):
     return 0.0
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def lobe_edges(r0, c0, r1, c1, r2, c2, r3, c3):
     """``edge_setup`` of the lobe's four edges: 24 numbers, six per edge."""
     e0 = edge_setup(r0, c0, r1, c1)
@@ -246,7 +246,7 @@ def _span(cmin, cmax, length, lo, hi):
     return min(cmin, lo if met else cmin), max(cmax, hi if met else cmax)
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def lobe_pieces(e, row):
     """The pieces of the lobe's edges ``e`` (``lobe_edges``) in the slab [row, row+1].
 
@@ -264,7 +264,7 @@ def lobe_pieces(e, row):
     return l0, lo0, hi0, l1, lo1, hi1, l2, lo2, hi2, l3, lo3, hi3, cmin, cmax
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def pieces_ramp(e, s, x):
     """Sum of ``ramp`` over the lobe's pieces ``s`` (``lobe_pieces``) at column x."""
     return (
