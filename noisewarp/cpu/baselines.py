@@ -59,7 +59,7 @@ def _value(noise, row, col, channel, offset, gamma):
     return _outside(row, col, channel, offset, gamma)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _random(offset, gamma, out):
     height, width, channels = out.shape
     for i in prange(height):
@@ -70,7 +70,7 @@ def _random(offset, gamma, out):
             flat[n] = row[n]
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _nearest(noise, tmap, offset, gamma, out, source):
     """Y_p = x[floor(T(p))]; ``source[p]`` = that flat index, or -1 outside the frame."""
     height, width, channels = noise.shape
@@ -84,7 +84,7 @@ def _nearest(noise, tmap, offset, gamma, out, source):
                 out[i, j, c] = _value(noise, row, col, c, offset, gamma)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _bilinear(noise, tmap, renormalize, offset, gamma, out, sources, weights):
     """Bilinear interpolation at T(p) - 0.5; ``sources``/``weights`` [H*W, 4] record
     the in-frame neighbours (-1 elsewhere) for the diagnostics."""
