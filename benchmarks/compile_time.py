@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     res = f"{args.res}x{args.res}x{args.channels}"
     print(f"First frame at {res}, each in a fresh process (s; CPU = user + system):\n")
     print("| method | import | first frame, empty cache: CPU | wall | kernels compiled | "
-          "other methods' kernels | import, cache | first frame, cache | cache misses |")  # fmt: skip
+          "other methods' kernels | import, cache | first frame, cache | "
+          "cache misses |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---|---:|---:|---:|")
     for row in rows:
         cold, warm = row["cold"], row["warm"]
