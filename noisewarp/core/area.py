@@ -68,7 +68,7 @@ AREA_EPS = 1e-14
 _VERTICAL = 1e-14
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def edge_setup(r0, c0, r1, c1):
     """Canonical form of the directed edge (r0, c0) -> (r1, c1) for slab clipping.
 
@@ -100,7 +100,7 @@ def edge_setup(r0, c0, r1, c1):
     return rlo, rhi, clo, slope, lk, sign
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def edge_piece(rlo, rhi, clo, slope, sign, row):
     """The edge's piece in the slab [row, row+1]: ``(length, lo, hi)``.
 
@@ -115,7 +115,7 @@ def edge_piece(rlo, rhi, clo, slope, sign, row):
     return sign * (rb - ra), min(ca, cb), max(ca, cb)
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def ramp(length, lo, hi, lk, x):
     """Integral over an edge piece of max(c(r) - x, 0) dr, signed by the edge's direction.
 
@@ -178,7 +178,7 @@ def strictly_convex(r0, c0, r1, c1, r2, c2, r3, c3):
     return positive | negative
 
 
-@njit(cache=True)
+@njit(inline="always", cache=True)
 def quad_lobes(r0, c0, r1, c1, r2, c2, r3, c3):
     """Decompose the quad v0 v1 v2 v3 into at most two simple polygons ("lobes").
 
@@ -224,7 +224,7 @@ def orientation(signed_area):
     return 0.0
 
 
-@njit(cache=True)
+@njit(inline="always", cache=True)
 def lobe_edges(r0, c0, r1, c1, r2, c2, r3, c3):
     """``edge_setup`` of the lobe's four edges: 24 numbers, six per edge."""
     e0 = edge_setup(r0, c0, r1, c1)
