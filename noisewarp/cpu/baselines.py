@@ -63,7 +63,9 @@ def _value(noise, row, col, channel, offset, gamma):
 def _random(offset, gamma, out):
     height, width, channels = out.shape
     for i in prange(height):
-        row = np.empty(width * channels)
+        # float32 as ``out``: the same values (fill_normals rounds each once) and
+        # the kernels' compiled fill_normals.
+        row = np.empty(width * channels, dtype=np.float32)
         fill_normals(offset, gamma, np.uint64(i * width * channels), row)
         flat = out[i].reshape(-1)
         for n in range(flat.size):
