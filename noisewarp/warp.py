@@ -246,7 +246,7 @@ def initial_noise(
     for name, value in (("height", height), ("width", width), ("channels", channels)):
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return normals((height, width, channels), Key(seed, frame), Purpose.INIT).astype(np.float32)
+    return normals((height, width, channels), Key(seed, frame), Purpose.INIT, dtype=np.float32)
 
 
 class NoiseWarper:

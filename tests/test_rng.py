@@ -54,6 +54,17 @@ def test_pure_function_of_counter():
     np.testing.assert_array_equal(full, normals((10_000,), Key(5, 2), Purpose.BRIDGE))
 
 
+def test_float32_draw_is_the_rounded_float64_draw():
+    # Odd start and sizes around the blocks of 4096 and the 64-normal wide path.
+    for start, size in ((0, 10_000), (3, 8191), (4095, 4097), (17, 63)):
+        wide = normals((size,), Key(7, 1), Purpose.INIT, start=start)
+        narrow = normals((size,), Key(7, 1), Purpose.INIT, start=start, dtype=np.float32)
+        assert narrow.dtype == np.float32
+        np.testing.assert_array_equal(narrow, wide.astype(np.float32))
+    with pytest.raises(ValueError, match="dtype"):
+        normals((4,), Key(0, 0), dtype=np.int32)
+
+
 def test_thread_count_does_not_change_draws():
     before = numba.get_num_threads()
     try:

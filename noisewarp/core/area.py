@@ -68,7 +68,7 @@ AREA_EPS = 1e-14
 _VERTICAL = 1e-14
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def edge_setup(r0, c0, r1, c1):
     """Canonical form of the directed edge (r0, c0) -> (r1, c1) for slab clipping.
 
@@ -100,7 +100,7 @@ def edge_setup(r0, c0, r1, c1):
     return rlo, rhi, clo, slope, lk, sign
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def edge_piece(rlo, rhi, clo, slope, sign, row):
     """The edge's piece in the slab [row, row+1]: ``(length, lo, hi)``.
 
@@ -115,7 +115,7 @@ def edge_piece(rlo, rhi, clo, slope, sign, row):
     return sign * (rb - ra), min(ca, cb), max(ca, cb)
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def ramp(length, lo, hi, lk, x):
     """Integral over an edge piece of max(c(r) - x, 0) dr, signed by the edge's direction.
 
@@ -246,7 +246,7 @@ def _span(cmin, cmax, length, lo, hi):
     return min(cmin, lo if met else cmin), max(cmax, hi if met else cmax)
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def lobe_pieces(e, row):
     """The pieces of the lobe's edges ``e`` (``lobe_edges``) in the slab [row, row+1].
 
@@ -264,7 +264,7 @@ def lobe_pieces(e, row):
     return l0, lo0, hi0, l1, lo1, hi1, l2, lo2, hi2, l3, lo3, hi3, cmin, cmax
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def pieces_ramp(e, s, x):
     """Sum of ``ramp`` over the lobe's pieces ``s`` (``lobe_pieces``) at column x."""
     return (

@@ -8,7 +8,7 @@ from numba import njit, prange
 __all__ = ["as_noise_frame", "as_map", "count_nonfinite", "check_finite"]
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _count_nonfinite_rows(flat2d):
     out = np.zeros(flat2d.shape[0], dtype=np.int64)
     for i in prange(flat2d.shape[0]):

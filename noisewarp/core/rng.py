@@ -458,7 +458,7 @@ def fill_normals(offset, gamma, start, out):
         _fill_narrow(offset, gamma, start, out)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _fill_blocks(offset, gamma, start, flat):
     block = 4096
     for b in prange((flat.size + block - 1) // block):
@@ -467,14 +467,22 @@ def _fill_blocks(offset, gamma, start, flat):
         fill_normals(offset, gamma, start + np.uint64(lo), flat[lo:hi])
 
 
-def normals(shape, key: Key | int, purpose: Purpose = Purpose.INIT, start: int = 0) -> np.ndarray:
-    """Counter-based standard normals of ``shape`` (float64), counters ``start, start+1, ...``.
+def normals(
+    shape, key: Key | int, purpose: Purpose = Purpose.INIT, start: int = 0, dtype=np.float64
+) -> np.ndarray:
+    """Counter-based standard normals of ``shape``, counters ``start, start+1, ...``.
 
     Element ``i`` (C order) is ``normal(stream(key, purpose), start + i)``; a slice
-    of a larger draw equals the draw of that slice's counters.
+    of a larger draw equals the draw of that slice's counters. ``dtype`` float32
+    gives exactly the float64 draw rounded to float32 (``fill_normals`` rounds each
+    value once), without the float64 array, and shares the kernels' compiled
+    ``fill_normals`` (they fill float32).
     """
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
     key = Key.coerce(key)
     offset, gamma = key.stream(purpose)
-    flat = np.empty(int(np.prod(shape, dtype=np.int64)), dtype=np.float64)
+    flat = np.empty(int(np.prod(shape, dtype=np.int64)), dtype=dtype)
     _fill_blocks(offset, gamma, np.uint64(start), flat)
     return flat.reshape(shape)

@@ -59,18 +59,20 @@ def _value(noise, row, col, channel, offset, gamma):
     return _outside(row, col, channel, offset, gamma)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _random(offset, gamma, out):
     height, width, channels = out.shape
     for i in prange(height):
-        row = np.empty(width * channels)
+        # float32 as ``out``: the same values (fill_normals rounds each once) and
+        # the kernels' compiled fill_normals.
+        row = np.empty(width * channels, dtype=np.float32)
         fill_normals(offset, gamma, np.uint64(i * width * channels), row)
         flat = out[i].reshape(-1)
         for n in range(flat.size):
             flat[n] = row[n]
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _nearest(noise, tmap, offset, gamma, out, source):
     """Y_p = x[floor(T(p))]; ``source[p]`` = that flat index, or -1 outside the frame."""
     height, width, channels = noise.shape
@@ -84,7 +86,7 @@ def _nearest(noise, tmap, offset, gamma, out, source):
                 out[i, j, c] = _value(noise, row, col, c, offset, gamma)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _bilinear(noise, tmap, renormalize, offset, gamma, out, sources, weights):
     """Bilinear interpolation at T(p) - 0.5; ``sources``/``weights`` [H*W, 4] record
     the in-frame neighbours (-1 elsewhere) for the diagnostics."""

@@ -174,7 +174,7 @@ def _cell_count(lo, hi, size):
     return max(min(np.ceil(hi), size) - max(np.floor(lo), 0.0), 0.0)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _bounds(corners, height, width, bound, row_total):
     """The slots each target needs: the cells of its bounding box inside the frame,
     plus one for A_out if the box leaves the frame.
@@ -187,7 +187,8 @@ def _bounds(corners, height, width, bound, row_total):
     fheight = float(height)
     fwidth = float(width)
     for i in prange(height):
-        top_r, top_c, bottom_r, bottom_c = _row_corners(corners, i)
+        # int64 as in _fill: one compiled _row_corners (a prange index is uint64).
+        top_r, top_c, bottom_r, bottom_c = _row_corners(corners, np.int64(i))
         slots = np.empty(width)
         for j in range(np.uint64(width)):
             r0, c0, r1, c1, r2, c2, r3, c3 = _row_quad(top_r, top_c, bottom_r, bottom_c, j)
@@ -203,7 +204,7 @@ def _bounds(corners, height, width, bound, row_total):
         row_total[i] = run
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _add_row_bases(bound, row_total, width):
     """Offsets from ``_bounds``' per-row running sums: add the slots of the rows above."""
     height = row_total.size
@@ -500,7 +501,7 @@ def _count_rows(sources, e0, e1, width, height, hist):
     return lo, hi
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _fill(corners, height, width, offsets, sources, areas, chunk_rows, counts, spans):
     """Write target p's entries into ``sources``/``areas`` [offsets[p], offsets[p+1]).
 
@@ -536,7 +537,7 @@ def _fill(corners, height, width, offsets, sources, areas, chunk_rows, counts, s
             spans[i, 1] = hi
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _row_place(sources, inv_width, entry_chunks, cursor, order):
     """Place chunk t's entries (``entry_chunks[t]`` to ``entry_chunks[t + 1]``, in order)
     at ``cursor[t]``'s positions for their source rows."""
@@ -549,7 +550,7 @@ def _row_place(sources, inv_width, entry_chunks, cursor, order):
                 row[r] += 1
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _row_sort(sources, width, entry_chunks, counts, start, order):
     """Stable counting sort of the record's entries by source row, into ``start`` [H + 1]
     and ``order`` [entries]: the entries of source row i are
@@ -559,7 +560,7 @@ def _row_sort(sources, width, entry_chunks, counts, start, order):
     _row_place(sources, 1.0 / width, entry_chunks, counts, order[: start[-1]])
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _chunk_spans(spans, chunk_rows, height, rows):
     """``rows[t]`` = (lowest, highest) source row that the entries of chunk t (target rows
     ``chunk_rows[t]`` to ``chunk_rows[t + 1]``) touch, (H, -1) if none."""
@@ -573,7 +574,7 @@ def _chunk_spans(spans, chunk_rows, height, rows):
         rows[t, 1] = hi
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def _row_owners(rows, owner):
     """``owner[i]`` = the first chunk that walks source row i, -1 if none does (no entries)."""
     owner[:] = -1
@@ -704,7 +705,7 @@ def _conditional_target(p, offsets, sources, scaled, e0, source_flat, inv, cond_
     cond_carried[p] = square * inv * inv
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _warp_chunks(noise, offsets, sources, areas, start, order, bridge_offset, bridge_gamma,
                  fresh_offset, fresh_gamma, chunk_pixels, rows, owner, inc_buf, scaled_buf, out,
                  cond_mean, cond_carried, target_stats, row_stats, channels):  # fmt: skip

@@ -42,7 +42,7 @@ from noisewarp.cpu.workspace import workspace
 __all__ = ["hiwyn_warp", "hiwyn_conditional_mean"]
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _upsample(noise, n, offset, gamma, field):
     """field[i*n + a, j*n + b, c] = x[i, j, c] / n + z_abc - mean(z), z from counter (q, c, k)."""
     height, width, channels = noise.shape
@@ -172,7 +172,7 @@ def _flush_counts(column_count):
     return square
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _rasterise(field, corners, centres, n, offset, gamma, fresh_weight, out, counts, row_stats,
                noise, cond_mean, cond_carried):  # fmt: skip
     """Y_p = sum_{K_p} s / sqrt(|K_p|), or the sub-pixel containing T(p) when K_p is empty.

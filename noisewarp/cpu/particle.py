@@ -92,7 +92,7 @@ def _in_reach(ur, uc, height, width):
     return ur >= -1.0 and ur < height and uc >= -1.0 and uc < width
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _bin_rows(tmap, key, offset, gamma, out, row_stats):
     """Per target: floor(ur) + 1, the bucket of its cell row, or -1 and fresh noise
     from counter (p, c) for a particle with no neighbour in the frame.
@@ -300,7 +300,7 @@ def _conditional_target(p, cell_row, slot, noise, points, inv, cond_mean, cond_c
     cond_carried[p] = square * inv * inv
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _warp_rows(noise, points, start, order, bridge_offset, bridge_gamma, fresh_offset,
                fresh_gamma, out, cond_mean, cond_carried, bucket_stats, chunk_unclaimed,
                ctuple):  # fmt: skip

@@ -20,7 +20,7 @@ __all__ = ["counting_sort", "counting_sort_into", "scan_offsets", "default_chunk
 _SCAN_BLOCK = 16384
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _histograms(keys, counts):
     nchunks = counts.shape[0]
     n = keys.size
@@ -33,7 +33,7 @@ def _histograms(keys, counts):
                 row[k] += 1
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def scan_offsets(counts, start):
     """Exclusive scan in (bin, chunk) order, in parallel blocks of bins.
 
@@ -62,7 +62,7 @@ def scan_offsets(counts, start):
     start[nbins] = block_total[nblocks]
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def _place(keys, cursor, order):
     nchunks = cursor.shape[0]
     n = keys.size
@@ -75,7 +75,7 @@ def _place(keys, cursor, order):
                 row[k] += 1
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def counting_sort_into(keys, counts, start, order):
     """Stable counting sort of ``keys`` (int, ``-1`` = skip) into work arrays.
 
@@ -90,7 +90,7 @@ def counting_sort_into(keys, counts, start, order):
     _place(keys, counts, order)
 
 
-@njit(cache=True)
+@njit(nogil=True, cache=True)
 def counting_sort(keys, nbins, nchunks):
     """Stable counting sort of ``keys`` into ``nbins`` bins; returns ``(start, order)``.
 
