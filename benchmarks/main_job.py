@@ -6,8 +6,9 @@
 For each method, in a fresh process (numba cache keyed by the package's sources, so
 nothing stale is timed), the README's main command path runs in-process:
 ``noisewarp.experiment.run`` on a config composed by Hydra with the default outputs
-(HDF5 stack, metrics on every frame, previews), on the default motion, into a
-temporary directory. In the same process and on the same frames' geometry, the bare
+(HDF5 stack, metrics on every frame, previews), on the default motion (the bundled
+clip's estimated flow, read from the flow cache the bare warps filled; pass
+``deform=swirl`` for a synthetic motion), into a temporary directory. In the same process and on the same frames' geometry, the bare
 kernel (``NoiseWarper.step``, no outputs) is timed before and after the run. Printed
 per method, medians over frames:
 
@@ -37,22 +38,18 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _kernel_ms(spec, frames: int) -> list[float]:
-    """Bare warps along the run's own motion: ms per frame."""
+    """Bare warps along the run's own motion (its first ``frames`` - 1 steps): ms per
+    frame. For a video this also fills the flow cache the run then reads."""
     from noisewarp.warp import NoiseWarper, initial_noise
 
+    noise = initial_noise(spec.height, spec.width, spec.channels)
     warper = NoiseWarper(
-        spec.height,
-        spec.width,
-        spec.channels,
-        method=spec.method,
-        noise=initial_noise(spec.height, spec.width, spec.channels),
-        **spec.options,
+        spec.height, spec.width, spec.channels, method=spec.method, noise=noise, **spec.options
     )
     times = []
-    for index in range(1, frames):
-        geometry = spec.motion.geometry(index - 1)
+    for _, step in zip(range(frames - 1), spec.motion.steps()):
         start = time.perf_counter()
-        warper.step(geometry)
+        warper.step(step.geometry)
         times.append(1e3 * (time.perf_counter() - start))
     return times
 
