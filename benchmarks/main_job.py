@@ -8,9 +8,9 @@ nothing stale is timed), the README's main command path runs in-process:
 ``noisewarp.experiment.run`` on a config composed by Hydra with the default outputs
 (HDF5 stack, metrics on every frame, previews), on the default motion (the bundled
 clip's estimated flow, read from the flow cache the bare warps filled; pass
-``deform=swirl`` for a synthetic motion), into a temporary directory. In the same process and on the same frames' geometry, the bare
-kernel (``NoiseWarper.step``, no outputs) is timed before and after the run. Printed
-per method, medians over frames:
+``deform=swirl`` for a synthetic motion), into a temporary directory. In the same
+process and on the same frames' geometry, the bare kernel (``NoiseWarper.step``, no
+outputs) is timed before and after the run. Printed per method, medians over frames:
 
 - ``kernel``: the bare warp, ms per frame;
 - ``in run``: the warp as timed inside the run (``time_s``);
@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from itertools import islice
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,7 +48,7 @@ def _kernel_ms(spec, frames: int) -> list[float]:
         spec.height, spec.width, spec.channels, method=spec.method, noise=noise, **spec.options
     )
     times = []
-    for _, step in zip(range(frames - 1), spec.motion.steps()):
+    for step in islice(spec.motion.steps(), frames - 1):
         start = time.perf_counter()
         warper.step(step.geometry)
         times.append(1e3 * (time.perf_counter() - start))

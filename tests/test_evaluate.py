@@ -1,5 +1,7 @@
 """Methods on the bundled clip's real motion (small): white frames and noise that moves."""
 
+from itertools import islice
+
 import numpy as np
 import pytest
 
@@ -45,10 +47,10 @@ def test_latent_resolution_equals_warping_at_full_size_then_pooling(method, tmp_
     for name, motion, view in (("full", full, pooled), ("latent", latent, lambda x: x)):
         warper = nw.NoiseWarper(motion.height, motion.width, 4, method=method, seed=1)
         sequence = [view(warper.noise)]
-        for _, step in zip(range(frames - 1), motion.steps()):
+        for step in islice(motion.steps(), frames - 1):
             sequence.append(view(warper.step(step.geometry)))
         sequences[name] = sequence
-    maps = [step.geometry for _, step in zip(range(frames - 1), latent.steps())]
+    maps = [step.geometry for step in islice(latent.steps(), frames - 1)]
     corr = {
         name: np.array(
             [
