@@ -88,6 +88,10 @@ def _coords_from_config(config: Mapping) -> dict:
         coords["method"] = method_label(method["name"], method.get("options") or {})
     if deform.get("name") == "flow":
         coords["deform"] = f"flow:{Path(str(deform.get('path'))).stem}"
+    elif deform.get("name") == "video":
+        from noisewarp.motion import video_label
+
+        coords["deform"] = video_label(deform.get("path"))
     elif deform.get("name"):
         coords["deform"] = deform_label(deform["name"], deform.get("params") or {})
     if isinstance(config.get("res"), int):

@@ -309,7 +309,7 @@ class VideoMotion:
             self.height, self.width = noise_size(self.reader.height, self.reader.width, res)
         count = self.reader.frame_count
         self.max_frames = count
-        self.label = f"video:{self.path.stem}"
+        self.label = video_label(self.path)
 
     def identity(self) -> dict:
         reader = self.reader
@@ -354,6 +354,11 @@ class VideoMotion:
             image = next(frames) if frames is not None else None
             yield Step(Geometry.from_input(tmap, self.height, self.width), image,
                        step.backward, step.occlusion)  # fmt: skip
+
+
+def video_label(path) -> str:
+    """A video run's deform label: ``video:<file stem>`` (the bundled clip for None)."""
+    return f"video:{Path(str(path or BUNDLED_CLIP)).stem}"
 
 
 def default_cache(directory: Path) -> Path:

@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 import noisewarp as nw
 from noisewarp.experiment import ConfigError, build_spec
+from noisewarp.motion import BUNDLED_CLIP
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("method", "deform", "backend", "output")
@@ -95,7 +96,9 @@ def test_defaults_need_no_input_file(compose):
     cfg = compose()
     spec = build_spec(cfg)
     assert spec.method == "particle"
-    assert spec.motion.name in nw.deform.DEFORMATIONS  # synthetic, embedded
+    # The bundled clip, shipped in data/: no input file needed.
+    assert spec.motion.name == "video" and spec.motion.path == BUNDLED_CLIP
+    assert BUNDLED_CLIP.is_file() and BUNDLED_CLIP.stat().st_size < 4 * 2**20
     assert cfg.output.stack and cfg.output.metrics
 
 
@@ -130,7 +133,8 @@ def test_unknown_group_option_lists_the_valid_ones(compose):
     ],
 )
 def test_bad_value_is_a_clear_config_error(compose, override, match):
-    cfg = compose(override)
+    swirl = ("deform=swirl",) if "deform.params" in override else ()  # the swirl's params
+    cfg = compose(*swirl, override)
     with pytest.raises(ConfigError, match=match):
         build_spec(cfg)
 
@@ -167,7 +171,7 @@ def test_labels_name_only_what_differs_from_defaults(compose):
     spec = build_spec(compose())
     assert spec.coords() == {
         "method": "particle",
-        "deform": "swirl",
+        "deform": "video:bigbuckbunny",
         "res": 256,
         "channels": 4,
         "seed": 0,
