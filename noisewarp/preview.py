@@ -27,7 +27,7 @@ import numpy as np
 __all__ = ["noise_to_uint8", "central_crop", "flow_to_rgb", "PreviewRecorder", "VideoPreview"]
 
 _TARGET_PIXELS = 256  # crops are enlarged to about this size
-_COARSE = 256  # side of the grid the motion is composed on
+_COARSE = 128  # side of the grid the motion is composed on
 
 
 def noise_to_uint8(frame: np.ndarray) -> np.ndarray:

@@ -216,8 +216,8 @@ def _warp_validated(noise, geometry, method, key, backend, conditional, options)
             f"method {method!r} got unknown option(s) {sorted(unknown)}; valid: {valid}"
         )
     merged = {**spec.options, **options}
-    if conditional:
-        out, stats, moments = spec.kernel(noise, geometry, key, merged, True)
+    if conditional:  # True, or buffers to fill (NoiseWarper)
+        out, stats, moments = spec.kernel(noise, geometry, key, merged, conditional)
     else:
         (out, stats), moments = spec.kernel(noise, geometry, key, merged, False), None
     return out, Diagnostics(**_split_stats(stats)), moments
@@ -294,6 +294,9 @@ class NoiseWarper:
         self.noise = noise
         self.diagnostics: Diagnostics | None = None
         self.conditional: Conditional | None = None
+        # Two sets of E[Y | X] buffers, used in turn: a step's moments stay valid while
+        # the next step warps (a consumer may overlap them), without fresh pages each step.
+        self._buffers: list[Conditional | None] = [None, None]
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -304,10 +307,20 @@ class NoiseWarper:
 
         ``diagnostics`` then describes this step; with ``conditional=True``,
         ``conditional`` holds E[Y | X] of the new frame given the previous one (else None).
+        Its arrays are the warper's own, reused two steps later: copy them to keep them.
         """
-        height, width, _ = self.noise.shape
+        height, width, channels = self.noise.shape
         key = Key(self.seed, self.frame + 1)
         geometry = Geometry.from_input(deformation, height, width, self.frame)
+        if conditional:
+            turn = self.frame % 2
+            buffers = self._buffers[turn]
+            if buffers is None or buffers.mean.shape != (height * width, channels):
+                buffers = self._buffers[turn] = Conditional(
+                    np.empty((height * width, channels), dtype=np.float32),
+                    np.empty(height * width, dtype=np.float32),
+                )
+            conditional = buffers
         out, self.diagnostics, self.conditional = _warp_validated(
             self.noise, geometry, self.method, key, self.backend, conditional, self.options
         )

@@ -32,11 +32,21 @@ class Conditional(NamedTuple):
         )
 
 
-def conditional_buffers(pixels: int, channels: int, wanted: bool) -> Conditional:
-    """Zeroed flat buffers for a kernel to fill (fresh targets stay 0), or empty ones."""
+def conditional_buffers(pixels: int, channels: int, wanted) -> Conditional:
+    """Flat buffers for a kernel to fill (it writes every target, fresh ones 0): the
+    caller's own when ``wanted`` is a ``Conditional`` of flat buffers of this size (a
+    streaming warper reuses them instead of faulting in 20 MB a frame at 1024), new ones
+    when it is True, empty ones ("not asked") when it is false."""
+    if isinstance(wanted, Conditional):
+        if wanted.mean.shape != (pixels, channels) or wanted.carried.shape != (pixels,):
+            raise ValueError(
+                f"conditional buffers {wanted.mean.shape}, {wanted.carried.shape} do not fit "
+                f"{pixels} pixels x {channels} channels"
+            )
+        return wanted
     size = pixels if wanted else 0
     return Conditional(
-        np.zeros((size, channels), dtype=np.float32), np.zeros(size, dtype=np.float32)
+        np.empty((size, channels), dtype=np.float32), np.empty(size, dtype=np.float32)
     )
 
 

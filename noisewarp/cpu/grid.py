@@ -789,6 +789,9 @@ def _warp_chunks(noise, offsets, sources, areas, start, order, bridge_offset, br
                 else:
                     stats[0] += 1.0
                     fill_normals(fresh_offset, fresh_gamma, fresh_base, flat[p])
+                    if wanted:
+                        cond_mean[p] = 0.0
+                        cond_carried[p] = 0.0
                 stats[1] = min(stats[1], total)
                 stats[2] += total
                 stats[3] = max(stats[3], total)

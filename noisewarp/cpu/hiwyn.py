@@ -210,6 +210,9 @@ def _rasterise(field, corners, centres, n, offset, gamma, fresh_weight, out, cou
                 counts[p] = 0
                 for c in range(channels):
                     out[i, j, c] = fresh_weight * _fresh_target(p, c, offset, gamma)
+                if wanted:
+                    cond_mean[p] = 0.0
+                    cond_carried[p] = 0.0
                 continue
             for c in range(channels):
                 acc[c] = 0.0
@@ -279,6 +282,9 @@ def _rasterise(field, corners, centres, n, offset, gamma, fresh_weight, out, cou
             else:
                 for c in range(channels):
                     out[i, j, c] = fresh_weight * _fresh_target(p, c, offset, gamma)
+                if wanted:
+                    cond_mean[p] = 0.0
+                    cond_carried[p] = 0.0
         row_stats[i] = fresh
 
 

@@ -93,9 +93,10 @@ def _in_reach(ur, uc, height, width):
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def _bin_rows(tmap, key, offset, gamma, out, row_stats):
+def _bin_rows(tmap, key, offset, gamma, out, cond_mean, cond_carried, row_stats):
     """Per target: floor(ur) + 1, the bucket of its cell row, or -1 and fresh noise
-    from counter (p, c) for a particle with no neighbour in the frame.
+    from counter (p, c) for a particle with no neighbour in the frame (E[Y | X] = 0
+    there, unless ``cond_carried`` is empty).
 
     ``row_stats[i]`` receives (fresh pixels, min A_p, sum A_p, max A_p) over those
     targets of row i (A_p = 0; min is +inf when there are none).
@@ -114,6 +115,9 @@ def _bin_rows(tmap, key, offset, gamma, out, row_stats):
                 key[p] = -1
                 fresh += 1
                 fill_normals(offset, gamma, np.uint64(p * channels), out[i, j])
+                if cond_carried.size:
+                    cond_mean[p] = 0.0
+                    cond_carried[p] = 0.0
         row_stats[i, 0] = fresh
         row_stats[i, 1] = 0.0 if fresh else np.inf
         row_stats[i, 2] = 0.0
@@ -273,6 +277,9 @@ def _finish_bucket(b, start, order, slots, noise, points, offset, gamma, out, co
         else:
             stats[0] += 1.0
             fill_normals(offset, gamma, np.uint64(p * nc), out[p])
+            if wanted:
+                cond_mean[p] = 0.0
+                cond_carried[p] = 0.0
         stats[1] = min(stats[1], area)
         stats[2] += area
         stats[3] = max(stats[3], area)
@@ -382,8 +389,9 @@ def particle_warp(noise, tmap, bridge_stream, fresh_stream, nchunks, conditional
     ``bridge_stream`` and ``fresh_stream`` are ``(offset, gamma)`` pairs from
     ``Key.stream``. Inputs must already be validated and C-contiguous. ``nchunks``
     splits the work (the result does not depend on it). Returns ``(out, stats)``:
-    float32 [H, W, C] and a dict of diagnostics; with ``conditional=True``,
-    ``(out, stats, Conditional)`` with E[Y | X] of this warp's own areas.
+    float32 [H, W, C] and a dict of diagnostics; with ``conditional`` true (or a
+    ``Conditional`` of flat buffers to fill), ``(out, stats, Conditional)`` with
+    E[Y | X] of this warp's own areas.
     """
     height, width, channels = noise.shape
     buf = workspace(
@@ -392,12 +400,12 @@ def particle_warp(noise, tmap, bridge_stream, fresh_stream, nchunks, conditional
         lambda: _buffers(height, width, channels, nchunks),
     )
     out = np.empty((height, width, channels), dtype=np.float32)
-    _bin_rows(tmap, buf["key"], *fresh_stream, out, buf["row_stats"])
+    cond = conditional_buffers(height * width, channels, conditional)
+    _bin_rows(tmap, buf["key"], *fresh_stream, out, *cond, buf["row_stats"])
     counting_sort_into(buf["key"], buf["counts"], buf["start"], buf["order"])
     chunks = min(height, _CHUNKS_PER_THREAD * nchunks)
     bucket_stats = np.empty((height + 1, 4))
     chunk_unclaimed = np.zeros(chunks, dtype=np.int64)
-    cond = conditional_buffers(height * width, channels, conditional)
     _warp_rows(noise, tmap.reshape(-1, 2), buf["start"], buf["order"], *bridge_stream,
                *fresh_stream, out, *cond, bucket_stats, chunk_unclaimed,
                (0,) * channels)  # fmt: skip

@@ -27,48 +27,45 @@ _BLOCKS = 64
 
 @njit(parallel=True, cache=True, nogil=True)
 def _pearson_sums(actual, predicted, sums):
-    """Per block: (sum a, sum b) in ``sums[k, :2]``, then centred (sum a'b', a'^2, b'^2)."""
+    """Per block k, one pass: sums of a', b', a'^2, b'^2, a'b' in ``sums[k]``, with
+    a' = a - a[0] and b' = b - b[0] (a shift keeps the float64 sums well conditioned)."""
     n = actual.size
     blocks = sums.shape[0]
+    shift_a = np.float64(actual[0]) if n else 0.0
+    shift_b = np.float64(predicted[0]) if n else 0.0
     for k in prange(blocks):
-        a_sum = 0.0
-        b_sum = 0.0
+        sa = sb = saa = sbb = sab = 0.0
         for i in range(k * n // blocks, (k + 1) * n // blocks):
-            a_sum += actual[i]
-            b_sum += predicted[i]
-        sums[k, 0] = a_sum
-        sums[k, 1] = b_sum
-    a_mean = 0.0
-    b_mean = 0.0
-    for k in range(blocks):
-        a_mean += sums[k, 0]
-        b_mean += sums[k, 1]
-    a_mean /= max(n, 1)
-    b_mean /= max(n, 1)
-    for k in prange(blocks):
-        ab = 0.0
-        aa = 0.0
-        bb = 0.0
-        for i in range(k * n // blocks, (k + 1) * n // blocks):
-            a = actual[i] - a_mean
-            b = predicted[i] - b_mean
-            ab += a * b
-            aa += a * a
-            bb += b * b
-        sums[k, 2] = ab
-        sums[k, 3] = aa
-        sums[k, 4] = bb
+            a = actual[i] - shift_a
+            b = predicted[i] - shift_b
+            sa += a
+            sb += b
+            saa += a * a
+            sbb += b * b
+            sab += a * b
+        sums[k, 0] = sa
+        sums[k, 1] = sb
+        sums[k, 2] = saa
+        sums[k, 3] = sbb
+        sums[k, 4] = sab
 
 
 def _correlation(actual: np.ndarray, predicted: np.ndarray) -> float:
     """Pearson r of two equally long arrays (0.0 when either is constant)."""
     sums = np.empty((_BLOCKS, 5))
     _pearson_sums(actual.reshape(-1), predicted.reshape(-1), sums)
-    ab, aa, bb = (float(v) for v in sums[:, 2:].sum(axis=0))
-    if math.isnan(ab + aa + bb):
+    n = actual.size
+    sa, sb, saa, sbb, sab = (float(v) for v in sums.sum(axis=0))
+    if n == 0 or math.isnan(sa + sb + saa + sbb + sab):
         return math.nan
+    ab = sab - sa * sb / n
+    aa = max(saa - sa * sa / n, 0.0)
+    bb = max(sbb - sb * sb / n, 0.0)
     denominator = math.sqrt(aa * bb)
-    return ab / denominator if denominator > 0 else 0.0
+    # Constant within rounding (e.g. a prediction of zeros): nothing is carried.
+    if denominator <= 1e-12 * max(saa, sbb, 1e-300):
+        return 0.0
+    return max(-1.0, min(1.0, ab / denominator))
 
 
 def carried_metrics(following: np.ndarray, conditional, mask=None) -> dict[str, float]:
