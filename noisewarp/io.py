@@ -201,6 +201,8 @@ class StackWriter:
         self.shape = tuple(int(n) for n in shape)
         self.identity = json.loads(json.dumps(dict(identity), sort_keys=True, default=str))
         self.resumed = False
+        self._handles: dict = {}  # datasets by name: a lookup costs more than one write
+        self._planes = np.empty(self.shape[1:], dtype=np.float32)  # a frame as [C, H, W]
         if self.path.exists() and not overwrite:
             self._file = _open_h5(self.path, "r+")
             try:
@@ -268,13 +270,18 @@ class StackWriter:
             self._scalar_variable(self._diag_name(field))
         handle.flush()
 
+    def _dataset(self, name: str):
+        """The dataset ``name``, its handle kept after the first lookup."""
+        if name not in self._handles:
+            self._handles[name] = self._file[name]
+        return self._handles[name]
+
     def _scalar_variable(self, name: str):
-        handle = self._file
-        if name in handle:
-            return handle[name]
-        dataset = handle.create_dataset(name, data=np.full(self.shape[0], np.nan))
-        dataset.dims[0].attach_scale(handle["frame"])
-        return dataset
+        """The per-frame variable ``name``, created on first use."""
+        if name not in self._handles and name not in self._file:
+            dataset = self._file.create_dataset(name, data=np.full(self.shape[0], np.nan))
+            dataset.dims[0].attach_scale(self._file["frame"])
+        return self._dataset(name)
 
     @staticmethod
     def _diag_name(field: str) -> str:
@@ -363,18 +370,16 @@ class StackWriter:
             raise IndexError(f"the stack holds {self.shape[0]} frames; frame {index} does not fit")
         handle = self._file
         frame = np.ascontiguousarray(frame, dtype=np.float32)
-        if getattr(self, "_planes", None) is None or self._planes.shape != self.shape[1:]:
-            self._planes = np.empty(self.shape[1:], dtype=np.float32)
         if frame.shape != (self.shape[2], self.shape[3], self.shape[1]):
             raise ValueError(
                 f"frame {index} has shape {frame.shape}, the stack holds "
                 f"{(self.shape[2], self.shape[3], self.shape[1])} frames [H, W, C]"
             )
         _channels_first(frame, self._planes)
-        handle["noise"][index] = self._planes
+        self._dataset("noise")[index] = self._planes
         if tmap is not None and self.has_maps:
-            handle["map"][index] = tmap
-        handle["time_s"][index] = time_s
+            self._dataset("map")[index] = tmap
+        self._dataset("time_s")[index] = time_s
         for field, value in (diagnostics or {}).items():
             self._scalar_variable(self._diag_name(field))[index] = float(value)
         # The frame's bytes are on disk before the counter says so.
