@@ -272,8 +272,8 @@ def _finish_bucket(b, start, order, slots, noise, points, offset, gamma, out, co
             for c in range(nc):
                 out[p, c] = acc[c] * inv
             if wanted:
-                _conditional_target(p, b - 1, slots[local], noise, points, inv, cond_mean,
-                                    cond_carried, acc)  # fmt: skip
+                _conditional_target(p, b - 1, slots, local, noise, points, inv, cond_mean,
+                                    cond_carried, acc, channels)  # fmt: skip
         else:
             stats[0] += 1.0
             fill_normals(offset, gamma, np.uint64(p * nc), out[p])
@@ -286,16 +286,18 @@ def _finish_bucket(b, start, order, slots, noise, points, offset, gamma, out, co
 
 
 @njit(inline="always")
-def _conditional_target(p, cell_row, slot, noise, points, inv, cond_mean, cond_carried, mean):
+def _conditional_target(p, cell_row, slots, local, noise, points, inv, cond_mean, cond_carried,
+                        mean, channels):  # fmt: skip
     """E[Y_p | X] and sum_q a_pq^2 / A_p of one finished target from its slot row
-    (``mean`` is scratch of length C)."""
-    nc = mean.size
+    ``slots[local]`` (``mean`` is scratch; ``channels`` as in ``_claim_row``)."""
+    nc = len(channels)
     stride = nc + 1
     cell_col = np.int64(math.floor(points[p, 1] - 0.5))
-    mean[:] = 0.0
+    for c in range(nc):
+        mean[c] = 0.0
     square = 0.0
     for k in range(NEIGHBOURS):
-        area = np.float64(slot[k * stride + nc])
+        area = np.float64(slots[local, k * stride + nc])
         if area > 0.0:  # a piece: a zero slot is no neighbour in the frame
             row = cell_row + (k >> 1)
             col = cell_col + (k & 1)
