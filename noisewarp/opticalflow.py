@@ -519,6 +519,14 @@ def _area_weights(size: int, cells: int) -> np.ndarray:
     return np.clip(high - low, 0.0, None) * (cells / size)
 
 
+@functools.lru_cache(maxsize=4)
+def _pixel_centres(height: int, width: int) -> np.ndarray:
+    """The identity map, built once per size (read-only)."""
+    centres = identity_map(height, width)
+    centres.setflags(write=False)
+    return centres
+
+
 def _footprint_mean(field: np.ndarray, rows: int, cols: int) -> np.ndarray:
     """Area-weighted mean of ``field`` [H, W, K] over each cell of a rows x cols grid.
 
@@ -571,7 +579,7 @@ def flow_to_noise_map(
     mean = _footprint_mean(flow_rc, int(noise_height), int(noise_width))
     mean[..., 0] *= noise_height / height
     mean[..., 1] *= noise_width / width
-    return identity_map(int(noise_height), int(noise_width)) + mean
+    return _pixel_centres(int(noise_height), int(noise_width)) + mean
 
 
 def blend_fresh(warped: np.ndarray, gamma: float, key: Key | int) -> np.ndarray:

@@ -71,14 +71,16 @@ def flow_to_rgb(flow: np.ndarray, scale: float | None = None) -> np.ndarray:
 
 
 def _resize(image: np.ndarray, height: int) -> np.ndarray:
-    """Nearest-neighbour resize to ``height`` rows (aspect kept), RGB uint8 out."""
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=2)
+    """Nearest-neighbour resize of [H, W, ...] to ``height`` rows, aspect kept."""
     rows, cols = image.shape[:2]
     width = max(1, round(cols * height / rows))
     r = np.minimum((np.arange(height) + 0.5) * rows / height, rows - 1).astype(np.int64)
     c = np.minimum((np.arange(width) + 0.5) * cols / width, cols - 1).astype(np.int64)
     return image[r][:, c]
+
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+    return image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
 
 
 class VideoPreview:
@@ -103,13 +105,17 @@ class VideoPreview:
         (for frame 0, a Step whose image is the first video frame and no flow)."""
         if index not in self.kept or step is None or step.image is None:
             return
-        image = _resize(step.image, self.height)
+        # Subsample first, convert the panel-sized arrays: the conversions cost per pixel.
+        image = _rgb(_resize(step.image, self.height))
         blank = np.zeros_like(image)
-        flow = _resize(flow_to_rgb(step.flow), self.height) if step.flow is not None else blank
+        flow = blank
+        if step.flow is not None:
+            flow = flow_to_rgb(_resize(step.flow, self.height))
         occluded = blank
         if step.occlusion is not None:
-            occluded = _resize(np.where(step.occlusion, 255, 0).astype(np.uint8), self.height)
-        noise = _resize(noise_to_uint8(frame), self.height)
+            mask = _resize(step.occlusion, self.height)
+            occluded = _rgb(np.where(mask, 255, 0).astype(np.uint8))
+        noise = _rgb(noise_to_uint8(_resize(frame, self.height)))
         gap = np.full((self.height, 4, 3), 255, np.uint8)
         self.tiles[index] = np.concatenate([image, gap, flow, gap, occluded, gap, noise], 1)
 
