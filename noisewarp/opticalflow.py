@@ -406,6 +406,15 @@ class FlowCache:
         self.hits += 1
         return step
 
+    def steps(self, key: str, count: int) -> Iterator[FlowStep]:
+        """Steps 0 .. ``count`` - 1 of ``key`` (all stored), the file open throughout."""
+        with self._h5("r") as h5:
+            group = h5[key]
+            backward, forward, occlusion = group["backward"], group["forward"], group["occlusion"]
+            for index in range(count):
+                self.hits += 1
+                yield FlowStep(backward[index], forward[index], occlusion[index])
+
     def put(self, key: str, index: int, step: FlowStep, description: dict) -> None:
         """Append step ``index`` (the next one, in order) to ``key``."""
         height, width = step.backward.shape[:2]
@@ -479,9 +488,7 @@ def video_flows(
         stored, complete = cache.status(key)
         total = reader.frame_count
         if complete or (total is not None and stored >= total - 1):
-            steps = stored if complete else total - 1
-            for index in range(steps):
-                yield cache.get(key, index)
+            yield from cache.steps(key, stored if complete else total - 1)
             return
     previous = None
     for index, frame in enumerate(reader):
