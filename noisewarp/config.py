@@ -108,6 +108,7 @@ class RunSpec:
     threads: int | None
     output: OutputSpec
     config_yaml: str
+    blend: float = 0.0
 
     @property
     def method_label(self) -> str:
@@ -130,6 +131,7 @@ class RunSpec:
             "frames": self.frames,
             "channels": self.channels,
             "seed": self.seed,
+            **({"blend": self.blend} if self.blend else {}),
             "noisewarp_version": __version__,
         }
 
@@ -298,6 +300,9 @@ def build_spec(cfg) -> RunSpec:
     frames = _integer(cfg, "frames", 1)
     channels = _integer(cfg, "channels")
     seed = _integer(cfg, "seed", 0)
+    blend = (cfg.get("noise") or {}).get("blend", 0.0)
+    if isinstance(blend, bool) or not isinstance(blend, (int, float)) or not 0 <= blend <= 1:
+        raise ConfigError(f"noise.blend must be a number in [0, 1], got {blend!r}")
 
     output = _output(cfg)
     motion, frames = _motion(_section(cfg, "deform"), res, frames, output.dir)
@@ -325,4 +330,5 @@ def build_spec(cfg) -> RunSpec:
         threads=threads,
         output=output,
         config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+        blend=float(blend),
     )

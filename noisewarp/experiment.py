@@ -322,12 +322,34 @@ def _replay(spec: RunSpec, writer, observer: _Observer, progress, steps):
             _, conditional = warp(prev, step.geometry, method=spec.method,
                                   key=(spec.seed, index), backend=spec.backend,
                                   return_conditional=True, **spec.options)  # fmt: skip
+            _scale_conditional(conditional, spec.blend)
         diagnostics = {k: v[index] for k, v in stored.items() if k not in ("time_s", "map_s")}
         times = float(stored["time_s"][index]), float(stored["map_s"][index])
         observer.add(index, frame, conditional, step, *times, diagnostics)
         prev = frame
         progress.update()
     return prev, start
+
+
+def _blend(warper, spec: RunSpec, index: int) -> np.ndarray:
+    """Blend fresh noise into the warper's new frame (``noise.blend``), which the next
+    step then warps; its E[Y | X] scales by sqrt(1 - blend^2), the carried fraction by
+    1 - blend^2."""
+    from noisewarp.core.rng import Key
+    from noisewarp.opticalflow import blend_fresh
+
+    frame = blend_fresh(warper.noise, spec.blend, Key(spec.seed, index))
+    warper.noise = frame
+    _scale_conditional(warper.conditional, spec.blend)
+    return frame
+
+
+def _scale_conditional(conditional, blend: float) -> None:
+    """E[Y | X] of a blended frame, in place: the warp's scaled by sqrt(1 - blend^2)."""
+    if conditional is not None and blend:
+        keep = np.float32(math.sqrt(1.0 - blend**2))
+        conditional.mean[...] *= keep
+        conditional.carried[...] *= keep * keep
 
 
 class _Emitter:
@@ -404,6 +426,8 @@ def _stream(spec: RunSpec, writer, observer: _Observer, progress, steps, prev, s
             map_s = time.perf_counter() - tick
             tick = time.perf_counter()
             frame = warper.step(step.geometry, conditional=observer.wants_conditional(index))
+            if spec.blend:
+                frame = _blend(warper, spec, index)
             time_s = time.perf_counter() - tick
             emitter.submit(index, frame, warper.conditional, step, time_s, map_s,
                            warper.diagnostics.as_dict())  # fmt: skip

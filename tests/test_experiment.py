@@ -522,3 +522,43 @@ def test_nan_in_a_flow_file_names_file_and_frame(compose, tmp_path):
     with pytest.raises(ValueError, match=r"flows\.npy.*frame 3"):
         run(cfg)
     assert stack_attrs(Path(cfg.output.dir) / "noise.h5")["frames_written"] == 4
+
+
+def test_noise_blend_trades_coherence_for_variety(compose, tmp_path):
+    """noise.blend=g: every frame stays white; the correlation along the motion drops by
+    sqrt(1 - g^2) and the run's metric follows it; g = 0 is the plain run, bit for bit;
+    an interrupted blended run resumes bit-identically."""
+    base = ("deform=rotate", "res=64", "frames=6")
+    plain = compose(*base, output_dir=tmp_path / "plain")
+    zero = compose(*base, "noise.blend=0.0", output_dir=tmp_path / "zero")
+    half = compose(*base, "noise.blend=0.5", output_dir=tmp_path / "half")
+    for cfg in (plain, zero, half):
+        run(cfg)
+    frames = {name: read_frames(tmp_path / name / "noise.h5") for name in ("plain", "zero", "half")}
+    np.testing.assert_array_equal(frames["plain"], frames["zero"])
+    assert not np.array_equal(frames["plain"][1:], frames["half"][1:])
+    for frame in frames["half"]:
+        nw.metrics.assert_white_noise(np.moveaxis(frame, 0, -1))
+    with (
+        xr.open_dataset(tmp_path / "plain" / "metrics.nc", engine="h5netcdf") as first,
+        xr.open_dataset(tmp_path / "half" / "metrics.nc", engine="h5netcdf") as second,
+    ):
+        ratio = second["temporal_corr"].values[1:] / first["temporal_corr"].values[1:]
+        np.testing.assert_allclose(ratio, np.sqrt(0.75), atol=0.03)
+        expected = second["expected_carried_variance"].values[1:]
+        np.testing.assert_allclose(expected, 0.75 * first["expected_carried_variance"].values[1:])
+        np.testing.assert_allclose(second["carried_variance"].values[1:], expected, atol=0.03)
+    # Interrupt after frame 2 and rerun: the same frames.
+    path = tmp_path / "half" / "noise.h5"
+    with h5py.File(path, "r+") as handle:
+        handle.attrs.modify("frames_written", np.int64(3))
+        handle.attrs.modify("complete", np.int64(0))
+    run(half)
+    np.testing.assert_array_equal(read_frames(path), frames["half"])
+
+
+def test_noise_blend_out_of_range_is_a_config_error(compose):
+    from noisewarp.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"noise.blend must be a number in \[0, 1\]"):
+        build_spec(compose("deform=rotate", "noise.blend=1.5"))
