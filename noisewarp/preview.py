@@ -98,7 +98,8 @@ class VideoPreview:
         count = max(1, min(max_frames, frames))
         self.kept = set(np.unique(np.rint(np.linspace(0, frames - 1, count))).astype(int))
         self.height = height
-        self.tiles: dict[int, np.ndarray] = {}
+        # Kept as JPEG bytes (tens of KB each; the MP4 is lossy anyway): memory stays flat.
+        self.tiles: dict[int, bytes] = {}
 
     def add(self, index: int, frame: np.ndarray, step) -> None:
         """Frame ``index``'s panels; ``step`` a ``noisewarp.motion.Step`` with its image
@@ -117,21 +118,39 @@ class VideoPreview:
             occluded = _rgb(np.where(mask, 255, 0).astype(np.uint8))
         noise = _rgb(noise_to_uint8(_resize(frame, self.height)))
         gap = np.full((self.height, 4, 3), 255, np.uint8)
-        self.tiles[index] = np.concatenate([image, gap, flow, gap, occluded, gap, noise], 1)
+        tile = np.concatenate([image, gap, flow, gap, occluded, gap, noise], axis=1)
+        self.tiles[index] = _jpeg_bytes(tile)
 
     def save(self, directory: str | Path, fps: float = 12.0) -> list[Path]:
         """Write ``video_preview.mp4`` and ``video_preview.gif``; return their paths."""
         from noisewarp.video import write_video
 
-        shown = [self.tiles[i] for i in sorted(self.tiles)]
-        if not shown:
+        if not self.tiles:
             return []
         written = []
         for name in ("video_preview.mp4", "video_preview.gif"):
             path = Path(directory) / name
-            write_video(path, shown, fps)
+            write_video(path, (_from_jpeg(self.tiles[i]) for i in sorted(self.tiles)), fps)
             written.append(path)
         return written
+
+
+def _jpeg_bytes(image: np.ndarray) -> bytes:
+    from io import BytesIO
+
+    from PIL import Image
+
+    buffer = BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=92)
+    return buffer.getvalue()
+
+
+def _from_jpeg(data: bytes) -> np.ndarray:
+    from io import BytesIO
+
+    from PIL import Image
+
+    return np.asarray(Image.open(BytesIO(data)).convert("RGB"))
 
 
 def central_crop(height: int, width: int, size: int) -> tuple[slice, slice]:
