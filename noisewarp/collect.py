@@ -264,6 +264,12 @@ def collect(sweep_dir: str | Path, output: str | Path | None = None, quiet: bool
         tmp = output.with_name(output.name + ".tmp")
         merged.to_netcdf(tmp, engine="h5netcdf")
         tmp.replace(output)
+        from noisewarp.preview import contact_sheet
+
+        try:
+            contact_sheet(merged, output.with_name("contact_sheet.png"))
+        except ImportError as error:  # Pillow is optional
+            print(f"collect: contact sheet skipped ({error})", file=sys.stderr)
     if not quiet:
         print(format_report(records, dims), file=sys.stderr)
     return merged, records

@@ -24,7 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["noise_to_uint8", "central_crop", "flow_to_rgb", "PreviewRecorder", "VideoPreview"]
+__all__ = [
+    "noise_to_uint8",
+    "central_crop",
+    "flow_to_rgb",
+    "PreviewRecorder",
+    "VideoPreview",
+    "contact_sheet",
+]
 
 _TARGET_PIXELS = 256  # crops are enlarged to about this size
 _COARSE = 128  # side of the grid the motion is composed on
@@ -290,3 +297,43 @@ class PreviewRecorder:
                 )
                 written.append(path)
         return written
+
+
+def contact_sheet(dataset, path: str | Path, scale: int = 2) -> Path | None:
+    """A sweep's noise side by side: one column per method, one row per sample frame
+    (first, second, last) of each other setting; from a collected Dataset's
+    ``sample_noise``. Returns the path written, or None when there are no samples."""
+    from PIL import Image, ImageDraw
+
+    if "sample_noise" not in dataset or "method" not in dataset["sample_noise"].dims:
+        return None
+    samples = dataset["sample_noise"]
+    pixel_dims = ("channel", "sample_y", "sample_x")
+    others = [d for d in samples.dims if d not in ("method", "sample", *pixel_dims)]
+    rows = samples.stack(row=[*others, "sample"]).transpose("row", "method", *pixel_dims)
+    values = rows.values  # [rows, methods, C, y, x]
+    side_y, side_x = values.shape[-2] * scale, values.shape[-1] * scale
+    gap, header, label = 4, 16, 120
+    methods = [str(m) for m in rows["method"].values]
+    sheet = Image.new(
+        "RGB",
+        (label + len(methods) * (side_x + gap), header + values.shape[0] * (side_y + gap)),
+        "white",
+    )
+    draw = ImageDraw.Draw(sheet)
+    for column, method in enumerate(methods):
+        draw.text((label + column * (side_x + gap), 2), method[:20], fill="black")
+    for row, key in enumerate(rows["row"].values):
+        top = header + row * (side_y + gap)
+        names = key if isinstance(key, tuple) else (key,)
+        draw.text((2, top + side_y // 2 - 6), " ".join(str(n) for n in names)[:20], fill="black")
+        for column in range(len(methods)):
+            crop = values[row, column]
+            if not np.isfinite(crop).any():  # this run is missing or failed
+                continue
+            tile = noise_to_uint8(np.moveaxis(crop, 0, -1))
+            tile = np.repeat(np.repeat(tile, scale, axis=0), scale, axis=1)
+            sheet.paste(Image.fromarray(tile), (label + column * (side_x + gap), top))
+    path = Path(path)
+    sheet.save(path)
+    return path

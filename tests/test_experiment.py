@@ -562,3 +562,25 @@ def test_noise_blend_out_of_range_is_a_config_error(compose):
 
     with pytest.raises(ConfigError, match=r"noise.blend must be a number in \[0, 1\]"):
         build_spec(compose("deform=rotate", "noise.blend=1.5"))
+
+
+def test_collect_draws_a_contact_sheet_with_a_column_per_method(compose, tmp_path):
+    from PIL import Image
+
+    sweep = tmp_path / "sweep"
+    for method in ("fixed", "particle"):
+        run(compose("deform=rotate", "res=32", "frames=4", f"method={method}",
+                    output_dir=sweep / method))  # fmt: skip
+    collect(sweep, sweep / "collected.nc", quiet=True)
+    sheet = np.asarray(Image.open(sweep / "contact_sheet.png").convert("RGB"))
+    side, gap, header, label = 64, 4, 16, 120  # 32 x 32 crops shown twice as large
+    assert sheet.shape == (header + 3 * (side + gap), label + 2 * (side + gap), 3)
+
+    def tile(row, column):
+        top, left = header + row * (side + gap), label + column * (side + gap)
+        return sheet[top : top + side, left : left + side]
+
+    # Columns in method order (fixed, particle); rows first, second, last sample.
+    np.testing.assert_array_equal(tile(0, 0), tile(0, 1))  # the same initial noise
+    assert not np.array_equal(tile(2, 0), tile(2, 1))  # fixed stays, particle moves
+    assert tile(2, 0).std() > 30  # noise, not an empty tile
