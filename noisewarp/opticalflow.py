@@ -37,6 +37,7 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -485,25 +486,50 @@ def video_flows(
         cache = cache if isinstance(cache, FlowCache) else FlowCache(cache)
         description = cache_description(reader, method, resolved)
         key = cache.key(description)
-        stored, complete = cache.status(key)
+        try:
+            stored, complete = cache.status(key)
+        except OSError as error:  # held by another process (a parallel sweep job)
+            cache, stored, complete = _drop_cache(cache, error), 0, False
         total = reader.frame_count
-        if complete or (total is not None and stored >= total - 1):
+        if cache is not None and (complete or (total is not None and stored >= total - 1)):
             yield from cache.steps(key, stored if complete else total - 1)
             return
     previous = None
     for index, frame in enumerate(reader):
         if previous is not None:
-            step = cache.get(key, index - 1) if cache is not None else None
+            step = None
+            if cache is not None:
+                try:
+                    step = cache.get(key, index - 1)
+                except OSError as error:  # held by another process (a parallel sweep job)
+                    cache = _drop_cache(cache, error)
             if step is None:
                 backward = _flow_between(frame, previous, method, resolved)
                 forward_flow = _flow_between(previous, frame, method, resolved)
                 step = FlowStep(backward, forward_flow, occlusion_mask(forward_flow, backward))
                 if cache is not None:
-                    cache.put(key, index - 1, step, description)
+                    try:
+                        cache.put(key, index - 1, step, description)
+                    except OSError as error:
+                        cache = _drop_cache(cache, error)
             yield step
         previous = frame
     if cache is not None and reader.frames is None:
-        cache.mark_complete(key)
+        try:
+            cache.mark_complete(key)
+        except OSError as error:
+            _drop_cache(cache, error)
+
+
+def _drop_cache(cache: FlowCache, error: OSError):
+    """A cache another process holds (HDF5 locks a file while it is written): warn and go
+    on estimating without it; the flows are the same either way."""
+    warnings.warn(
+        f"flow cache {str(cache.path)!r} is not usable ({error}); estimating without it",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    return None
 
 
 # --------------------------------------------------------------------------- noise grid

@@ -267,3 +267,33 @@ def test_clip_to_warped_noise_end_to_end():
         frames.append(of.blend_fresh(warped, 0.2, nw.Key(2, index + 1)))
     assert len(frames) == 3 and frames[0].shape == (18, 32, 4)
     assert_white_noise(np.stack(frames), label="clip end to end")
+
+
+def test_a_cache_held_by_another_process_is_skipped_with_a_warning(tmp_path):
+    """While another process writes the cache file (HDF5 locks it), flows are estimated
+    without it, with a warning, and equal the cached ones."""
+    import subprocess
+    import sys
+
+    from noisewarp.motion import BUNDLED_CLIP
+    from noisewarp.video import open_video
+
+    path = tmp_path / "flows.h5"
+    expected = [s.backward for s in of.video_flows(open_video(BUNDLED_CLIP, frames=3, size=64),
+                                                     "dis", path)]  # fmt: skip
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time, h5py; f = h5py.File(sys.argv[1], 'a'); "
+         "print('held', flush=True); time.sleep(60)", str(path)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        reader = open_video(BUNDLED_CLIP, frames=4, size=64)
+        with pytest.warns(RuntimeWarning, match="not usable"):
+            held = [s.backward for s in of.video_flows(reader, "dis", path)]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert len(held) == 3
+    for first, second in zip(expected, held[:2], strict=True):
+        np.testing.assert_array_equal(first, second)
