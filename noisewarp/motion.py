@@ -18,7 +18,6 @@ stage). Three sources:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Iterator, Mapping
@@ -57,18 +56,6 @@ class Step(NamedTuple):
     image: np.ndarray | None = None
     flow: np.ndarray | None = None
     occlusion: np.ndarray | None = None
-
-
-def _file_digest(path: Path) -> str:
-    """SHA-256 of a file, or of a folder's files (names and contents, sorted)."""
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        digest.update(file.name.encode() + b"\0")
-        with open(file, "rb") as handle:
-            for block in iter(lambda handle=handle: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------------------ synthetic
@@ -186,6 +173,11 @@ class _FlowFields:
     def __len__(self) -> int:
         return self.shape[0]
 
+    @property
+    def files(self) -> list[Path]:
+        """The files the fields come from, in order."""
+        return self._files if self._files is not None else [self.path]
+
     def where(self, index: int) -> str:
         """The file (and frame) a field comes from, for messages."""
         if self._files is not None:
@@ -229,7 +221,9 @@ class FlowMotion:
         self.height, self.width = (int(n) for n in self.fields.shape[1:3])
         self.max_frames = None if self.fields.single else len(self.fields) + 1
         self.label = f"flow:{self.path.stem}"
-        self.sha256 = _file_digest(self.path)
+        from noisewarp.video import content_hash
+
+        self.sha256 = content_hash(self.path, files=self.fields.files)
 
     def identity(self) -> dict:
         return {

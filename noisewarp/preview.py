@@ -260,8 +260,7 @@ class PreviewRecorder:
         return np.repeat(image[..., None], 3, axis=2)
 
     def _enlarge(self, image: np.ndarray) -> np.ndarray:
-        image = np.repeat(np.repeat(image, self.scale, axis=0), self.scale, axis=1)
-        return image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
+        return _rgb(np.repeat(np.repeat(image, self.scale, axis=0), self.scale, axis=1))
 
     def _side_by_side(self, index: int) -> np.ndarray:
         noise, motion = self._enlarge(self.noise[index]), self._enlarge(self.motion[index])

@@ -88,15 +88,17 @@ def output_size(height: int, width: int, size: int | tuple[int, int] | None) -> 
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def content_hash(path: PathLike, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a video's bytes (streamed), or of a frame folder's names and bytes.
+def content_hash(path: PathLike, chunk: int = 1 << 20, files=None) -> str:
+    """SHA-256 of a video's bytes (streamed), or of a frame folder's names and bytes
+    (``files``: the folder's files to hash, its frames by default).
 
-    Used in flow-cache keys: the same content under another name hits the cache, an
-    edited file misses it.
+    Used in cache keys and run identities: the same content under another name matches,
+    an edited file does not.
     """
     path = Path(path)
     digest = hashlib.sha256()
-    files = _frame_files(path) if path.is_dir() else [_existing(path)]
+    if files is None:
+        files = _frame_files(path) if path.is_dir() else [_existing(path)]
     for file in files:
         if path.is_dir():
             digest.update(file.name.encode() + b"\0")

@@ -117,8 +117,8 @@ def _column(x, n):
 
 
 @njit(cache=True)
-def _add_span(field, sub_row, k_lo, k_hi, acc, offset, gamma, fresh_weight):
-    """Add sub-pixels [k_lo, k_hi) of ``sub_row`` to ``acc`` (fresh ones times ``fresh_weight``).
+def _add_span(field, sub_row, k_lo, k_hi, acc, offset, gamma):
+    """Add sub-pixels [k_lo, k_hi) of ``sub_row`` to ``acc`` (fresh ones outside the frame).
 
     Returns (sub-pixels added, how many of them were in the frame).
     """
@@ -136,10 +136,10 @@ def _add_span(field, sub_row, k_lo, k_hi, acc, offset, gamma, fresh_weight):
                 acc[c] += row[k, c]
     for k in range(k_lo, in_lo):
         for c in range(channels):
-            acc[c] += fresh_weight * _outside(sub_row, k, c, offset, gamma)
+            acc[c] += _outside(sub_row, k, c, offset, gamma)
     for k in range(in_hi, k_hi):
         for c in range(channels):
-            acc[c] += fresh_weight * _outside(sub_row, k, c, offset, gamma)
+            acc[c] += _outside(sub_row, k, c, offset, gamma)
     return k_hi - k_lo, in_hi - in_lo
 
 
@@ -173,13 +173,12 @@ def _flush_counts(column_count):
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def _rasterise(field, corners, centres, n, offset, gamma, fresh_weight, out, counts, row_stats,
+def _rasterise(field, corners, centres, n, offset, gamma, out, counts, row_stats,
                noise, cond_mean, cond_carried):  # fmt: skip
     """Y_p = sum_{K_p} s / sqrt(|K_p|), or the sub-pixel containing T(p) when K_p is empty.
 
     ``counts[p]`` = |K_p|; ``row_stats[i]`` = targets of row i with no sub-pixel in
-    the frame. Fresh values are scaled by ``fresh_weight`` (1; 0 gives E[Y | X]
-    from a field of conditional means). Unless they are empty, ``cond_mean`` [H*W, C]
+    the frame. Unless they are empty, ``cond_mean`` [H*W, C]
     and ``cond_carried`` [H*W] receive E[Y_p | X] = sum_q |K_pq| x_q / (n sqrt(|K_p|))
     and sum_q |K_pq|^2 / (n^2 |K_p|), from the source frame ``noise`` (E[s | x_q] =
     x_q / n; fresh sub-pixels contribute nothing).
@@ -209,7 +208,7 @@ def _rasterise(field, corners, centres, n, offset, gamma, fresh_weight, out, cou
                 fresh += 1
                 counts[p] = 0
                 for c in range(channels):
-                    out[i, j, c] = fresh_weight * _fresh_target(p, c, offset, gamma)
+                    out[i, j, c] = _fresh_target(p, c, offset, gamma)
                 if wanted:
                     cond_mean[p] = 0.0
                     cond_carried[p] = 0.0
@@ -244,13 +243,13 @@ def _rasterise(field, corners, centres, n, offset, gamma, fresh_weight, out, cou
                                       column_count)  # fmt: skip
                 if b < math.inf:
                     added, added_in = _add_span(
-                        field, s, _column(a, n), _column(b, n), acc, offset, gamma, fresh_weight
+                        field, s, _column(a, n), _column(b, n), acc, offset, gamma
                     )
                     count += added
                     inside += added_in
                 if d < math.inf:
                     added, added_in = _add_span(
-                        field, s, _column(cc, n), _column(d, n), acc, offset, gamma, fresh_weight
+                        field, s, _column(cc, n), _column(d, n), acc, offset, gamma
                     )
                     count += added
                     inside += added_in
@@ -281,7 +280,7 @@ def _rasterise(field, corners, centres, n, offset, gamma, fresh_weight, out, cou
                     cond_carried[p] = 1.0 / (n * n)
             else:
                 for c in range(channels):
-                    out[i, j, c] = fresh_weight * _fresh_target(p, c, offset, gamma)
+                    out[i, j, c] = _fresh_target(p, c, offset, gamma)
                 if wanted:
                     cond_mean[p] = 0.0
                     cond_carried[p] = 0.0
@@ -326,7 +325,7 @@ def hiwyn_warp(noise, corners, centres, n, subpixel_stream, fresh_stream, condit
     counts = np.empty(height * width, dtype=np.int64)
     row_stats = np.empty(height, dtype=np.int64)
     cond = conditional_buffers(height * width, channels, conditional)
-    _rasterise(field, corners, centres, n, *fresh_stream, 1.0, out, counts, row_stats, noise,
+    _rasterise(field, corners, centres, n, *fresh_stream, out, counts, row_stats, noise,
                *cond)  # fmt: skip
     areas = counts / float(n * n)
     stats = {
@@ -345,19 +344,18 @@ def hiwyn_warp(noise, corners, centres, n, subpixel_stream, fresh_stream, condit
 
 
 def hiwyn_conditional_mean(noise, corners, centres, n):
-    """E[Y | X] of hiwyn and |K_p|, exactly: the rasteriser run on the field of
-    conditional means E[s | x_q] = x_q / n, fresh sub-pixels contributing 0.
+    """E[Y | X] of hiwyn and |K_p|: the rasteriser's own conditional moments (the same
+    ones ``hiwyn_warp(..., conditional=True)`` reports), with the counts.
 
     Returns ``(mean float64 [H, W, C], counts int64 [H*W])``.
     """
     height, width, channels = noise.shape
     noise = np.ascontiguousarray(noise, dtype=np.float32)
-    field = np.repeat(np.repeat(noise / np.float32(n), n, axis=0), n, axis=1)
+    field = np.zeros((height * n, width * n, channels), dtype=np.float32)  # draws: irrelevant
     out = np.empty((height, width, channels), dtype=np.float32)
     counts = np.empty(height * width, dtype=np.int64)
     row_stats = np.empty(height, dtype=np.int64)
-    offset, gamma = np.uint64(0), np.uint64(1)
-    none = conditional_buffers(0, channels, False)
-    _rasterise(field, corners, centres, n, offset, gamma, 0.0, out, counts, row_stats, noise,
-               *none)  # fmt: skip
-    return out.astype(np.float64), counts
+    cond = conditional_buffers(height * width, channels, True)
+    _rasterise(field, corners, centres, n, np.uint64(0), np.uint64(1), out, counts, row_stats,
+               noise, *cond)  # fmt: skip
+    return cond.mean.reshape(height, width, channels).astype(np.float64), counts
