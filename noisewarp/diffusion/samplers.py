@@ -1,0 +1,117 @@
+"""Samplers that take their noise from outside: the seam where warped noise plugs in.
+
+Every sampler has one signature, ``sample(model, x, scheduler, timesteps, eta=...,
+noise_sampler=...)``, in the k-diffusion manner: ``model(x, t)`` returns the network's
+output in the scheduler's parameterisation (epsilon, v or x0, diffusers' convention), and
+all randomness after the starting ``x`` comes through ``noise_sampler(step, x)``. The
+updates are diffusers' ``DDIMScheduler.step``, which accepts the step's noise
+(``variance_noise``): eta = 0 is DDIM (a deterministic function of the starting noise),
+eta = 1 is DDPM's ancestral sampler on the same timesteps (DDIM's eta = 1 variance is
+DDPM's posterior variance), so no update is written here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+NoiseSampler = Callable[[int, torch.Tensor], torch.Tensor]
+Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def ddim_scheduler(config: dict, steps: int):
+    """A ``DDIMScheduler`` built from a model's scheduler config (any diffusers scheduler's
+    config: the betas and the parameterisation carry over), ``steps`` inference steps.
+
+    Trailing spacing, so a full run starts at the last training timestep, where the
+    signal is gone and the initial noise alone is a valid x_T; no clipping or
+    thresholding, which would make the map from noise to sample non-linear for no reason.
+    """
+    from diffusers import DDIMScheduler
+
+    scheduler = DDIMScheduler.from_config(
+        dict(config),
+        timestep_spacing="trailing",
+        clip_sample=False,
+        thresholding=False,
+        set_alpha_to_one=True,
+    )
+    scheduler.set_timesteps(steps)
+    return scheduler
+
+
+def edit_timesteps(scheduler, strength: float) -> torch.Tensor:
+    """The timesteps an SDEdit run of ``strength`` in (0, 1] walks: the last
+    ``round(strength * steps)`` of the schedule (strength 1: all of them, plain generation)."""
+    if not 0.0 < strength <= 1.0:
+        raise ValueError(f"strength must be in (0, 1], got {strength!r}")
+    steps = len(scheduler.timesteps)
+    keep = max(1, round(strength * steps))
+    return scheduler.timesteps[steps - keep :]
+
+
+def fresh_noise_sampler(generator: torch.Generator | None = None) -> NoiseSampler:
+    """Independent N(0, I) per step (the usual sampler's noise), from ``generator``."""
+
+    def sampler(step: int, x: torch.Tensor) -> torch.Tensor:
+        return torch.randn(x.shape, generator=generator, dtype=x.dtype, device="cpu").to(x.device)
+
+    return sampler
+
+
+def stream_noise_sampler(streams: torch.Tensor) -> NoiseSampler:
+    """Per-step noise from precomputed streams [steps, *x.shape]: step k takes stream k
+    (for the stage: the k-th warped noise stream's current frame)."""
+
+    def sampler(step: int, x: torch.Tensor) -> torch.Tensor:
+        if step >= len(streams):
+            raise IndexError(f"step {step} needs a noise stream, only {len(streams)} given")
+        return streams[step].to(device=x.device, dtype=x.dtype)
+
+    return sampler
+
+
+def sample(
+    model: Model,
+    x: torch.Tensor,
+    scheduler,
+    timesteps: Sequence | torch.Tensor,
+    eta: float = 0.0,
+    noise_sampler: NoiseSampler | None = None,
+) -> torch.Tensor:
+    """Run ``scheduler`` (a ``DDIMScheduler``) from ``x`` at ``timesteps[0]`` to x0.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, t)`` -> output in ``scheduler.config.prediction_type``.
+    x : Tensor
+        The sample at the first timestep (pure noise for generation; the noised input
+        for SDEdit, ``scheduler.add_noise``).
+    timesteps : sequence
+        Decreasing timesteps of ``scheduler`` (``scheduler.timesteps`` or a tail of it).
+    eta : float
+        0: deterministic DDIM; 1: DDPM ancestral; in between, DDIM's interpolation.
+    noise_sampler : callable, optional
+        ``noise_sampler(step, x)`` -> the step's N(0, I) noise (eta > 0 only);
+        default: fresh ``torch.randn``.
+
+    Returns
+    -------
+    Tensor, x0 (the scheduler's last step lands on alpha = 1)
+    """
+    if eta < 0:
+        raise ValueError(f"eta must be >= 0, got {eta!r}")
+    if eta > 0 and noise_sampler is None:
+        noise_sampler = fresh_noise_sampler()
+    for step, timestep in enumerate(timesteps):
+        output = model(x, timestep)
+        noise = noise_sampler(step, x) if eta > 0 else None
+        x = scheduler.step(output, timestep, x, eta=eta, variance_noise=noise).prev_sample
+    return x
+
+
+def noise_to(scheduler, clean: torch.Tensor, noise: torch.Tensor, timestep) -> torch.Tensor:
+    """SDEdit's start: ``clean`` noised to ``timestep`` with the given (warped) noise."""
+    return scheduler.add_noise(clean, noise.to(clean.dtype), torch.as_tensor([timestep]))
