@@ -19,7 +19,12 @@ log = logging.getLogger("run")
 def main(cfg: DictConfig) -> dict | None:
     status, error = "interrupted", None
     try:
-        summary = experiment.run(cfg)
+        if cfg.get("diffusion") is not None:  # stage=diffuse: noise, then the diffusion model
+            from noisewarp.diffusion.stage import run as diffuse
+
+            summary = diffuse(cfg)
+        else:
+            summary = experiment.run(cfg)
         status = "complete"
         return summary
     except Exception as exc:

@@ -47,13 +47,19 @@ def _photo(name: str) -> np.ndarray:
     return image[..., :3]
 
 
-def _resize(image: np.ndarray, longer: int) -> np.ndarray:
+def resized(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``image`` at exactly height x width (area interpolation; a no-op at that size)."""
     import cv2
 
-    height, width = image.shape[:2]
-    scale = longer / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    if image.shape[:2] == (height, width):
+        return image
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def _at_size(image: np.ndarray, longer: int) -> np.ndarray:
+    from noisewarp.video import output_size
+
+    return resized(image, *output_size(*image.shape[:2], longer))
 
 
 def clip_frames(start: int, frames: int | None, size: int = DEFAULT_SIZE) -> list[np.ndarray]:
@@ -70,7 +76,7 @@ def training_images(size: int = DEFAULT_SIZE) -> list[np.ndarray]:
     images = clip_frames(TRAIN_CLIP_START, None, size)
     for name in TRAIN_PHOTOS:
         photo = _photo(name)
-        images += [to_model_range(_resize(photo, longer)) for longer in PHOTO_SIZES]
+        images += [to_model_range(_at_size(photo, longer)) for longer in PHOTO_SIZES]
     return images
 
 
@@ -78,7 +84,7 @@ def held_out_images(size: int = DEFAULT_SIZE) -> list[np.ndarray]:
     """Images the model never saw: the clip's evaluation window and two photographs."""
     images = clip_frames(EVAL_START, EVAL_FRAMES, size)
     for name in HELD_OUT_PHOTOS:
-        images += [to_model_range(_resize(_photo(name), longer)) for longer in PHOTO_SIZES]
+        images += [to_model_range(_at_size(_photo(name), longer)) for longer in PHOTO_SIZES]
     return images
 
 

@@ -3,6 +3,7 @@ diffusers checkpoint. Nothing is ever downloaded (``local_files_only``)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -56,3 +57,84 @@ def resolve_device(name: str | None) -> torch.device:
             "use device=cpu, or install a CUDA build of torch"
         )
     return device
+
+
+class PixelModel:
+    """A pixel-space ``UNet2DModel`` and its scheduler config, as the samplers call it:
+    ``model(x, t)`` -> the network's output (epsilon, v or x0, per the scheduler)."""
+
+    kind = "pixel"
+
+    def __init__(self, unet, scheduler_config: dict, path: Path):
+        self.unet = unet.eval()
+        self.scheduler_config = dict(scheduler_config)
+        self.path = path
+        self.channels = int(unet.config.in_channels)
+        # Every down block but the last halves the size: frames must divide by this.
+        self.multiple = 2 ** (len(unet.config.down_block_types) - 1)
+
+    def image_size(self, height: int, width: int) -> tuple[int, int]:
+        """The image a noise frame of this size becomes (pixel space: the same size)."""
+        return height, width
+
+    def to(self, device: torch.device) -> PixelModel:
+        self.unet.to(device)
+        return self
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, timestep) -> torch.Tensor:
+        timestep = torch.as_tensor(timestep, device=x.device).expand(len(x))
+        return self.unet(x, timestep).sample
+
+    def check_noise(self, channels: int, height: int, width: int, where: str) -> None:
+        """A clear error for noise the network cannot take."""
+        if channels != self.channels:
+            raise ValueError(
+                f"{where} has {channels} channels, the model {self.path} takes {self.channels} "
+                f"(an RGB pixel model: run the noise with channels={self.channels})"
+            )
+        if height % self.multiple or width % self.multiple:
+            raise ValueError(
+                f"{where} is {height} x {width}; the model {self.path} needs sides divisible "
+                f"by {self.multiple} (choose res so both sides are)"
+            )
+
+
+def _scheduler_config(directory: Path) -> dict:
+    for candidate in (directory / "scheduler" / "scheduler_config.json",
+                      directory / "scheduler_config.json"):  # fmt: skip
+        if candidate.exists():
+            return json.loads(candidate.read_text())
+    return {}  # a bare UNet directory: diffusers' DDPM defaults (linear betas, epsilon)
+
+
+def load_model(path: str | Path | None = None, device: torch.device | None = None):
+    """Load a local diffusers checkpoint (never downloads).
+
+    ``path`` is None (the built-in model), a ``UNet2DModel`` directory (``config.json``
+    and weights), a DDPMPipeline-style directory (``unet/`` and ``scheduler/``), or a
+    latent pipeline (``model_index.json`` naming e.g. ``StableDiffusionPipeline``),
+    returned as ``latent.LatentModel``.
+    """
+    from diffusers import UNet2DModel
+
+    directory = Path(path).expanduser() if path else BUILTIN_MODEL
+    if not directory.is_dir():
+        hint = " (train it: python -m noisewarp.diffusion.train)" if path is None else ""
+        raise ModelError(f"model directory {str(directory)!r} does not exist{hint}")
+    index = directory / "model_index.json"
+    kind = json.loads(index.read_text()).get("_class_name", "") if index.exists() else ""
+    if kind and kind != "DDPMPipeline":
+        from noisewarp.diffusion.latent import LatentModel
+
+        model = LatentModel.load(directory)
+    else:
+        unet_dir = directory / "unet" if (directory / "unet").is_dir() else directory
+        if not (unet_dir / "config.json").exists():
+            raise ModelError(
+                f"{str(directory)!r} is not a diffusers checkpoint: no model_index.json, "
+                "unet/config.json or config.json"
+            )
+        unet = UNet2DModel.from_pretrained(unet_dir, local_files_only=True)
+        model = PixelModel(unet.float(), _scheduler_config(directory), directory)
+    return model.to(device or torch.device("cpu"))

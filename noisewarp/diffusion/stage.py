@@ -1,0 +1,292 @@
+"""The diffusion stage: ``python run.py stage=diffuse`` (DESIGN section 11).
+
+The run first writes (or resumes) its noise stack exactly as ``experiment.run`` does, then
+streams it frame by frame through a diffusion model: **generate** (the warped frame is the
+initial noise) or **edit** (SDEdit: each video frame noised to ``strength`` with the warped
+frame, then denoised). With eta > 0 each sampler step takes its noise from its own warped
+stream (one ``NoiseWarper`` per step, seeds derived from the run's seed, moved along the
+same motion), so the per-step noise moves with the video too.
+
+Writes ``video.mp4``, ``video.gif``, ``frames/NNNNN.png`` and ``diffusion.nc`` (per frame:
+warping error, texture sticking, quality, structural similarity to the input, time), into
+the run directory; existing outputs of another config are never replaced unless
+``output.overwrite=true``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+OUTPUTS = ("video.mp4", "video.gif", "frames", "diffusion.nc")
+MODES = ("edit", "generate")
+
+
+@dataclass(frozen=True)
+class DiffusionSettings:
+    """The ``diffusion`` config section, validated."""
+
+    model: str | None = None
+    mode: str = "edit"
+    strength: float = 0.5
+    steps: int = 20
+    eta: float = 0.0
+    device: str = "cpu"
+    threads: int | None = 1
+    stack: str | None = None
+    prompt: str = ""
+    guidance_scale: float = 1.0
+    fps: float | None = None
+
+    @classmethod
+    def from_cfg(cls, section) -> DiffusionSettings:
+        from noisewarp.config import ConfigError
+
+        values = dict(section or {})
+        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ConfigError(f"diffusion has no key(s) {unknown}; valid: {list(cls.__dataclass_fields__)}")
+        settings = cls(**values)
+        if settings.mode not in MODES:
+            raise ConfigError(f"diffusion.mode={settings.mode} is not a mode; valid: {', '.join(MODES)}")
+        if not 0 < settings.strength <= 1:
+            raise ConfigError(f"diffusion.strength must be in (0, 1], got {settings.strength!r}")
+        if int(settings.steps) != settings.steps or settings.steps < 1:
+            raise ConfigError(f"diffusion.steps must be an integer >= 1, got {settings.steps!r}")
+        if not 0 <= settings.eta <= 1:
+            raise ConfigError(f"diffusion.eta must be in [0, 1], got {settings.eta!r}")
+        return settings
+
+
+def stream_seed(seed: int, step: int) -> int:
+    """The seed of sampler step ``step``'s warped noise stream, derived from the run's."""
+    return int(np.random.SeedSequence([seed, 0x6E77, step]).generate_state(1)[0])
+
+
+def _check_outputs(directory: Path, identity: dict, overwrite: bool) -> dict | None:
+    """The finished run's summary when ``directory`` already holds this very run; None when
+    free; an error when it holds something else (never replaced unless ``overwrite``)."""
+    existing = [name for name in OUTPUTS if (directory / name).exists()]
+    if not existing:
+        return None
+    if (directory / "diffusion.nc").exists() and not overwrite:
+        import xarray as xr
+
+        with xr.open_dataset(directory / "diffusion.nc", engine="h5netcdf") as done:
+            if json.loads(done.attrs.get("identity", "{}")) == identity:
+                return json.loads(done.attrs["summary"])
+    if overwrite:
+        for name in existing:
+            path = directory / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        return None
+    raise FileExistsError(
+        f"{directory} already holds {', '.join(existing)} from another diffusion config (or an "
+        "interrupted run); they were left untouched. Write elsewhere (output.dir=...) or pass "
+        "output.overwrite=true to replace them."
+    )
+
+
+def run(cfg) -> dict:
+    """Write (or resume) the noise stack, then diffuse it; return a summary dict."""
+    import torch
+
+    from noisewarp import experiment
+    from noisewarp.config import build_spec
+    from noisewarp.diffusion.data import NoiseStackDataset
+    from noisewarp.diffusion.models import load_model, resolve_device
+
+    settings = DiffusionSettings.from_cfg(cfg.get("diffusion"))
+    device = resolve_device(settings.device)  # fails before anything is written
+    if settings.threads:
+        torch.set_num_threads(int(settings.threads))
+    model = load_model(settings.model, device)
+    spec = build_spec(cfg)
+    video = getattr(spec.motion, "reader", None)
+    if settings.mode == "edit" and (video is None or model.kind != "pixel"):
+        raise ValueError(
+            "diffusion.mode=edit needs a video (deform=video) and a pixel-space UNet2DModel; "
+            f"got deform {spec.motion.label} and a {model.kind} model (use diffusion.mode=generate)"
+        )
+    model.check_noise(spec.channels, spec.height, spec.width, "the noise (channels, res)")
+    stack_path = spec.output.stack if settings.stack is None else Path(settings.stack).expanduser()
+    identity = {
+        "noise": spec.identity(),
+        "stack": str(stack_path),
+        "diffusion": asdict(settings),
+        "model": str(model.path),
+    }
+    directory = spec.output.dir
+    directory.mkdir(parents=True, exist_ok=True)
+    done = _check_outputs(directory, identity, spec.output.overwrite)
+    if done is not None:
+        log.info("diffusion outputs in %s are complete for this config", directory)
+        return done
+    if settings.stack is None:
+        experiment.run(cfg)
+    elif not stack_path.exists():
+        raise FileNotFoundError(f"diffusion.stack {str(stack_path)!r} does not exist")
+    noise = NoiseStackDataset(stack_path)
+    expected = (spec.channels, spec.height, spec.width)
+    if noise.shape != expected or len(noise) < spec.frames:
+        raise ValueError(
+            f"the stack {stack_path} holds {len(noise)} complete frames of {noise.shape} "
+            f"(channels, height, width); this run's video and model need {spec.frames} frames "
+            f"of {expected} (set res, channels and frames to match it)"
+        )
+    return Diffuser(model, settings, spec, noise, spec.frames, device, identity).run(directory)
+
+
+class Diffuser:
+    """One stage run: streams noise frames, video frames and motion steps in lockstep."""
+
+    def __init__(self, model, settings: DiffusionSettings, spec, noise, frames, device, identity):
+        from noisewarp.diffusion.samplers import ddim_scheduler, edit_timesteps
+
+        self.model, self.settings, self.spec = model, settings, spec
+        self.noise, self.frames, self.device, self.identity = noise, frames, device, identity
+        self.scheduler = ddim_scheduler(model.scheduler_config, settings.steps)
+        strength = settings.strength if settings.mode == "edit" else 1.0
+        self.timesteps = edit_timesteps(self.scheduler, strength)
+        channels, self.height, self.width = noise.shape
+        self.streams = []
+        if settings.eta > 0:
+            from noisewarp.warp import NoiseWarper
+
+            self.streams = [
+                NoiseWarper(self.height, self.width, channels, method=spec.method,
+                            seed=stream_seed(spec.seed, step), backend=spec.backend,
+                            **spec.options)  # fmt: skip
+                for step in range(len(self.timesteps))
+            ]
+
+    def _inputs(self):
+        """(video frame at the image size or None, map at the image size or None,
+        occlusion at the image size or None) for frames 0, 1, ..."""
+        from noisewarp.diffusion.images import resized
+        from noisewarp.diffusion.metrics import occlusion_at
+        from noisewarp.opticalflow import flow_to_noise_map
+
+        image_h, image_w = self.model.image_size(self.height, self.width)
+        video = getattr(self.spec.motion, "reader", None)
+        first = resized(self.spec.motion.first_image(), image_h, image_w) if video else None
+        yield first, None, None, None
+        for step in self.spec.motion.steps(images=video is not None):
+            tmap = step.geometry.centres
+            if step.flow is not None:
+                tmap = flow_to_noise_map(step.flow, image_h, image_w)
+            elif (image_h, image_w) != (self.height, self.width):
+                tmap = None  # a synthetic motion on latent noise: no map at the image size
+            occluded = None if step.occlusion is None else occlusion_at(step.occlusion, image_h, image_w)
+            image = None if step.image is None else resized(step.image, image_h, image_w)
+            yield image, tmap, occluded, step.geometry
+
+    def _frame(self, index: int, image: np.ndarray | None) -> np.ndarray:
+        """The model's output for frame ``index``, float [H, W, 3] in [0, 1]."""
+        import torch
+
+        from noisewarp.diffusion.images import to_model_range
+        from noisewarp.diffusion.samplers import noise_to, sample, stream_noise_sampler
+
+        warped = self.noise[index].unsqueeze(0).to(self.device)
+        streams = None
+        if self.streams:
+            per_step = np.stack([np.moveaxis(w.noise, -1, 0) for w in self.streams])
+            streams = stream_noise_sampler(torch.from_numpy(per_step).unsqueeze(1))
+        if self.model.kind != "pixel":
+            return self.model.generate(warped, self.scheduler, self.timesteps, self.settings, streams)
+        if self.settings.mode == "edit":
+            clean = torch.from_numpy(to_model_range(image)).unsqueeze(0).to(self.device)
+            start = noise_to(self.scheduler, clean, warped, self.timesteps[0])
+        else:
+            start = warped * self.scheduler.init_noise_sigma
+        out = sample(self.model, start, self.scheduler, self.timesteps, self.settings.eta, streams)
+        return np.clip((out[0].permute(1, 2, 0).cpu().numpy() + 1) / 2, 0, 1)
+
+    def _records(self, frames_dir: Path, records: dict):
+        """Yield the output frames (uint8), recording metrics and writing PNGs on the way."""
+        from PIL import Image
+
+        from noisewarp.diffusion import metrics
+
+        prev = prev_image = None
+        for index, (image, tmap, occluded, geometry) in zip(range(self.frames), self._inputs(), strict=False):
+            started = time.perf_counter()
+            if index and self.streams:
+                for warper in self.streams:
+                    warper.step(geometry)
+            output = self._frame(index, None if image is None else image / 255.0)
+            sampled = time.perf_counter() - started
+            source = None if image is None else image / 255.0
+            row = {"time_s": sampled, "detail_energy": metrics.detail_energy(output)}
+            if source is not None:
+                row["quality"] = row["detail_energy"] / max(metrics.detail_energy(source), 1e-12)
+                row["ssim"] = metrics.structural_similarity(output, source)
+            if index and tmap is not None:
+                row["warping_error"] = metrics.warping_error(prev, output, tmap, occluded)
+                row["texture_sticking"] = metrics.texture_sticking(prev, output, tmap, occluded)
+                if source is not None:
+                    row["input_warping_error"] = metrics.warping_error(
+                        prev_image, source, tmap, occluded
+                    )
+            frame = np.rint(output * 255).astype(np.uint8)
+            Image.fromarray(frame).save(frames_dir / f"{index:05d}.png")
+            row["step_s"] = time.perf_counter() - started
+            for key, value in row.items():
+                records.setdefault(key, np.full(self.frames, np.nan))[index] = value
+            prev, prev_image = output, source
+            yield frame
+
+    def run(self, directory: Path) -> dict:
+        from noisewarp.video import open_video, write_video
+
+        staging = directory / ".diffusion-partial"
+        if staging.exists():
+            shutil.rmtree(staging)  # our own leftovers from an interrupted run
+        (staging / "frames").mkdir(parents=True)
+        video = getattr(self.spec.motion, "reader", None)
+        fps = self.settings.fps or (video.fps if video is not None and video.fps else 12.0)
+        records: dict = {}
+        started = time.perf_counter()
+        write_video(staging / "video.mp4", self._records(staging / "frames", records), fps=fps)
+        elapsed = time.perf_counter() - started
+        write_video(staging / "video.gif", open_video(staging / "frames", fps=fps), fps=fps)
+        summary = self._summary(records, elapsed)
+        self._dataset(records, summary).to_netcdf(staging / "diffusion.nc", engine="h5netcdf")
+        for name in OUTPUTS:
+            (staging / name).rename(directory / name)
+        staging.rmdir()
+        log.info("diffusion: %s", ", ".join(f"{k} {v:.4g}" for k, v in summary.items()
+                                             if isinstance(v, float)))  # fmt: skip
+        return summary
+
+    def _summary(self, records: dict, elapsed: float) -> dict:
+        summary = {"frames": self.frames, "seconds": round(elapsed, 3)}
+        for key, values in records.items():
+            tail = values[1:] if len(values) > 1 else values
+            if np.isfinite(tail).any():
+                summary[key] = float(np.nanmean(tail))
+        return summary
+
+    def _dataset(self, records: dict, summary: dict):
+        import xarray as xr
+
+        coords = {"frame": np.arange(self.frames), **self.spec.coords()}
+        coords["strength"] = self.settings.strength if self.settings.mode == "edit" else 1.0
+        variables = {key: ("frame", values) for key, values in records.items()}
+        attrs = {
+            "config": self.spec.config_yaml,
+            "identity": json.dumps(self.identity, sort_keys=True),
+            "summary": json.dumps(summary),
+            "mode": self.settings.mode,
+            "model": str(self.model.path),
+        }
+        return xr.Dataset(variables, coords=coords, attrs=attrs)
