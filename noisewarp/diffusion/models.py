@@ -87,17 +87,21 @@ class PixelModel:
         return self.unet(x, timestep).sample
 
     def check_noise(self, channels: int, height: int, width: int, where: str) -> None:
-        """A clear error for noise the network cannot take."""
-        if channels != self.channels:
-            raise ValueError(
-                f"{where} has {channels} channels, the model {self.path} takes {self.channels} "
-                f"(an RGB pixel model: run the noise with channels={self.channels})"
-            )
-        if height % self.multiple or width % self.multiple:
-            raise ValueError(
-                f"{where} is {height} x {width}; the model {self.path} needs sides divisible "
-                f"by {self.multiple} (choose res so both sides are)"
-            )
+        check_noise(self, channels, height, width, where, "an RGB pixel model: noise at image size")
+
+
+def check_noise(model, channels: int, height: int, width: int, where: str, hint: str) -> None:
+    """A clear error for noise ``model`` cannot take (its channels, its size multiple)."""
+    if channels != model.channels:
+        raise ValueError(
+            f"{where} has {channels} channels, the model {model.path} takes {model.channels} "
+            f"({hint}: run the noise with channels={model.channels})"
+        )
+    if height % model.multiple or width % model.multiple:
+        raise ValueError(
+            f"{where} is {height} x {width}; the model {model.path} needs sides divisible "
+            f"by {model.multiple} (choose res so both sides are)"
+        )
 
 
 def _scheduler_config(directory: Path) -> dict:

@@ -43,6 +43,7 @@ class DiffusionSettings:
     threads: int | None = 1
     stack: str | None = None
     prompt: str = ""
+    prompt_embeds: str | None = None
     guidance_scale: float = 1.0
     fps: float | None = None
 
@@ -109,6 +110,10 @@ def run(cfg) -> dict:
     if settings.threads:
         torch.set_num_threads(int(settings.threads))
     model = load_model(settings.model, device)
+    if settings.prompt_embeds is not None:
+        if model.kind != "latent":
+            raise ValueError("diffusion.prompt_embeds is for latent pipelines only")
+        model.prompt_embeds = torch.from_numpy(np.load(Path(settings.prompt_embeds).expanduser()))
     spec = build_spec(cfg)
     video = getattr(spec.motion, "reader", None)
     if settings.mode == "edit" and (video is None or model.kind != "pixel"):

@@ -1,0 +1,196 @@
+"""The diffusion stage end to end with tiny models built from configs (no weights
+downloaded): outputs, determinism, per-step warped noise, bad inputs, the latent path."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+
+torch.set_num_threads(1)  # tiny models: a second thread only competes for the cores
+
+
+def test_import_noisewarp_does_not_import_torch():
+    code = "import sys, noisewarp; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.fixture(scope="module")
+def tiny_pixel_model(tmp_path_factory):
+    """A two-level RGB UNet2DModel with the built-in model's scheduler, random weights."""
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+    from noisewarp.diffusion.models import builtin_scheduler_config
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(sample_size=16, in_channels=3, out_channels=3, layers_per_block=1,
+                       block_out_channels=(8, 16), down_block_types=("DownBlock2D", "DownBlock2D"),
+                       up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4)  # fmt: skip
+    path = tmp_path_factory.mktemp("models") / "pixel"
+    DDPMPipeline(unet=unet, scheduler=DDPMScheduler(**builtin_scheduler_config())).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_latent_pipeline(tmp_path_factory):
+    """A Stable-Diffusion-shaped pipeline: tiny UNet2DConditionModel and AutoencoderKL, no
+    tokenizer or text encoder (prompt embeddings are given directly)."""
+    pytest.importorskip("transformers")
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(8, 16), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=8,
+        norm_num_groups=4, attention_head_dim=2,
+    )  # fmt: skip
+    vae = AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(4, 4, 4, 4), latent_channels=4, norm_num_groups=2, layers_per_block=1,
+    )  # fmt: skip
+    scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    pipeline = StableDiffusionPipeline(vae=vae, unet=unet, scheduler=scheduler, text_encoder=None,
+                                       tokenizer=None, safety_checker=None, feature_extractor=None,
+                                       requires_safety_checker=False)  # fmt: skip
+    root = tmp_path_factory.mktemp("models")
+    pipeline.save_pretrained(root / "latent")
+    np.save(root / "prompt.npy", np.random.default_rng(0).standard_normal((1, 3, 8), np.float32))
+    return root / "latent", root / "prompt.npy"
+
+
+def _diffuse(compose, *overrides, output_dir=None):
+    from noisewarp.diffusion.stage import run
+
+    cfg = compose("stage=diffuse", "res=32", "frames=4", "diffusion.steps=4", *overrides,
+                  output_dir=output_dir)  # fmt: skip
+    return run(cfg), Path(cfg.output.dir)
+
+
+def test_noise_stack_dataset_reads_lazily(compose, tmp_path):
+    from noisewarp import experiment
+    from noisewarp.diffusion.data import NoiseStackDataset
+    from noisewarp.io import read_frames
+
+    cfg = compose("method=particle", "deform=translate", "res=16", "frames=3", "channels=3",
+                  "output.previews=false", "output.metrics=null")  # fmt: skip
+    experiment.run(cfg)
+    dataset = NoiseStackDataset(tmp_path / "run" / "noise.h5")
+    expected = np.moveaxis(read_frames(tmp_path / "run" / "noise.h5"), -1, 1)
+    assert len(dataset) == 3 and dataset.shape == (3, 16, 16)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=3, num_workers=1)
+    (batch,) = list(loader)  # a worker process opens its own handle
+    assert batch.dtype == torch.float32 and np.array_equal(batch.numpy(), expected)
+    assert np.array_equal(dataset[-1].numpy(), expected[-1])
+    with pytest.raises(IndexError, match="not complete"):
+        dataset[3]
+
+
+def test_stage_writes_outputs_and_is_deterministic(compose, tiny_pixel_model, tmp_path):
+    import xarray as xr
+    from PIL import Image
+
+    first, directory = _diffuse(compose, f"diffusion.model={tiny_pixel_model}",
+                                output_dir=tmp_path / "a")  # fmt: skip
+    for name in ("video.mp4", "video.gif", "diffusion.nc", "noise.h5"):
+        assert (directory / name).exists(), name
+    frames = sorted((directory / "frames").glob("*.png"))
+    assert len(frames) == 4
+    with xr.open_dataset(directory / "diffusion.nc", engine="h5netcdf") as result:
+        assert result.sizes["frame"] == 4 and result["method"].item() == "particle"
+        assert np.isfinite(result["warping_error"][1:]).all()
+        assert np.isfinite(result["ssim"]).all() and np.isfinite(result["quality"]).all()
+    # Same stack, model and config: the same video, bit for bit.
+    again, other = _diffuse(compose, f"diffusion.model={tiny_pixel_model}", output_dir=tmp_path / "b")
+    for a, b in zip(frames, sorted((other / "frames").glob("*.png")), strict=True):
+        assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+    # Rerunning the same command finds the finished outputs; another config is refused.
+    mtime = (directory / "video.mp4").stat().st_mtime_ns
+    assert _diffuse(compose, f"diffusion.model={tiny_pixel_model}", output_dir=directory)[0] == first
+    with pytest.raises(FileExistsError, match="left untouched"):
+        _diffuse(compose, f"diffusion.model={tiny_pixel_model}", "diffusion.strength=0.7",
+                 output_dir=directory)  # fmt: skip
+    assert (directory / "video.mp4").stat().st_mtime_ns == mtime
+
+
+def test_ancestral_takes_warped_per_step_noise(compose, tiny_pixel_model, tmp_path):
+    """eta = 1: each step's noise is its own warped stream: deterministic, and not the
+    DDIM result."""
+    from PIL import Image
+
+    def frames(directory):
+        return [np.asarray(Image.open(p)) for p in sorted((directory / "frames").glob("*.png"))]
+
+    model = f"diffusion.model={tiny_pixel_model}"
+    _, ddim = _diffuse(compose, model, output_dir=tmp_path / "ddim")
+    _, first = _diffuse(compose, model, "diffusion.eta=1.0", output_dir=tmp_path / "eta1")
+    _, second = _diffuse(compose, model, "diffusion.eta=1.0", output_dir=tmp_path / "eta1b")
+    assert all(np.array_equal(a, b) for a, b in zip(frames(first), frames(second), strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(frames(first), frames(ddim), strict=True))
+
+
+def test_stream_seeds_differ():
+    from noisewarp.diffusion.stage import stream_seed
+
+    seeds = {stream_seed(0, step) for step in range(50)} | {stream_seed(1, 0)}
+    assert len(seeds) == 51
+
+
+def test_bad_inputs_are_clear_and_write_nothing(compose, tiny_pixel_model, tmp_path):
+    from noisewarp import experiment
+    from noisewarp.diffusion.models import ModelError
+
+    model = f"diffusion.model={tiny_pixel_model}"
+    cases = [
+        ((model, "channels=4"), ValueError, "4 channels, the model .* takes 3"),
+        ((model, "res=35"), ValueError, "divisible by 2"),
+        (("diffusion.model=/nonexistent/model",), ModelError, "does not exist"),
+        ((model, "diffusion.device=cuda"), RuntimeError, "CPU-only build|no visible GPU"),
+        ((model, "diffusion.mode=paint"), ValueError, "not a mode"),
+    ]
+    for index, (overrides, error, match) in enumerate(cases):
+        if "cuda" in overrides[-1] and torch.cuda.is_available():
+            continue
+        directory = tmp_path / f"bad{index}"
+        with pytest.raises(error, match=match):
+            _diffuse(compose, *overrides, output_dir=directory)
+        assert not directory.exists() or not any(directory.iterdir()), overrides
+    # A stack whose size does not match this run's video and model.
+    stack_cfg = compose("res=16", "channels=3", "frames=4", "output.previews=false",
+                        "output.metrics=null", output_dir=tmp_path / "stack16")  # fmt: skip
+    experiment.run(stack_cfg)
+    stack = tmp_path / "stack16" / "noise.h5"
+    with pytest.raises(ValueError, match="does not match|need 4 frames of"):
+        _diffuse(compose, model, f"diffusion.stack={stack}", output_dir=tmp_path / "mismatch")
+    assert not (tmp_path / "mismatch" / "video.mp4").exists()
+
+
+def test_latent_pipeline_generates_from_warped_latents(compose, tiny_latent_pipeline, tmp_path):
+    """A Stable-Diffusion-shaped pipeline takes the warped noise as ``latents=`` (1/8 size,
+    4 channels), its eta > 0 noise from the warped streams; deterministic."""
+    import xarray as xr
+
+    pipeline, prompt = tiny_latent_pipeline
+    overrides = (f"diffusion.model={pipeline}", f"diffusion.prompt_embeds={prompt}",
+                 "diffusion.mode=generate", "channels=4", "deform.size=256",
+                 "deform.latent_factor=8", "diffusion.eta=1.0")  # fmt: skip
+    summary, directory = _diffuse(compose, *overrides, output_dir=tmp_path / "latent")
+    with xr.open_dataset(directory / "diffusion.nc", engine="h5netcdf") as result:
+        assert result.sizes["frame"] == 4 and np.isfinite(result["warping_error"][1:]).all()
+    from PIL import Image
+
+    assert Image.open(directory / "frames" / "00000.png").size == (256, 144)
+    again, _ = _diffuse(compose, *overrides, output_dir=tmp_path / "latent2")
+    assert {k: v for k, v in again.items() if "_s" not in k and k != "seconds"} == {
+        k: v for k, v in summary.items() if "_s" not in k and k != "seconds"
+    }
+    with pytest.raises(ValueError, match="edit needs"):
+        _diffuse(compose, *overrides[:-3], "channels=4", "deform.size=256",
+                 "deform.latent_factor=8", "diffusion.mode=edit", output_dir=tmp_path / "x")  # fmt: skip
