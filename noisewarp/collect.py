@@ -99,7 +99,7 @@ def _coords_from_config(config: Mapping) -> dict:
     return coords
 
 
-def _read_run(run: Path) -> RunRecord:
+def _read_run(run: Path, metrics_file: str = "metrics.nc") -> RunRecord:
     import xarray as xr
 
     from noisewarp.io import StackError, stack_attrs
@@ -112,7 +112,7 @@ def _read_run(run: Path) -> RunRecord:
         except ValueError:
             status = {"status": "unreadable", "error": f"{status_path} is not JSON"}
     dataset, error = None, status.get("error", "")
-    metrics = run / "metrics.nc"
+    metrics = run / metrics_file
     if metrics.exists():
         try:
             with xr.open_dataset(metrics, engine="h5netcdf") as handle:
@@ -155,8 +155,16 @@ def _read_run(run: Path) -> RunRecord:
     return record
 
 
-def collect(sweep_dir: str | Path, output: str | Path | None = None, quiet: bool = False):
+def collect(
+    sweep_dir: str | Path,
+    output: str | Path | None = None,
+    quiet: bool = False,
+    metrics_file: str = "metrics.nc",
+):
     """Merge the runs under ``sweep_dir`` into one Dataset; optionally write it to ``output``.
+
+    ``metrics_file`` is the per-run file merged: ``diffusion.nc`` for a ``stage=diffuse``
+    sweep (the diffusion stage's per-frame metrics).
 
     Returns
     -------
@@ -167,7 +175,7 @@ def collect(sweep_dir: str | Path, output: str | Path | None = None, quiet: bool
     """
     import xarray as xr
 
-    records = [_read_run(run) for run in find_runs(sweep_dir)]
+    records = [_read_run(run, metrics_file) for run in find_runs(sweep_dir)]
     if not records:
         raise FileNotFoundError(f"no runs (metrics.nc, status.json or .hydra/) under {sweep_dir}")
     # Dims: the base ones, plus every other setting that differs between runs.
@@ -297,12 +305,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweep_dir", help="a Hydra multirun directory (or any tree of runs)")
     parser.add_argument("-o", "--output", help="output file (default: SWEEP_DIR/collected.nc)")
     parser.add_argument(
+        "--file",
+        default="metrics.nc",
+        help="per-run file to merge (diffusion.nc: a stage=diffuse sweep, written to "
+        "collected_diffusion.nc unless -o says otherwise)",
+    )
+    parser.add_argument(
         "--strict", action="store_true", help="exit with status 1 if any run is not complete"
     )
     args = parser.parse_args(argv)
-    output = Path(args.output) if args.output else Path(args.sweep_dir) / "collected.nc"
+    default = "collected.nc" if args.file == "metrics.nc" else f"collected_{Path(args.file).stem}.nc"
+    output = Path(args.output) if args.output else Path(args.sweep_dir) / default
     try:
-        merged, records = collect(args.sweep_dir, output)
+        merged, records = collect(args.sweep_dir, output, metrics_file=args.file)
     except FileNotFoundError as error:
         print(f"collect: {error}", file=sys.stderr)
         return 2

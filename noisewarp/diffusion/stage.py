@@ -285,7 +285,6 @@ class Diffuser:
         import xarray as xr
 
         coords = {"frame": np.arange(self.frames), **self.spec.coords()}
-        coords["strength"] = self.settings.strength if self.settings.mode == "edit" else 1.0
         variables = {key: ("frame", values) for key, values in records.items()}
         attrs = {
             "config": self.spec.config_yaml,
