@@ -314,7 +314,9 @@ def main(argv: list[str] | None = None) -> int:
         "--strict", action="store_true", help="exit with status 1 if any run is not complete"
     )
     args = parser.parse_args(argv)
-    default = "collected.nc" if args.file == "metrics.nc" else f"collected_{Path(args.file).stem}.nc"
+    default = (
+        "collected.nc" if args.file == "metrics.nc" else f"collected_{Path(args.file).stem}.nc"
+    )
     output = Path(args.output) if args.output else Path(args.sweep_dir) / default
     try:
         merged, records = collect(args.sweep_dir, output, metrics_file=args.file)

@@ -39,8 +39,12 @@ class GaussianDenoiser:
         alpha_bar = self.scheduler.alphas_cumprod[int(timestep)].double()
         a, s = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
         flat = x.reshape(len(x), -1)
-        gain = a * self.covariance @ torch.linalg.inv(
-            a * a * self.covariance + s * s * torch.eye(len(self.mean), dtype=torch.float64)
+        gain = (
+            a
+            * self.covariance
+            @ torch.linalg.inv(
+                a * a * self.covariance + s * s * torch.eye(len(self.mean), dtype=torch.float64)
+            )
         )
         x0 = self.mean + (flat - a * self.mean) @ gain.T
         eps = (flat - a * x0) / s
@@ -65,7 +69,9 @@ CONFIGS = {
     "cosine-v": dict(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction"),
     # Stable Diffusion's.
     "scaled-linear-eps": dict(
-        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
         prediction_type="epsilon",
     ),  # fmt: skip
 }
@@ -82,9 +88,10 @@ def _run(config, eta, noise_scale=1.0):
     alpha_bar = float(scheduler.alphas_cumprod[scheduler.timesteps[0]])
     start_cov = alpha_bar * COVARIANCE + (1 - alpha_bar) * np.eye(len(MEAN))
     z = torch.randn((SAMPLES, len(MEAN)), generator=generator, dtype=torch.float64)
-    x = np.sqrt(alpha_bar) * torch.as_tensor(MEAN) + noise_scale * z @ torch.as_tensor(
-        np.linalg.cholesky(start_cov)
-    ).T
+    x = (
+        np.sqrt(alpha_bar) * torch.as_tensor(MEAN)
+        + noise_scale * z @ torch.as_tensor(np.linalg.cholesky(start_cov)).T
+    )
     fresh = samplers.fresh_noise_sampler(generator)
     return samplers.sample(
         model, x.reshape(SAMPLES, *DIM_SHAPE), scheduler, scheduler.timesteps, eta=eta,

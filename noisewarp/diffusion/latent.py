@@ -81,7 +81,7 @@ class LatentModel:
 
         check_noise(self, channels, height, width, where, f"latent channels, 1/{self.factor} size")
 
-    def generate(self, warped, scheduler, timesteps, settings, noise_sampler=None) -> np.ndarray:
+    def generate(self, warped, settings, noise_sampler=None) -> np.ndarray:
         """One frame from the warped initial latent [1, C, h, w]: float [H, W, 3] in [0, 1]."""
         pipeline = self.pipeline
         pipeline.scheduler.noise_sampler = noise_sampler

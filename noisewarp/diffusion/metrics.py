@@ -89,5 +89,7 @@ def structural_similarity(a: np.ndarray, b: np.ndarray, scale: int = 2) -> float
 def occlusion_at(occluded: np.ndarray, height: int, width: int) -> np.ndarray:
     """A video-resolution occlusion mask on another grid: a pixel is occluded when any
     part of its footprint is."""
-    fraction = cv2.resize(occluded.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)
+    fraction = cv2.resize(
+        occluded.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA
+    )
     return fraction > 0

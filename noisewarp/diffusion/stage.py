@@ -54,10 +54,14 @@ class DiffusionSettings:
         values = dict(section or {})
         unknown = sorted(set(values) - set(cls.__dataclass_fields__))
         if unknown:
-            raise ConfigError(f"diffusion has no key(s) {unknown}; valid: {list(cls.__dataclass_fields__)}")
+            raise ConfigError(
+                f"diffusion has no key(s) {unknown}; valid: {list(cls.__dataclass_fields__)}"
+            )
         settings = cls(**values)
         if settings.mode not in MODES:
-            raise ConfigError(f"diffusion.mode={settings.mode} is not a mode; valid: {', '.join(MODES)}")
+            raise ConfigError(
+                f"diffusion.mode={settings.mode} is not a mode; valid: {', '.join(MODES)}"
+            )
         if not 0 < settings.strength <= 1:
             raise ConfigError(f"diffusion.strength must be in (0, 1], got {settings.strength!r}")
         if int(settings.steps) != settings.steps or settings.steps < 1:
@@ -167,9 +171,15 @@ class Diffuser:
             from noisewarp.warp import NoiseWarper
 
             self.streams = [
-                NoiseWarper(self.height, self.width, channels, method=spec.method,
-                            seed=stream_seed(spec.seed, step), backend=spec.backend,
-                            **spec.options)  # fmt: skip
+                NoiseWarper(
+                    self.height,
+                    self.width,
+                    channels,
+                    method=spec.method,
+                    seed=stream_seed(spec.seed, step),
+                    backend=spec.backend,
+                    **spec.options,
+                )  # fmt: skip
                 for step in range(len(self.timesteps))
             ]
 
@@ -190,7 +200,9 @@ class Diffuser:
                 tmap = flow_to_noise_map(step.flow, image_h, image_w)
             elif (image_h, image_w) != (self.height, self.width):
                 tmap = None  # a synthetic motion on latent noise: no map at the image size
-            occluded = None if step.occlusion is None else occlusion_at(step.occlusion, image_h, image_w)
+            occluded = (
+                None if step.occlusion is None else occlusion_at(step.occlusion, image_h, image_w)
+            )
             image = None if step.image is None else resized(step.image, image_h, image_w)
             yield image, tmap, occluded, step.geometry
 
@@ -207,7 +219,7 @@ class Diffuser:
             per_step = np.stack([np.moveaxis(w.noise, -1, 0) for w in self.streams])
             streams = stream_noise_sampler(torch.from_numpy(per_step).unsqueeze(1))
         if self.model.kind != "pixel":
-            return self.model.generate(warped, self.scheduler, self.timesteps, self.settings, streams)
+            return self.model.generate(warped, self.settings, streams)
         if self.settings.mode == "edit":
             clean = torch.from_numpy(to_model_range(image)).unsqueeze(0).to(self.device)
             start = noise_to(self.scheduler, clean, warped, self.timesteps[0])
@@ -221,9 +233,12 @@ class Diffuser:
         from PIL import Image
 
         from noisewarp.diffusion import metrics
+        from noisewarp.experiment import _rss_mb
 
         prev = prev_image = None
-        for index, (image, tmap, occluded, geometry) in zip(range(self.frames), self._inputs(), strict=False):
+        for index, (image, tmap, occluded, geometry) in zip(
+            range(self.frames), self._inputs(), strict=False
+        ):
             started = time.perf_counter()
             if index and self.streams:
                 for warper in self.streams:
@@ -245,6 +260,7 @@ class Diffuser:
             frame = np.rint(output * 255).astype(np.uint8)
             Image.fromarray(frame).save(frames_dir / f"{index:05d}.png")
             row["step_s"] = time.perf_counter() - started
+            row["rss_mb"] = _rss_mb()[0]
             for key, value in row.items():
                 records.setdefault(key, np.full(self.frames, np.nan))[index] = value
             prev, prev_image = output, source

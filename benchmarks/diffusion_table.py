@@ -1,0 +1,106 @@
+"""The diffusion stage's table and side-by-side GIF from a collected sweep.
+
+    python run.py -m stage=diffuse method=random,fixed,nearest,bilinear,hiwyn,grid,particle \
+        diffusion.strength=0.3,0.5,0.7 hydra.sweep.dir=multirun/diffusion
+    python -m noisewarp.collect multirun/diffusion --file diffusion.nc
+    python benchmarks/diffusion_table.py multirun/diffusion/collected_diffusion.nc \
+        --gif docs/diffusion_side_by_side.gif
+
+Per method and strength, means over frames 1..T-1: warping error (occlusions masked) and
+its ratio to random's and fixed's, texture sticking, quality (fine-detail energy of the
+output over the input's), SSIM to the input at half size, seconds per frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+ORDER = ("random", "fixed", "nearest", "bilinear", "hiwyn", "grid", "particle")
+GIF_COLUMNS = ("random", "fixed", "particle", "grid")
+
+
+def _strength_dim(dataset) -> str | None:
+    return next((d for d in dataset.dims if d.endswith("strength")), None)
+
+
+def table(dataset) -> str:
+    means = dataset.isel(frame=slice(1, None)).mean("frame").squeeze(drop=True)
+    dim = _strength_dim(dataset)
+    strengths = means[dim].values if dim else [None]
+    methods = [m for m in ORDER if any(str(v).startswith(m) for v in means["method"].values)]
+    labels = {
+        m: next(str(v) for v in means["method"].values if str(v).startswith(m)) for m in methods
+    }
+    lines = [
+        "| strength | method | warping error | / random | / fixed | texture sticking | quality "
+        "| SSIM to input | s per frame |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for strength in strengths:
+        at = means.sel({dim: strength}) if dim else means
+        random_error = float(at["warping_error"].sel(method=labels["random"]))
+        fixed_error = float(at["warping_error"].sel(method=labels["fixed"]))
+        for method in methods:
+            row = at.sel(method=labels[method])
+            error = float(row["warping_error"])
+            lines.append(
+                f"| {strength if strength is not None else ''} | {labels[method]} | {error:.5f} "
+                f"| {error / random_error:.2f} | {error / fixed_error:.2f} "
+                f"| {float(row['texture_sticking']):+.3f} | {float(row['quality']):.3f} "
+                f"| {float(row['ssim']):.3f} | {float(row['time_s']):.2f} |"
+            )
+    reference = float(means["input_warping_error"].mean())
+    lines.append(f"\nThe input video's own warping error (the flow's floor): {reference:.5f}")
+    return "\n".join(lines)
+
+
+def side_by_side_gif(dataset, path: Path, strength: float | None, fps: float = 12.5) -> Path:
+    """input | random | fixed | particle | grid, from the runs' PNG frames."""
+    from PIL import Image
+
+    from noisewarp.diffusion.images import DEFAULT_SIZE, clip_frames, to_uint8
+    from noisewarp.video import write_video
+
+    dim = _strength_dim(dataset)
+    runs = dataset["run_dir"].squeeze(drop=True)
+    if dim:
+        runs = runs.sel({dim: strength})
+    folders = []
+    for method in GIF_COLUMNS:
+        label = next(str(v) for v in runs["method"].values if str(v).startswith(method))
+        folders.append(Path(str(runs.sel(method=label).item())) / "frames")
+    count = dataset.sizes["frame"]
+    inputs = clip_frames(0, count, DEFAULT_SIZE)
+
+    def frames():
+        for index in range(count):
+            tiles = [to_uint8(inputs[index])]
+            tiles += [np.asarray(Image.open(f / f"{index:05d}.png")) for f in folders]
+            gap = np.full((tiles[0].shape[0], 2, 3), 255, np.uint8)
+            row = np.concatenate([x for t in tiles for x in (t, gap)][:-1], axis=1)
+            yield np.repeat(np.repeat(row, 2, axis=0), 2, axis=1)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_video(path, frames(), fps=fps)
+    return path
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("collected", type=Path)
+    parser.add_argument("--gif", type=Path, help="write the side-by-side GIF here")
+    parser.add_argument("--strength", type=float, default=0.5, help="the GIF's strength")
+    args = parser.parse_args(argv)
+    with xr.open_dataset(args.collected, engine="h5netcdf") as dataset:
+        dataset = dataset.load()
+    print(table(dataset))
+    if args.gif:
+        print(f"wrote {side_by_side_gif(dataset, args.gif, args.strength)}")
+
+
+if __name__ == "__main__":
+    main()
