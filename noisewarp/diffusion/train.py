@@ -99,5 +99,29 @@ def train(args: argparse.Namespace) -> dict:
     return record
 
 
+def plot_loss(directory: Path) -> Path | None:
+    """``loss.png`` from ``loss.csv`` (skipped without matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    with open(Path(directory) / "loss.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    fig, ax = plt.subplots(figsize=(5, 3), dpi=80)
+    ax.plot([int(r["step"]) for r in rows], [float(r["loss"]) for r in rows])
+    ax.set(yscale="log", xlabel="step", ylabel="v-prediction MSE (logged mean)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(directory) / "loss.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 if __name__ == "__main__":
-    train(parse_args())
+    arguments = parse_args()
+    train(arguments)
+    plot_loss(arguments.out)
