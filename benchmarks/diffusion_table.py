@@ -7,8 +7,9 @@
         --gif docs/diffusion_side_by_side.gif
 
 Per method and strength, means over frames 1..T-1: warping error (occlusions masked) and
-its ratio to random's and fixed's, texture sticking, quality (fine-detail energy of the
-output over the input's), SSIM to the input at half size, seconds per frame.
+its ratio to random's and fixed's, over the whole frame and over the moving pixels only
+(``noisewarp.diffusion.metrics.MOVING``), texture sticking, quality (fine-detail energy of
+the output over the input's), SSIM to the input at half size, seconds per frame.
 """
 
 from __future__ import annotations
@@ -36,20 +37,23 @@ def table(dataset) -> str:
         m: next(str(v) for v in means["method"].values if str(v).startswith(m)) for m in methods
     }
     lines = [
-        "| strength | method | warping error | / random | / fixed | texture sticking | quality "
-        "| SSIM to input | s per frame |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| strength | method | warping error | / random | / fixed | moving: warping error "
+        "| / random | / fixed | texture sticking | quality | SSIM to input | s per frame |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for strength in strengths:
         at = means.sel({dim: strength}) if dim else means
-        random_error = float(at["warping_error"].sel(method=labels["random"]))
-        fixed_error = float(at["warping_error"].sel(method=labels["fixed"]))
         for method in methods:
-            row = at.sel(method=labels[method])
-            error = float(row["warping_error"])
+            row = at.sel({"method": labels[method]})
+            cells = [str(strength) if strength is not None else "", labels[method]]
+            for name in ("warping_error", "warping_error_moving"):
+                error = float(row[name])
+                random_error = float(at[name].sel({"method": labels["random"]}))
+                fixed_error = float(at[name].sel({"method": labels["fixed"]}))
+                cells += [f"{error:.5f}", f"{error / random_error:.2f}"]
+                cells.append(f"{error / fixed_error:.2f}")
             lines.append(
-                f"| {strength if strength is not None else ''} | {labels[method]} | {error:.5f} "
-                f"| {error / random_error:.2f} | {error / fixed_error:.2f} "
+                f"| {' | '.join(cells)} "
                 f"| {float(row['texture_sticking']):+.3f} | {float(row['quality']):.3f} "
                 f"| {float(row['ssim']):.3f} | {float(row['time_s']):.2f} |"
             )
@@ -72,7 +76,7 @@ def side_by_side_gif(dataset, path: Path, strength: float | None, fps: float = 1
     folders = []
     for method in GIF_COLUMNS:
         label = next(str(v) for v in runs["method"].values if str(v).startswith(method))
-        folders.append(Path(str(runs.sel(method=label).item())) / "frames")
+        folders.append(Path(str(runs.sel({"method": label}).item())) / "frames")
     count = dataset.sizes["frame"]
     inputs = clip_frames(0, count, DEFAULT_SIZE)
 

@@ -3,7 +3,6 @@ noise makes a steadier edit of the bundled clip than fresh or fixed noise."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -32,19 +31,24 @@ def test_builtin_model_beats_the_wiener_filter():
 
 @pytest.mark.slow
 def test_warped_noise_edits_steadier_than_fresh_or_fixed(compose, tmp_path):
-    """Edit mode on 8 frames of the clip: the integral warp's warping error well below
-    fresh noise's and below fixed noise's; fixed noise's texture sticks to the screen."""
+    """Edit mode (strength 0.5) on 8 frames of the clip: the integral warp's warping error
+    well below fresh noise's, and below fixed noise's where the video moves (over the whole
+    frame fixed noise wins on this slowly drifting shot, README); fixed noise's texture
+    sticks to the screen; the output keeps the input's content (SSIM at half size)."""
     from noisewarp.collect import collect
     from noisewarp.diffusion.stage import run
 
     for method in ("random", "fixed", "particle"):
-        cfg = compose("stage=diffuse", f"method={method}", "frames=8", "diffusion.steps=10",
+        settings = ("frames=8", "diffusion.steps=10", "diffusion.strength=0.5")
+        cfg = compose("stage=diffuse", f"method={method}", *settings,
                       output_dir=tmp_path / "sweep" / method)  # fmt: skip
         run(cfg)
     merged, _ = collect(tmp_path / "sweep", quiet=True, metrics_file="diffusion.nc")
-    error = merged["warping_error"].isel(frame=slice(1, None)).mean("frame").squeeze()
-    sticking = merged["texture_sticking"].isel(frame=slice(1, None)).mean("frame").squeeze()
-    assert error.sel(method="particle") < 0.5 * error.sel(method="random"), error.values
-    assert error.sel(method="particle") < 0.9 * error.sel(method="fixed"), error.values
-    assert sticking.sel(method="fixed") > sticking.sel(method="particle") + 0.05, sticking.values
-    assert np.isfinite(merged["ssim"]).all()
+    means = merged.isel(frame=slice(1, None)).mean("frame").squeeze()
+    error, moving = means["warping_error"], means["warping_error_moving"]
+    sticking = means["texture_sticking"]
+    particle, fixed, random = ({"method": m} for m in ("particle", "fixed", "random"))
+    assert error.sel(particle) < 0.3 * error.sel(random), error.values
+    assert moving.sel(particle) < 0.8 * moving.sel(fixed), moving.values
+    assert sticking.sel(fixed) > sticking.sel(particle) + 0.05, sticking.values
+    assert float(merged["ssim"].min()) > 0.6, merged["ssim"].values

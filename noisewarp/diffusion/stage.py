@@ -36,7 +36,7 @@ class DiffusionSettings:
 
     model: str | None = None
     mode: str = "edit"
-    strength: float = 0.5
+    strength: float = 0.3
     steps: int = 20
     eta: float = 0.0
     device: str = "cpu"
@@ -207,7 +207,8 @@ class Diffuser:
             yield image, tmap, occluded, step.geometry
 
     def _frame(self, index: int, image: np.ndarray | None) -> np.ndarray:
-        """The model's output for frame ``index``, float [H, W, 3] in [0, 1]."""
+        """The model's output for frame ``index`` (video frame ``image``, uint8, for edit),
+        float [H, W, 3] in [0, 1]."""
         import torch
 
         from noisewarp.diffusion.images import to_model_range
@@ -243,7 +244,7 @@ class Diffuser:
             if index and self.streams:
                 for warper in self.streams:
                     warper.step(geometry)
-            output = self._frame(index, None if image is None else image / 255.0)
+            output = self._frame(index, image)
             sampled = time.perf_counter() - started
             source = None if image is None else image / 255.0
             row = {"time_s": sampled, "detail_energy": metrics.detail_energy(output)}
@@ -252,6 +253,9 @@ class Diffuser:
                 row["ssim"] = metrics.structural_similarity(output, source)
             if index and tmap is not None:
                 row["warping_error"] = metrics.warping_error(prev, output, tmap, occluded)
+                row["warping_error_moving"] = metrics.warping_error(
+                    prev, output, tmap, occluded, moving_only=True
+                )
                 row["texture_sticking"] = metrics.texture_sticking(prev, output, tmap, occluded)
                 if source is not None:
                     row["input_warping_error"] = metrics.warping_error(
