@@ -62,8 +62,8 @@ def table(dataset) -> str:
     return "\n".join(lines)
 
 
-def side_by_side_gif(dataset, path: Path, strength: float | None, fps: float = 12.5) -> Path:
-    """input | random | fixed | particle | grid, from the runs' PNG frames."""
+def side_by_side_gif(dataset, path: Path, strengths, fps: float = 12.5) -> Path:
+    """input | random | fixed | particle | grid, one row per strength, from the runs' PNGs."""
     from PIL import Image
 
     from noisewarp.diffusion.images import DEFAULT_SIZE, clip_frames, to_uint8
@@ -71,22 +71,29 @@ def side_by_side_gif(dataset, path: Path, strength: float | None, fps: float = 1
 
     dim = _strength_dim(dataset)
     runs = dataset["run_dir"].squeeze(drop=True)
-    if dim:
-        runs = runs.sel({dim: strength})
-    folders = []
-    for method in GIF_COLUMNS:
-        label = next(str(v) for v in runs["method"].values if str(v).startswith(method))
-        folders.append(Path(str(runs.sel({"method": label}).item())) / "frames")
+    names = [str(v) for v in runs["method"].values]
+    rows = []
+    for strength in strengths:
+        at = runs.sel({dim: strength}) if dim else runs
+        labels = [next(v for v in names if v.startswith(m)) for m in GIF_COLUMNS]
+        rows.append([Path(str(at.sel({"method": label}).item())) / "frames" for label in labels])
     count = dataset.sizes["frame"]
     inputs = clip_frames(0, count, DEFAULT_SIZE)
 
+    def join(tiles, axis):
+        shape = list(tiles[0].shape)
+        shape[axis] = 2
+        gap = np.full(shape, 255, np.uint8)
+        return np.concatenate([x for tile in tiles for x in (tile, gap)][:-1], axis=axis)
+
     def frames():
         for index in range(count):
-            tiles = [to_uint8(inputs[index])]
-            tiles += [np.asarray(Image.open(f / f"{index:05d}.png")) for f in folders]
-            gap = np.full((tiles[0].shape[0], 2, 3), 255, np.uint8)
-            row = np.concatenate([x for t in tiles for x in (t, gap)][:-1], axis=1)
-            yield np.repeat(np.repeat(row, 2, axis=0), 2, axis=1)
+            lines = []
+            for folders in rows:
+                tiles = [to_uint8(inputs[index])]
+                tiles += [np.asarray(Image.open(f / f"{index:05d}.png")) for f in folders]
+                lines.append(join(tiles, axis=1))
+            yield np.repeat(np.repeat(join(lines, axis=0), 2, axis=0), 2, axis=1)
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_video(path, frames(), fps=fps)
@@ -97,13 +104,15 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("collected", type=Path)
     parser.add_argument("--gif", type=Path, help="write the side-by-side GIF here")
-    parser.add_argument("--strength", type=float, default=0.5, help="the GIF's strength")
+    parser.add_argument(
+        "--strengths", type=float, nargs="+", default=[0.3, 0.5], help="the GIF's rows"
+    )
     args = parser.parse_args(argv)
     with xr.open_dataset(args.collected, engine="h5netcdf") as dataset:
         dataset = dataset.load()
     print(table(dataset))
     if args.gif:
-        print(f"wrote {side_by_side_gif(dataset, args.gif, args.strength)}")
+        print(f"wrote {side_by_side_gif(dataset, args.gif, args.strengths)}")
 
 
 if __name__ == "__main__":
