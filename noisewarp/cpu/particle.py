@@ -51,6 +51,7 @@ from noisewarp.cpu.workspace import workspace
 
 __all__ = ["particle_warp", "particle_record"]
 
+
 @njit(cache=True)
 def _cells(points, order, lo, hi):
     """The cells of the particles ``order[lo:hi]`` (one bucket), in that order:

@@ -27,15 +27,19 @@ SCAN_TILE = config.SCAN_TILE
 
 
 def is_device_array(array) -> bool:
-    """Whether ``array`` lives on a CUDA device (it has ``__cuda_array_interface__``)."""
-    return hasattr(array, "__cuda_array_interface__")
+    """Whether ``array`` lives on a CUDA device (``__cuda_array_interface__``; numba's
+    simulated device arrays too)."""
+    return hasattr(array, "__cuda_array_interface__") or type(array).__module__.startswith(
+        "numba.cuda.simulator"
+    )
 
 
 def as_device(array, dtype, what: str):
     """A C-contiguous device array of ``dtype``: a device array is used in place (its
     dtype must match), a host array is copied to the device."""
     if is_device_array(array):
-        view = cuda.as_cuda_array(array)
+        # numba's own device arrays as they are; anything else (torch, CuPy) viewed.
+        view = array if hasattr(array, "copy_to_host") else cuda.as_cuda_array(array)
         if view.dtype != np.dtype(dtype):
             raise TypeError(f"{what} on the GPU must be {np.dtype(dtype)}, got {view.dtype}")
         if not view.is_c_contiguous():
@@ -133,3 +137,27 @@ def has_nonfinite(array) -> bool:
     flag = cuda.to_device(np.zeros(1, dtype=np.int32))
     _nonfinite[blocks(flat.size, config.THREADS), config.THREADS](flat, flag)
     return bool(flag.copy_to_host()[0])
+
+
+def check_device_array(array, shape: tuple, dtype, what: str):
+    """A device array (torch CUDA tensor, ...) viewed in place after checking its shape
+    (None matches any size), dtype, layout and values; errors name ``what``."""
+    view = as_device(array, dtype, what)
+    if view.ndim != len(shape) or any(
+        want is not None and got != want for got, want in zip(view.shape, shape, strict=True)
+    ):
+        expected = "[" + ", ".join("*" if s is None else str(s) for s in shape) + "]"
+        raise ValueError(f"{what} on the GPU has shape {tuple(view.shape)}, expected {expected}")
+    if has_nonfinite(view):
+        raise ValueError(f"{what} on the GPU contains non-finite values (NaN or Inf)")
+    return view
+
+
+# Every kernel here with the signature it is launched with (``noisewarp.cuda.ptx``).
+KERNELS = {
+    "_zero": (_zero, "(int64[::1],)"),
+    "_scan_tiles": (_scan_tiles, "(int64[::1], int64[::1], int64[::1])"),
+    "_add_tile_offsets": (_add_tile_offsets, "(int64[::1], int64[::1])"),
+    "_nonfinite": (_nonfinite, "(float32[::1], int32[::1])"),
+    "_nonfinite_map": (_nonfinite, "(float64[::1], int32[::1])"),
+}

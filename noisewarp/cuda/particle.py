@@ -97,7 +97,7 @@ def _sort_cells(start, order):
         order[f] = p
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True)
 def _next_piece(order, a, a_end, b, b_end):
     """Whether the next piece comes from list a (else b): the lower target index."""
     return b >= b_end or (a < a_end and order[a] < order[b])
@@ -382,9 +382,7 @@ def particle_warp(noise, tmap, bridge_stream, fresh_stream, out=None, conditiona
     """
     height, width, channels = noise.shape
     if channels > MAX_CHANNELS:
-        raise ValueError(
-            f"the CUDA kernels take at most {MAX_CHANNELS} channels, got {channels}"
-        )
+        raise ValueError(f"the CUDA kernels take at most {MAX_CHANNELS} channels, got {channels}")
     ws = workspace(height, width, channels)
     if out is None:
         out = cuda.device_array((height, width, channels), np.float32)
