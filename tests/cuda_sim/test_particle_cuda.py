@@ -71,7 +71,11 @@ def test_device_arrays_in_device_arrays_out():
     with pytest.raises(ValueError, match="noise on the GPU contains non-finite"):
         nw.warp(cuda.to_device(bad), tmap, backend="cuda")
     with pytest.raises(ValueError, match=r"map on the GPU has shape \(11, 13, 2\)"):
-        nw.warp(cuda.to_device(noise), cuda.to_device(tmap[:, :-1]), backend="cuda")
+        nw.warp(
+            cuda.to_device(noise),
+            cuda.to_device(np.ascontiguousarray(tmap[:, :-1])),
+            backend="cuda",
+        )
 
 
 def test_device_resident_warper_streams_like_the_cpu():
