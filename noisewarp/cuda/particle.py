@@ -31,22 +31,37 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import cuda, float64
+from numba import cuda, float32, float64, int64
 
 from noisewarp.core.bridge import NEIGHBOURS, bilinear_weight, bridge_split, particle_in_reach
-from noisewarp.core.rng import normal
+from noisewarp.core.rng import normal_with, ziggurat_tables
 from noisewarp.cuda import config
 from noisewarp.cuda.arrays import blocks, exclusive_scan, zero
 
 __all__ = ["particle_warp", "ParticleWorkspace", "KERNELS"]
 
 MAX_CHANNELS = config.MAX_CHANNELS
+TABLE = 512  # entries of each ziggurat table (``core.rng.ziggurat_tables``)
+
+
+@cuda.jit(device=True)
+def _stage_tables(accept, width_table, accept_shared, width_shared):
+    """Copy the ziggurat's tables into the block's shared memory (the whole block calls
+    this before any thread returns): draws index them at random, which constant memory
+    would serialise across a warp."""
+    for t in range(cuda.threadIdx.x, TABLE, cuda.blockDim.x):
+        accept_shared[t] = accept[t]
+        width_shared[t] = width_table[t]
+    cuda.syncthreads()
 
 
 @cuda.jit
 def _bin_cells(tmap, cell, frac, count, fresh_offset, fresh_gamma, out, cond_mean,
-               cond_carried):  # fmt: skip
+               cond_carried, accept, width_table):  # fmt: skip
     """Per target p: its cell index (or -1 and fresh noise from counter (p, c))."""
+    zig_accept = cuda.shared.array(TABLE, int64)
+    zig_width = cuda.shared.array(TABLE, float32)
+    _stage_tables(accept, width_table, zig_accept, zig_width)
     p = cuda.grid(1)
     height, width, channels = out.shape
     if p >= height * width:
@@ -66,7 +81,8 @@ def _bin_cells(tmap, cell, frac, count, fresh_offset, fresh_gamma, out, cond_mea
     else:
         cell[p] = -1
         for ch in range(channels):
-            out[i, j, ch] = normal(fresh_offset, fresh_gamma, np.uint64(p * channels + ch))
+            out[i, j, ch] = normal_with(fresh_offset, fresh_gamma, np.uint64(p * channels + ch),
+                                        zig_accept, zig_width)  # fmt: skip
         if cond_carried.size:
             for ch in range(channels):
                 cond_mean[p, ch] = 0.0
@@ -139,9 +155,13 @@ def _source_totals(order, start, frac, width, channels, total, count, draws):
 
 
 @cuda.jit
-def _source_bridges(noise, order, start, frac, total, count, cursor, offset, gamma, slots):
+def _source_bridges(noise, order, start, frac, total, count, cursor, offset, gamma, slots,
+                    accept, width_table):  # fmt: skip
     """Per source q: walk its bridge piece by piece, in the order of ``_source_totals``,
     into slot (p, k) of each piece: the increments per channel, then a_pq."""
+    zig_accept = cuda.shared.array(TABLE, int64)
+    zig_width = cuda.shared.array(TABLE, float32)
+    _stage_tables(accept, width_table, zig_accept, zig_width)
     q = cuda.grid(1)
     height, width, channels = noise.shape
     if q >= height * width:
@@ -190,7 +210,9 @@ def _source_bridges(noise, order, start, frac, total, count, cursor, offset, gam
                 slots[p, slot + channels] = w * inv_total
                 share, sd, remaining = bridge_split(w, remaining, inv_total)
                 for c in range(channels):
-                    g = np.float32(normal(offset, gamma, counter + np.uint64(c)))
+                    g = np.float32(
+                        normal_with(offset, gamma, counter + np.uint64(c), zig_accept, zig_width)
+                    )
                     inc = share * resid[c] + sd * np.float64(g)
                     resid[c] -= inc
                     slots[p, slot + c] = inc
@@ -199,9 +221,12 @@ def _source_bridges(noise, order, start, frac, total, count, cursor, offset, gam
 
 @cuda.jit
 def _finish_targets(noise, cell, frac, slots, fresh_offset, fresh_gamma, out, area_out,
-                    cond_mean, cond_carried):  # fmt: skip
+                    cond_mean, cond_carried, accept, width_table):  # fmt: skip
     """Per binned target: Y_p = sum_k I_pk / sqrt(A_p) (fresh noise where A_p = 0), its
     A_p, and E[Y_p | X] = sum_k a_pk x_q / sqrt(A_p) with sum_k a_pk^2 / A_p if asked."""
+    zig_accept = cuda.shared.array(TABLE, int64)
+    zig_width = cuda.shared.array(TABLE, float32)
+    _stage_tables(accept, width_table, zig_accept, zig_width)
     p = cuda.grid(1)
     height, width, channels = out.shape
     if p >= height * width:
@@ -254,7 +279,8 @@ def _finish_targets(noise, cell, frac, slots, fresh_offset, fresh_gamma, out, ar
             cond_carried[p] = square * inv * inv
     else:
         for c in range(channels):
-            out[i, j, c] = normal(fresh_offset, fresh_gamma, np.uint64(p * channels + c))
+            out[i, j, c] = normal_with(fresh_offset, fresh_gamma, np.uint64(p * channels + c),
+                                       zig_accept, zig_width)  # fmt: skip
         if wanted:
             for c in range(channels):
                 cond_mean[p, c] = 0.0
@@ -318,17 +344,18 @@ def _reduce_stats(area, count, partial):
 # ``numba.cuda.compile_ptx`` checks (float32 frames, float64 maps).
 KERNELS = {
     "_bin_cells": (_bin_cells, "(float64[:,:,::1], int64[::1], float64[:,::1], int64[::1], "
-                   "uint64, uint64, float32[:,:,::1], float32[:,::1], float32[::1])"),
+                   "uint64, uint64, float32[:,:,::1], float32[:,::1], float32[::1], int64[::1], "
+                   "float32[::1])"),
     "_scatter": (_scatter, "(int64[::1], int64[::1], int32[::1])"),
     "_sort_cells": (_sort_cells, "(int64[::1], int32[::1])"),
     "_source_totals": (_source_totals, "(int32[::1], int64[::1], float64[:,::1], int64, int64, "
                        "float64[::1], int64[::1], int64[::1])"),
     "_source_bridges": (_source_bridges, "(float32[:,:,::1], int32[::1], int64[::1], "
                         "float64[:,::1], float64[::1], int64[::1], int64[::1], uint64, "
-                        "uint64, float32[:,::1])"),
+                        "uint64, float32[:,::1], int64[::1], float32[::1])"),
     "_finish_targets": (_finish_targets, "(float32[:,:,::1], int64[::1], float64[:,::1], "
                         "float32[:,::1], uint64, uint64, float32[:,:,::1], float64[::1], "
-                        "float32[:,::1], float32[::1])"),
+                        "float32[:,::1], float32[::1], int64[::1], float32[::1])"),
     "_reduce_stats": (_reduce_stats, "(float64[::1], int64[::1], float64[:,::1])"),
 }  # fmt: skip
 
@@ -358,6 +385,7 @@ class ParticleWorkspace:
             cuda.device_array(0, np.float32),
         )
         self.scan_scratch: tuple[list, list] = ([], [])  # one per scan size
+        self.tables = tuple(cuda.to_device(t) for t in ziggurat_tables())
 
 
 _workspaces: dict[tuple[int, int, int], ParticleWorkspace] = {}
@@ -392,7 +420,7 @@ def particle_warp(noise, tmap, bridge_stream, fresh_stream, out=None, conditiona
     grid = blocks(npix, threads)
     zero(ws.count)
     _bin_cells[grid, threads](tmap, ws.cell, ws.frac, ws.count, *fresh_stream, out, cond_mean,
-                              cond_carried)  # fmt: skip
+                              cond_carried, *ws.tables)  # fmt: skip
     exclusive_scan(ws.count, ws.start, ws.scan_scratch[0])
     ws.cursor.copy_to_device(ws.start)
     _scatter[grid, threads](ws.cell, ws.cursor, ws.order)
@@ -402,9 +430,10 @@ def particle_warp(noise, tmap, bridge_stream, fresh_stream, out=None, conditiona
                                   ws.pieces, ws.draws)  # fmt: skip
     exclusive_scan(ws.draws, ws.draw_start, ws.scan_scratch[1])
     _source_bridges[grid, threads](noise, ws.order, ws.start, ws.frac, ws.total, ws.pieces,
-                                   ws.draw_start, *bridge_stream, ws.slots)  # fmt: skip
+                                   ws.draw_start, *bridge_stream, ws.slots,
+                                   *ws.tables)  # fmt: skip
     _finish_targets[grid, threads](noise, ws.cell, ws.frac, ws.slots, *fresh_stream, out,
-                                   ws.area, cond_mean, cond_carried)  # fmt: skip
+                                   ws.area, cond_mean, cond_carried, *ws.tables)  # fmt: skip
     _reduce_stats[config.REDUCE_BLOCKS, REDUCE](ws.area, ws.pieces, ws.partial)
     partial = ws.partial.copy_to_host()
     stats = {
