@@ -1,5 +1,7 @@
 """The CUDA particle kernels compute the CPU kernels' law with the same draws."""
 
+import os
+
 import numpy as np
 import pytest
 from numba import cuda
@@ -8,6 +10,7 @@ import noisewarp as nw
 from noisewarp.deform import Fold, Rotate, Translate, Zoom
 from noisewarp.metrics import assert_white_noise
 
+SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 H, W, C = 11, 14, 4
 
 MAPS = {
@@ -104,3 +107,22 @@ def test_gaussianity_battery_on_the_cuda_path():
     deformation = Zoom(factor=0.8)  # contraction: many pieces per source, many bridges
     video = np.stack([warper.step(deformation) for _ in range(frames)])
     assert_white_noise(video, label="particle on CUDA")
+
+
+def test_torch_cuda_tensors_in_and_out_without_copies():
+    """On a real GPU: a torch CUDA tensor is warped in place and the result wraps as a
+    torch tensor over the same device memory."""
+    torch = pytest.importorskip("torch")
+    if SIMULATED or not torch.cuda.is_available():
+        pytest.skip("needs torch with a real CUDA device")
+    noise = nw.initial_noise(H, W, C, seed=3)
+    tmap = Rotate(degrees=13.0).map(H, W)
+    expected = nw.warp(noise, tmap, key=(2, 5), backend="cpu")
+    source = torch.from_numpy(noise).cuda()
+    out = nw.warp(source, torch.from_numpy(tmap).cuda(), key=(2, 5), backend="auto")
+    frame = torch.as_tensor(out, device="cuda")
+    assert frame.data_ptr() == out.__cuda_array_interface__["data"][0]
+    np.testing.assert_array_equal(frame.cpu().numpy(), expected)
+    warper = nw.NoiseWarper(H, W, C, seed=3, noise=source, backend="cuda")
+    step = torch.as_tensor(warper.step(tmap), device="cuda")
+    np.testing.assert_array_equal(step.cpu().numpy(), nw.warp(noise, tmap, key=(3, 1)))
