@@ -93,7 +93,7 @@ def side_by_side_gif(dataset, path: Path, strengths, fps: float = 12.5) -> Path:
                 tiles = [to_uint8(inputs[index])]
                 tiles += [np.asarray(Image.open(f / f"{index:05d}.png")) for f in folders]
                 lines.append(join(tiles, axis=1))
-            yield np.repeat(np.repeat(join(lines, axis=0), 2, axis=0), 2, axis=1)
+            yield join(lines, axis=0)
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_video(path, frames(), fps=fps)
