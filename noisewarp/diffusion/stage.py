@@ -214,6 +214,10 @@ class Diffuser:
         from noisewarp.diffusion.images import to_model_range
         from noisewarp.diffusion.samplers import noise_to, sample, stream_noise_sampler
 
+        if self.settings.threads:
+            # numba's OpenMP regions (the noise run, the per-step streams) reset the thread
+            # count torch's OpenMP uses; two threads next to a busy process ran 5-20x slower.
+            torch.set_num_threads(int(self.settings.threads))
         warped = self.noise[index].unsqueeze(0).to(self.device)
         streams = None
         if self.streams:
