@@ -109,6 +109,7 @@ class RunSpec:
     output: OutputSpec
     config_yaml: str
     blend: float = 0.0
+    warnings: tuple[str, ...] = ()  # kept in the log, summary.json and metrics.nc
 
     @property
     def method_label(self) -> str:
@@ -133,16 +134,6 @@ class RunSpec:
             "seed": self.seed,
             **({"blend": self.blend} if self.blend else {}),
             "noisewarp_version": __version__,
-        }
-
-    def coords(self) -> dict:
-        """The scalar coordinates a sweep varies (``noisewarp.collect`` stacks runs on them)."""
-        return {
-            "method": self.method_label,
-            "deform": self.motion.label,
-            "res": self.res,
-            "channels": self.channels,
-            "seed": self.seed,
         }
 
 
@@ -227,14 +218,15 @@ def _video_motion(deform_cfg, res: int, frames: int, directory: Path):
 
 
 def _motion(deform_cfg, res: int, frames: int, directory: Path):
-    """The motion source the config names, and the number of frames it allows."""
+    """The motion source the config names, the number of frames it allows, and the
+    warnings about it."""
     from omegaconf import OmegaConf
 
     from noisewarp.motion import FlowMotion, SyntheticMotion
 
     name = deform_cfg.get("name")
     if name == "video":
-        return _video_motion(deform_cfg, res, frames, directory), frames
+        return _video_motion(deform_cfg, res, frames, directory), frames, ()
     if name == "flow":
         direction, order = deform_cfg.get("direction"), deform_cfg.get("order")
         if direction not in ("backward", "forward"):
@@ -249,16 +241,21 @@ def _motion(deform_cfg, res: int, frames: int, directory: Path):
             )
         except (OSError, ValueError) as error:
             raise ConfigError(f"deform=flow: {error}") from None
+        notes = []
         if motion.max_frames is not None and frames > motion.max_frames:
-            log.warning(
-                "%s holds %d flow fields: %d frames, not %d",
-                motion.path,
-                motion.max_frames - 1,
-                motion.max_frames,
-                frames,
+            notes.append(
+                f"frames={frames} asked, but {motion.path} holds {motion.max_frames - 1} flow "
+                f"fields: the run has {motion.max_frames} frames"
             )
             frames = motion.max_frames
-        return motion, frames
+        if direction == "backward" and motion.path.suffix == ".flo":
+            notes.append(
+                f"{motion.path.name} is read as a backward flow (frame t+1 to t); a .flo from a "
+                "flow estimator is usually forward: say deform.direction=forward if it is"
+            )
+        for note in notes:
+            log.warning("%s", note)
+        return motion, frames, tuple(notes)
     from noisewarp.deform import DEFORMATIONS, get_deformation
 
     if name not in DEFORMATIONS:
@@ -269,7 +266,7 @@ def _motion(deform_cfg, res: int, frames: int, directory: Path):
         deformation = get_deformation(name, **params)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"deform={name}: {error}") from None
-    return SyntheticMotion(deformation, res, res, deform_label(name, params), params), frames
+    return SyntheticMotion(deformation, res, res, deform_label(name, params), params), frames, ()
 
 
 def build_spec(cfg) -> RunSpec:
@@ -305,7 +302,7 @@ def build_spec(cfg) -> RunSpec:
         raise ConfigError(f"noise.blend must be a number in [0, 1], got {blend!r}")
 
     output = _output(cfg)
-    motion, frames = _motion(_section(cfg, "deform"), res, frames, output.dir)
+    motion, frames, notes = _motion(_section(cfg, "deform"), res, frames, output.dir)
 
     backend_cfg = _section(cfg, "backend")
     backend = backend_cfg.get("name")
@@ -331,4 +328,5 @@ def build_spec(cfg) -> RunSpec:
         output=output,
         config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
         blend=float(blend),
+        warnings=notes,
     )

@@ -50,12 +50,15 @@ class Step(NamedTuple):
     t+1, RGB uint8 [Hv, Wv, 3]; ``flow``: its backward flow at video resolution, float32
     [Hv, Wv, 2] (dx, dy); ``occlusion``: bool [Hv, Wv], True where frame t+1 has no
     consistent source in frame t. The last three are None where the source has none.
+    ``residual``: the largest |T + f(T) - p| in pixels where the map inverts a forward
+    flow file, else None.
     """
 
     geometry: Geometry
     image: np.ndarray | None = None
     flow: np.ndarray | None = None
     occlusion: np.ndarray | None = None
+    residual: float | None = None
 
 
 # ------------------------------------------------------------------------------ synthetic
@@ -236,7 +239,10 @@ class FlowMotion:
         }
 
     def geometry(self, source_frame: int) -> Geometry:
-        from noisewarp.flow import map_from_flow
+        return self._step(source_frame).geometry
+
+    def _step(self, source_frame: int) -> Step:
+        from noisewarp.flow import map_from_backward_flow, map_from_forward_flow
 
         index = 0 if self.fields.single else source_frame
         field = self.fields[index]
@@ -247,13 +253,20 @@ class FlowMotion:
                 f"(NaN or Inf) at step {source_frame} -> {source_frame + 1}; the frames "
                 "before it are complete and resumable"
             )
-        tmap = map_from_flow(field, direction=self.direction, order=self.order, frame=source_frame)
-        return Geometry.from_input(tmap, self.height, self.width, source_frame)
+        residual = None
+        if self.direction == "forward":
+            tmap, residual = map_from_forward_flow(
+                field, order=self.order, return_residual=True, frame=source_frame
+            )
+        else:
+            tmap = map_from_backward_flow(field, order=self.order, frame=source_frame)
+        geometry = Geometry.from_input(tmap, self.height, self.width, source_frame)
+        return Step(geometry, residual=residual)
 
     def steps(self, images: bool = False) -> Iterator[Step]:
         frame = 0
         while self.max_frames is None or frame < self.max_frames - 1:
-            yield Step(self.geometry(frame))
+            yield self._step(frame)
             frame += 1
 
 

@@ -67,8 +67,8 @@ def test_run_writes_stack_metrics_previews_and_summary(compose, tmp_path, capsys
     with xr.open_dataset(out / "metrics.nc", engine="h5netcdf") as metrics:
         assert metrics.sizes["frame"] == 5
         for name in (
-            "mean",
-            "std",
+            "noise_mean",
+            "noise_std",
             "ks_pvalue",
             "acf_row",
             "temporal_corr",
@@ -77,7 +77,6 @@ def test_run_writes_stack_metrics_previews_and_summary(compose, tmp_path, capsys
             "peak_rss_mb",
             "step_s",
             "fresh_pixels",
-            "sample_noise",
             "threads",
             "baseline_rss_mb",
         ):
@@ -89,8 +88,11 @@ def test_run_writes_stack_metrics_previews_and_summary(compose, tmp_path, capsys
         assert 0 <= float(metrics["max_rss_mb"]) < float(metrics["baseline_rss_mb"])
         assert np.isnan(metrics["temporal_corr"].values[0])
         assert (metrics["temporal_corr"].values[1:] > 0.3).all()
-        assert metrics["method"].item() == "particle" and metrics["res"].item() == 32
-        assert metrics["deform"].item() == "rotate"
+        assert metrics["warp_method"].item() == "particle" and metrics["res"].item() == 32
+        assert metrics["deform"].item() == "rotate" and metrics["degrees"].item() == 2.0
+        assert metrics["time_s"].attrs["units"] == "s" and metrics["rss_mb"].attrs["units"] == "MiB"
+    with xr.open_dataset(out / "metrics.nc", engine="h5netcdf", group="samples") as samples:
+        assert samples["sample_noise"].dims == ("sample", "channel", "sample_y", "sample_x")
     # The printed summary table.
     printed = capsys.readouterr().out
     assert "ms per frame" in printed and "end to end" in printed and "JIT warm-up" in printed
@@ -246,7 +248,7 @@ def test_bench_output_writes_metrics_only(compose):
     out = Path(cfg.output.dir)
     assert not (out / "noise.h5").exists() and not (out / "noise.gif").exists()
     with xr.open_dataset(out / "metrics.nc", engine="h5netcdf") as metrics:
-        measured = np.flatnonzero(np.isfinite(metrics["std"].values))
+        measured = np.flatnonzero(np.isfinite(metrics["noise_std"].values))
         assert list(measured) == [0, 10, 11]  # every 10th frame and the last
         assert np.isfinite(metrics["time_s"].values[1:]).all()
 
@@ -357,13 +359,12 @@ def test_multirun_survives_a_failing_job_and_collect_reports_it(run_py, tmp_path
     assert statuses[(0, "rotate")] == "failed"
     assert "res must be an integer" in next(r.error for r in records if r.status == "failed")
     with xr.open_dataset(sweep / "collected.nc", engine="h5netcdf") as ds:
-        assert set(ds["status"].dims) == {"method", "deform", "res"}
-        # sel(method=...) is xarray's fill-method keyword: select the dim with a dict.
-        where = {"deform": "rotate", "method": "particle"}
-        assert ds["status"].sel({**where, "res": 32}).item() == "complete"
-        assert ds["status"].sel({**where, "res": 0}).item() == "failed"
-        assert np.isnan(ds["std"].sel(res=0).values).all()
-        assert np.isfinite(ds["std"].sel(res=32).values).all()
+        assert set(ds["status"].dims) == {"warp_method", "deform", "res"}
+        where = ds["status"].sel(deform="rotate", warp_method="particle")
+        assert where.sel(res=32).item() == "complete"
+        assert where.sel(res=0).item() == "failed"
+        assert np.isnan(ds["noise_std"].sel(res=0).values).all()
+        assert np.isfinite(ds["noise_std"].sel(res=32).values).all()
     # The command-line entry point.
     cli = subprocess.run(
         [sys.executable, "-m", "noisewarp.collect", str(sweep), "--strict"],
@@ -431,7 +432,7 @@ def test_sweep_with_launcher(run_py, tmp_path, launcher):
     assert [r.status for r in records] == ["complete", "complete"]
     for record in records:
         assert stack_attrs(record.path / "noise.h5")["complete"] == 1
-    assert merged.sizes["res"] == 2 and np.isfinite(merged["std"].values).all()
+    assert merged.sizes["res"] == 2 and np.isfinite(merged["noise_std"].values).all()
 
 
 def test_collect_reports_duplicate_runs(compose, tmp_path):

@@ -398,7 +398,9 @@ def test_frame_metrics_and_dataset_round_trip(tmp_path):
     assert dataset.sizes == {"frame": 3}
     assert list(dataset["frame"].values) == [0, 1, 2]
     assert math.isnan(dataset["temporal_corr"][0]) and abs(dataset["temporal_corr"][1]) < 0.05
-    np.testing.assert_allclose(dataset["std"].values, [r["std"] for r in records])
+    np.testing.assert_allclose(dataset["noise_std"].values, [r["std"] for r in records])
+    # ds.std and ds.mean are Dataset methods: the statistics never take those names.
+    assert "std" not in dataset and "mean" not in dataset and "noise_mean" in dataset
     assert dataset["acf_row"].attrs["long_name"].startswith("lag-1")
     path = tmp_path / "metrics.nc"
     dataset.to_netcdf(path, engine="h5netcdf")
@@ -415,10 +417,10 @@ def test_dataset_with_several_dims():
         if (method, frame) != ("grid", 2)
     ]
     dataset = metrics.metrics_dataset(records, dims=("method", "frame"))
-    assert dataset["std"].dims == ("method", "frame")
+    assert dataset["noise_std"].dims == ("method", "frame")
     # ``method`` is also a keyword of ``sel``: select with a dict.
-    assert dataset["std"].sel({"method": "particle", "frame": 2}) == 3.0
-    assert math.isnan(dataset["std"].sel({"method": "grid", "frame": 2}))
+    assert dataset["noise_std"].sel({"method": "particle", "frame": 2}) == 3.0
+    assert math.isnan(dataset["noise_std"].sel({"method": "grid", "frame": 2}))
     with pytest.raises(ValueError, match="repeat"):
         metrics.metrics_dataset(records + records[:1], dims=("method", "frame"))
     with pytest.raises(ValueError, match="missing"):

@@ -78,5 +78,5 @@ def test_sweep_on_slurm(slurm_env, run_py, tmp_path):
         assert read_frames(stack).shape[0] == 4
         with xr.open_dataset(record.path / "metrics.nc", engine="h5netcdf") as metrics:
             assert metrics.sizes["frame"] == 4
-            assert np.isfinite(metrics["std"].values).all()
+            assert np.isfinite(metrics["noise_std"].values).all()
     assert merged.sizes["res"] == 2 and merged.sizes["deform"] == 2

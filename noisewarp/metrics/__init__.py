@@ -38,6 +38,7 @@ motion) and :mod:`~noisewarp.metrics.dataset` (per-frame records as an
 # ruff: noqa: F401  (re-exports)
 from noisewarp.metrics._common import (
     _LAGS,
+    DATASET_NAMES,
     DESCRIPTIONS,
     SPATIAL_STATISTICS,
     TEMPORAL_STATISTICS,
