@@ -73,16 +73,32 @@ def _open_h5(path: Path, mode: str):
             raise OSError("no HDF5 signature")
         return h5py.File(path, mode, libver="earliest")
     except OSError as error:
-        text = str(error)
-        if "lock" in text.lower() or "already open" in text.lower():
-            hint = "it is open elsewhere (another run, or a reader in this process)"
-        else:
-            hint = "it is not a readable HDF5 file (truncated or corrupted?)"
         raise StackError(
-            f"cannot open the noise stack {str(path)!r}: {hint} ({text}). The file was left "
-            "untouched: move or delete it yourself, write to a new path (output.dir=... or "
-            "output.stack=...), or pass output.overwrite=true to replace it."
+            f"cannot open the noise stack {str(path)!r}: {_open_failure(error)} ({error})"
         ) from error
+
+
+def _open_failure(error: OSError) -> str:
+    """Why HDF5 could not open a file, and the way out: locked, truncated or not HDF5."""
+    text = str(error).lower()
+    kept = "The file was left untouched"
+    if isinstance(error, BlockingIOError) or "unable to lock" in text or "already open" in text:
+        return (
+            "it is locked, open elsewhere (another run, or a reader in this process). "
+            f"{kept}: wait for that run or close that reader, or write to a new path "
+            "(output.dir=... or output.stack=...)"
+        )
+    if "truncated file" in text:
+        return (
+            "it is truncated (shorter than its header says: cut short by a copy or a full "
+            f"disk), so none of its frames can be trusted. {kept}: pass output.overwrite=true "
+            "to write it again, or move it away"
+        )
+    return (
+        f"it is not a readable HDF5 file (corrupted?). {kept}: move or delete it yourself, "
+        "write to a new path (output.dir=... or output.stack=...), or pass "
+        "output.overwrite=true to replace it"
+    )
 
 
 def _check_format(handle, path: Path) -> None:

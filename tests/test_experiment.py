@@ -220,8 +220,26 @@ def test_a_truncated_stack_is_a_clear_error_and_kept(compose):
     before = digest(path)
     with pytest.raises(StackError) as error:
         run(cfg)
-    assert str(path) in str(error.value) and "left untouched" in str(error.value)
+    message = str(error.value)
+    assert str(path) in message and "left untouched" in message
+    assert "it is truncated" in message and "locked" not in message
+    assert "output.overwrite=true" in message
     assert digest(path) == before
+    # Complete again, then held open by another process: locked, not truncated.
+    run(compose(*SMALL, "output.overwrite=true"))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import h5py, time; f = h5py.File({str(path)!r}, 'r+'); "
+         "print('open', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        with pytest.raises(StackError) as error:
+            run(cfg)
+        assert "it is locked" in str(error.value) and "it is truncated" not in str(error.value)
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_flow_file_input(compose, tmp_path):
