@@ -39,8 +39,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# The real clip shipped with the package's source tree (data/README.md).
-BUNDLED_CLIP = Path(__file__).resolve().parents[1] / "data" / "bigbuckbunny.mp4"
+# The real clip shipped inside the package (noisewarp/data/README.md).
+BUNDLED_CLIP = Path(__file__).resolve().parent / "data" / "bigbuckbunny.mp4"
 
 
 class Step(NamedTuple):

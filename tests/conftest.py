@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "conf"
+CONF = REPO / "noisewarp" / "conf"
 
 
 # The user's own numba cache directory, if any (kept as it is).

@@ -18,7 +18,7 @@ from noisewarp.collect import collect, open_collected
 from noisewarp.experiment import build_spec, run
 
 REPO = Path(__file__).resolve().parents[1]
-FLO = REPO / "data" / "swirl_forward_32x48.flo"
+FLO = REPO / "noisewarp" / "data" / "swirl_forward_32x48.flo"
 
 
 @pytest.fixture(scope="module")

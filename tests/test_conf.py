@@ -13,7 +13,7 @@ import noisewarp as nw
 from noisewarp.experiment import ConfigError, build_spec
 from noisewarp.motion import BUNDLED_CLIP
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[1] / "noisewarp" / "conf"
 GROUPS = ("method", "deform", "backend", "output")
 
 
@@ -96,7 +96,7 @@ def test_defaults_need_no_input_file(compose):
     cfg = compose()
     spec = build_spec(cfg)
     assert spec.method == "particle"
-    # The bundled clip, shipped in data/: no input file needed.
+    # The bundled clip, shipped in noisewarp/data/: no input file needed.
     assert spec.motion.name == "video" and spec.motion.path == BUNDLED_CLIP
     assert BUNDLED_CLIP.is_file() and BUNDLED_CLIP.stat().st_size < 4 * 2**20
     assert cfg.output.stack and cfg.output.metrics
