@@ -42,9 +42,8 @@ BASE_DIMS = ("warp_method", "deform")
 SAMPLES_GROUP = "samples"
 # Dims, variables and coordinates of 0.1 files, readable for one release (DeprecationWarning).
 LEGACY_NAMES = {"method": "warp_method", **DATASET_NAMES}
-# Config keys that are dims or coordinates of their own, or do not change the results
-# (frame k does not depend on how many frames follow: runs of any length share ``frame``).
-_NOT_SETTINGS = ("method", "deform", "res", "frames", "output", "hydra")
+# Config keys that are dims or coordinates of their own, or do not change the results.
+_NOT_SETTINGS = ("method", "deform", "res", "output", "hydra")
 _SAMPLE_DIMS = ("sample", "channel", "sample_y", "sample_x")
 # Names an option or parameter may not take (prefixed with method_ / deform_ instead).
 _RESERVED = {"warp_method", "deform", "res", "frame", "frames", "channels", "seed", "height",

@@ -23,8 +23,8 @@ FLO = REPO / "noisewarp" / "data" / "swirl_forward_32x48.flo"
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
-    """grid and hiwyn (n = 2, 4) on rotate, particle on a forward .flo and on a 2-field
-    .npy asked for too many frames, and a job that failed: collected."""
+    """grid and hiwyn (n = 2, 4) on rotate, particle on a forward .flo and on a one-field
+    .npy stack asked for more frames than it has, and a job that failed: collected."""
     from conftest import compose_config
 
     root = tmp_path_factory.mktemp("sweep")
@@ -37,11 +37,11 @@ def sweep(tmp_path_factory):
     }
     for name, overrides in runs.items():
         run(compose_config(*common, *overrides, output_dir=root / name))
-    flows = np.zeros((2, 16, 20, 2), np.float32)
+    flows = np.zeros((1, 16, 20, 2), np.float32)
     flows[..., 0] = 0.5
-    np.save(root / "two.npy", flows)
-    run(compose_config("frames=20", "deform=flow", f"deform.path={root / 'two.npy'}",
-                       "output.previews=false", output_dir=root / "npy"))  # fmt: skip
+    np.save(root / "one.npy", flows)
+    run(compose_config(*common, "deform=flow", f"deform.path={root / 'one.npy'}",
+                       output_dir=root / "npy"))  # fmt: skip
     failed = root / "failed"
     cfg = compose_config(*common, "method=particle", "deform=swirl", "res=24", output_dir=failed)
     (failed / ".hydra").mkdir(parents=True)
@@ -78,7 +78,7 @@ def test_options_are_coordinates(sweep):
     # Parameters the sweep does not vary: coordinates along deform, NaN where absent.
     assert ds["degrees"].dims == ("deform",)
     assert ds["degrees"].sel(deform="rotate") == 2.0
-    assert np.isnan(ds["degrees"].sel(deform="flow:two"))
+    assert np.isnan(ds["degrees"].sel(deform="flow:one"))
     assert all("(" not in str(label) for label in ds["deform"].values)
 
 
@@ -124,9 +124,9 @@ def test_failed_runs_and_warnings_are_reported(sweep):
     assert failed["status"].item() == "failed" and failed["error"].item() == "boom"
     assert np.isnan(failed["noise_std"]).all()
     summary = json.loads((sweep / "npy" / "summary.json").read_text())
-    assert summary["frames"] == 3 and "frames=20 asked" in summary["warnings"][0]
+    assert summary["frames"] == 2 and "frames=3 asked" in summary["warnings"][0]
     with xr.open_dataset(sweep / "npy" / "metrics.nc", engine="h5netcdf") as metrics:
-        assert "2 flow fields" in metrics.attrs["warnings"]
+        assert "holds 1 flow fields" in metrics.attrs["warnings"]
 
 
 def test_collected_files_of_0_1_are_read_with_a_warning(sweep, tmp_path):
