@@ -212,6 +212,37 @@ def test_a_different_config_never_overwrites_the_stack(compose):
     assert json.loads(stack_attrs(path)["identity"])["seed"] == 1
 
 
+def test_a_finished_run_extends_to_equal_the_longer_run(compose, tmp_path):
+    """frames=8 after frames=5 in the same directory: the five frames are kept, three are
+    added, and the stack, its per-frame table and the metrics equal a run of 8 at once."""
+    short = compose(*SMALL, "output.store_maps=true")
+    run(short)
+    path = Path(short.output.dir) / "noise.h5"
+    first = read_frames(path)
+    summary = run(compose(*SMALL[:1], "frames=8", *SMALL[2:], "output.store_maps=true"))
+    assert summary["frames"] == 8 and stack_attrs(path)["complete"] == 1
+    straight = compose(*SMALL[:1], "frames=8", *SMALL[2:], "output.store_maps=true",
+                       output_dir=tmp_path / "straight")  # fmt: skip
+    run(straight)
+    reference = Path(straight.output.dir) / "noise.h5"
+    extended = read_frames(path)
+    np.testing.assert_array_equal(extended[:5], first)
+    np.testing.assert_array_equal(extended, read_frames(reference))
+    with (
+        xr.open_dataset(path, engine="h5netcdf") as a,
+        xr.open_dataset(reference, engine="h5netcdf") as b,
+    ):
+        np.testing.assert_array_equal(a["map"].values, b["map"].values)
+        np.testing.assert_array_equal(a["fresh_pixels"].values, b["fresh_pixels"].values)
+        assert np.isfinite(a["time_s"].values[1:]).all()
+    assert not list(path.parent.glob("*.tmp"))
+    # A shorter run than the stack's is still another run: refused, the file untouched.
+    before = digest(path)
+    with pytest.raises(StackMismatchError, match="frames: stored 8, now 6"):
+        run(compose(*SMALL[:1], "frames=6", *SMALL[2:], "output.store_maps=true"))
+    assert digest(path) == before
+
+
 def test_a_truncated_stack_is_a_clear_error_and_kept(compose):
     cfg = compose(*SMALL)
     run(cfg)
