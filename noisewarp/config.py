@@ -34,6 +34,24 @@ class ConfigError(ValueError):
     """The config asks for something that does not exist or is out of range."""
 
 
+def _register_resolvers() -> None:
+    """Resolvers ``conf/config.yaml`` names Hydra's run directory with: ``output.dir`` when
+    set (so ``run.log`` and ``.hydra`` stay with the results), and the overrides with
+    ``/`` replaced (a ``deform.path`` makes one folder, not nested ones)."""
+    from omegaconf import OmegaConf
+
+    OmegaConf.register_new_resolver(
+        "nw_first_set", lambda *values: next((v for v in values if v is not None), None),
+        replace=True,
+    )  # fmt: skip
+    OmegaConf.register_new_resolver(
+        "nw_dirname", lambda name: str(name).replace("/", "_"), replace=True
+    )
+
+
+_register_resolvers()  # before Hydra resolves a run directory in this process
+
+
 def _plain(value):
     """OmegaConf containers and YAML lists to plain Python (lists become tuples)."""
     from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -153,12 +171,13 @@ def _section(cfg, key: str):
 
 def _output(cfg) -> OutputSpec:
     out = _section(cfg, "output")
-    try:
-        directory = out.dir
-    except Exception as error:  # ${hydra:...} outside a Hydra app
-        raise ConfigError(
-            f"output.dir cannot be resolved ({error}); outside a Hydra app pass output.dir=PATH"
-        ) from None
+    directory = out.get("dir")
+    if directory is None:  # Hydra's run directory
+        from hydra.core.hydra_config import HydraConfig
+
+        if not HydraConfig.initialized():
+            raise ConfigError("output.dir is not set; outside a Hydra app pass output.dir=PATH")
+        directory = HydraConfig.get().runtime.output_dir
     directory = Path(directory)
     every = out.get("metrics_every", 1)
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:

@@ -76,3 +76,31 @@ def test_installed_wheel_runs_anywhere_with_its_own_configs(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     runs = list((work / "outputs" / "run").iterdir())
     assert len(runs) == 1 and "hiwyn(n=2)" in (runs[0] / "summary.txt").read_text()
+
+
+def test_output_dir_holds_the_whole_run(run_py, tmp_path):
+    """output.dir=PATH: the results, run.log and .hydra/ in that one folder, nothing in
+    outputs/."""
+    target = tmp_path / "mine"
+    before = set((REPO / "outputs" / "run").glob("*")) if (REPO / "outputs").exists() else set()
+    run_py(*SMALL, f"output.dir={target}")
+    names = {p.name for p in target.iterdir()}
+    assert {"noise.h5", "metrics.nc", "run.log", ".hydra", "status.json"} <= names, names
+    assert "res=16" in (target / "run.log").read_text() or (target / "run.log").exists()
+    after = set((REPO / "outputs" / "run").glob("*")) if (REPO / "outputs").exists() else set()
+    assert after == before
+
+
+def test_a_path_in_the_overrides_makes_one_folder(tmp_path):
+    """deform.path=/a/b/c.flo: one run directory (the slashes replaced), not nested ones."""
+    flo = REPO / "noisewarp" / "data" / "swirl_forward_32x48.flo"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "run.py"), "deform=flow", f"deform.path={flo}",
+         "deform.direction=forward", "frames=2", "output.previews=false",
+         "output.progress=false"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run_dir,) = (tmp_path / "outputs" / "run").iterdir()
+    assert "deform.path=" + str(flo).replace("/", "_") in run_dir.name
+    assert (run_dir / "noise.h5").is_file() and (run_dir / ".hydra").is_dir()

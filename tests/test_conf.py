@@ -10,6 +10,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
 import noisewarp as nw
+from noisewarp.collect import run_coords
 from noisewarp.experiment import ConfigError, build_spec
 from noisewarp.motion import BUNDLED_CLIP
 
@@ -168,14 +169,16 @@ def test_labels_name_only_what_differs_from_defaults(compose):
     assert build_spec(compose("deform=rotate", "deform.params.degrees=5")).motion.label == (
         "rotate(degrees=5)"
     )
-    spec = build_spec(compose())
-    assert spec.coords() == {
-        "method": "particle",
-        "deform": "video:bigbuckbunny",
-        "res": 256,
-        "channels": 4,
-        "seed": 0,
-    }
+    # Where a run sits in a collected sweep: names and parameters apart, res where used.
+    coords, owners = run_coords(OmegaConf.to_container(compose("deform=rotate"), resolve=False))
+    assert coords == {"warp_method": "particle", "deform": "rotate", "res": 256,
+                      "degrees": 2.0, "centre": "[0.5, 0.5]"}  # fmt: skip
+    assert owners == {"degrees": "deform", "centre": "deform"}
+    flow = {"method": {"name": "hiwyn", "options": {"n": 4}},
+            "deform": {"name": "flow", "path": "/data/a.flo", "params": {"width": 1}},
+            "res": 256}  # fmt: skip
+    assert run_coords(flow)[0] == {"warp_method": "hiwyn", "deform": "flow:a", "n": 4,
+                                   "deform_width": 1}  # fmt: skip
 
 
 def test_resolved_config_is_stored_as_yaml(compose):
