@@ -391,8 +391,10 @@ def collect(sweep_dir: str | Path, output: str | Path | None = None, quiet: bool
                           combine_attrs="override")  # fmt: skip
     else:
         merged = status
+    for name, variable in list(merged.data_vars.items()):
+        if variable.dtype.kind in "OUS":  # text; missing runs "" (netCDF has no NaN text)
+            merged[name] = variable.fillna("").astype(str)
     for name, long_name in _RUN_VARIABLES.items():
-        merged[name] = merged[name].fillna("").astype(str)
         merged[name].attrs["long_name"] = long_name
     # Options / parameters the sweep does not vary: coordinates along their owner dim.
     for key, owner in along.items():

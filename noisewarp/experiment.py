@@ -508,6 +508,7 @@ RUN_VARIABLES = {
     "area_max": ("largest warped pixel area A_p", "pixels^2"),
     "overclaimed_sources": ("source pixels claimed more than once (S_q > 1)", "1"),
     "unclaimed_sources": ("source pixels nobody claims", "1"),
+    "machine": ("CPU, CPU count and numba version of the run", ""),
     "height": ("noise frame height", "pixels"),
     "width": ("noise frame width", "pixels"),
 }
@@ -541,15 +542,35 @@ def _write_metrics(spec: RunSpec, observer: _Observer, summary: Mapping) -> None
                  "threads", "height", "width"):  # fmt: skip
         dataset[name] = summary[name]
     dataset["max_rss_mb"] = summary["peak_rss_mb"]
+    dataset["machine"] = machine()
     for name, (long_name, units) in RUN_VARIABLES.items():
         if name in dataset:
-            dataset[name].attrs.update(long_name=long_name, units=units)
+            dataset[name].attrs.update(long_name=long_name, **({"units": units} if units else {}))
     samples = np.stack([observer.samples[i] for i in observer.sample_frames])
     crops = _sample_crops(samples, observer.sample_frames)
     tmp = out.metrics.with_name(out.metrics.name + ".tmp")
     dataset.to_netcdf(tmp, engine="h5netcdf")
     crops.to_netcdf(tmp, engine="h5netcdf", group=SAMPLES_GROUP, mode="a")
     os.replace(tmp, out.metrics)
+
+
+def machine() -> str:
+    """The CPU, its count and numba's version: what the times in metrics.nc were measured on."""
+    import platform
+
+    import numba
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            model = next(
+                (line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")),
+                model,
+            )
+    except OSError:
+        pass
+    cpus = f"{os.cpu_count()} CPUs ({available_cpus()} for this job)"
+    return f"{model}, {cpus}, numba {numba.__version__}"
 
 
 def _sample_crops(samples: np.ndarray, frames: list[int]):

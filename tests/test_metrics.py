@@ -425,3 +425,19 @@ def test_dataset_with_several_dims():
         metrics.metrics_dataset(records + records[:1], dims=("method", "frame"))
     with pytest.raises(ValueError, match="missing"):
         metrics.metrics_dataset([{"frame": 0, "std": 1.0}], dims=("method", "frame"))
+
+
+def test_z_scores_of_a_metrics_dataset_are_the_reports():
+    """z_scores judges each frame of a Dataset as white_noise_report judges the frame."""
+    frames = [white((24, 40, 3), seed) for seed in range(3)]
+    frames[2] = frames[2] * 0.9  # too narrow: std's z about -19
+    dataset = metrics.metrics_dataset([metrics.frame_metrics(f) for f in frames])
+    dataset = dataset.assign(height=24, width=40).assign_coords(channels=3)
+    z = metrics.z_scores(dataset)
+    for index, frame in enumerate(frames):
+        report = metrics.white_noise_report(frame)["statistics"]
+        for name in ("mean", "std", "skewness", "excess_kurtosis", "acf_row", "ks_stat"):
+            column = metrics.DATASET_NAMES.get(name, name)
+            assert z[column].values[index] == pytest.approx(report[name]["z"], rel=1e-12)
+    assert abs(z["noise_std"].values[:2]).max() < 5 < abs(z["noise_std"].values[2])
+    assert z.attrs["n_sigma"] == 5.0 and z["noise_std"].dims == ("frame",)

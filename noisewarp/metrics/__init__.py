@@ -55,6 +55,7 @@ from noisewarp.metrics.nulls import (
     null_expectations,
     standard_errors,
     white_noise_report,
+    z_scores,
 )
 from noisewarp.metrics.spatial import gaussianity
 from noisewarp.metrics.temporal import (
@@ -71,6 +72,7 @@ __all__ = [
     "null_expectations",
     "standard_errors",
     "white_noise_report",
+    "z_scores",
     "format_report",
     "assert_white_noise",
     "carried_metrics",
