@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,9 @@ def collected(tmp_path_factory, run_py):
 def test_notebook_executes(path, collected, monkeypatch):
     monkeypatch.setenv("NOISEWARP_COLLECTED", str(collected))
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel draws inline, headless
+    # The kernel imports this checkout's noisewarp, as the tests do.
+    paths = [str(EXPERIMENTS.parent), *filter(None, [os.environ.get("PYTHONPATH")])]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
     notebook = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
         notebook,
@@ -69,3 +73,8 @@ def test_notebook_executes(path, collected, monkeypatch):
         for output in cell.get("outputs", [])
     )
     assert images >= 2, f"{path.name} drew {images} figures"
+    printed = "".join(
+        output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", [])
+    )
+    if path.name == "performance.ipynb":  # times mean little without the machine
+        assert "measured on: " in printed and "numba" in printed, printed[-2000:]
