@@ -508,6 +508,7 @@ RUN_VARIABLES = {
     "area_max": ("largest warped pixel area A_p", "pixels^2"),
     "overclaimed_sources": ("source pixels claimed more than once (S_q > 1)", "1"),
     "unclaimed_sources": ("source pixels nobody claims", "1"),
+    "empty_targets": ("hiwyn: targets whose quadrilateral holds no sub-pixel centre", "1"),
     "machine": ("CPU, CPU count and numba version of the run", ""),
     "height": ("noise frame height", "pixels"),
     "width": ("noise frame width", "pixels"),
