@@ -1,7 +1,8 @@
 """One experiment from a resolved config: warp a noise video, write stack, metrics, previews.
 
 ``run.py`` (Hydra) is a thin wrapper around :func:`run`; tests call :func:`run`
-directly with a config composed by Hydra's compose API. DESIGN sections 7-9.
+directly with a config composed by Hydra's compose API. What it writes:
+``docs/outputs.md``; how to run it: ``docs/cluster.md``.
 
 A run, given ``cfg`` (see ``conf/config.yaml``):
 

@@ -4,7 +4,7 @@ Flows follow the ecosystem's convention (OpenCV, RAFT, Middlebury .flo):
 arrays [H, W, 2] (one frame) or [T, H, W, 2] (a stack) holding (dx, dy) =
 (col, row) displacements in pixels, sampled at pixel centres; ``order="rc"``
 accepts (row, col) data. Maps are what the warp methods consume: T at pixel
-centres [H, W, 2] in (row, col) order (DESIGN section 2).
+centres [H, W, 2] in (row, col) order (docs/conventions.md).
 
 - A *backward* flow b (frame t+1 to frame t) gives T(p) = p + b(p).
 - A *forward* flow f (frame t to frame t+1) is inverted: T(p) solves
@@ -295,8 +295,8 @@ def map_from_forward_flow(
 ):
     """Backward map from a forward flow (frame t to frame t+1) by fixed-point inversion.
 
-    Solves T(p) + f(T(p)) = p for every target pixel centre p (DESIGN section
-    2) by T <- p - f(T), starting from T = p - f(p), with f sampled bilinearly
+    Solves T(p) + f(T(p)) = p for every target pixel centre p (docs/conventions.md
+    ) by T <- p - f(T), starting from T = p - f(p), with f sampled bilinearly
     between pixel centres and clamped at the edges. Each pixel iterates until
     its residual |T + f(T) - p| (Euclidean, pixels) is at most ``tol``, or
     ``iterations`` updates are done. The iteration converges where f is a
@@ -451,7 +451,7 @@ def corner_map_from_centres(centres: np.ndarray) -> np.ndarray:
 
     Bilinear interpolation of the centre samples (interior corners: the mean
     of the four surrounding centres) with bilinear extrapolation half a pixel
-    beyond the outer centres (DESIGN section 4, grid). Exact for affine maps
+    beyond the outer centres (docs/methods.md, grid). Exact for affine maps
     (translations, rotations, zooms, shears), second-order accurate for
     smooth ones. Where H == 1 (or W == 1) there is no derivative along that
     axis to extrapolate with; the identity's (T changes by one pixel per

@@ -1,6 +1,6 @@
 """HDF5 noise stacks: written frame by frame, resumable after a crash, readable by xarray.
 
-A stack (DESIGN section 7) is one HDF5 file:
+A stack (docs/outputs.md) is one HDF5 file:
 
 ``noise``
     [frame, channel, y, x] float32, one frame per chunk, NaN where not written yet.

@@ -1,4 +1,4 @@
-"""What moves the noise: motion sources as one streaming protocol (DESIGN sections 2 and 10).
+"""What moves the noise: motion sources as one streaming protocol (docs/conventions.md).
 
 A motion source yields, step by step (frame t to t+1, t = 0, 1, ...), a :class:`Step`:
 the backward map at the noise resolution as a ``Geometry``, plus, where known, the video

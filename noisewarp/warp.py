@@ -72,7 +72,7 @@ class Geometry:
 
 @dataclass(frozen=True)
 class Diagnostics:
-    """What happened in one warp (DESIGN section 4).
+    """What happened in one warp (docs/methods.md).
 
     fresh_pixels
         Targets filled entirely with fresh noise (nothing of frame t reaches them).
@@ -170,7 +170,7 @@ def warp(
         Source frame, i.i.d. N(0, 1). Returned frames are float32.
     deformation : ndarray [H, W, 2] or Deformation
         Backward map T in (row, col) pixel units: target pixel centre p of the
-        new frame came from T(p) in ``noise`` (DESIGN section 2). Use
+        new frame came from T(p) in ``noise`` (docs/conventions.md). Use
         ``noisewarp.flow`` to turn optical flow into a map. Positions outside
         the frame are valid: that content gets fresh noise.
     method : str

@@ -281,7 +281,7 @@ def test_gaussianity_is_fast():
 
 
 def oracle_conditional_mean(prev, tmap):
-    """The particle model from the independent record of ``tests/naive`` (DESIGN 4)."""
+    """The particle model from the independent record of ``tests/naive`` (docs/methods.md)."""
     height, width, channels = prev.shape
     a = record_matrix(particle_record(tmap), height * width)
     flat = prev.reshape(-1, channels).astype(np.float64)

@@ -4,7 +4,7 @@ Target pixel p's warped region R_p is the quadrilateral of its four mapped
 corners T(i, j), T(i, j+1), T(i+1, j+1), T(i+1, j). Its exact overlap
 a_pq = |R_p ∩ Omega_q| with every source cell q it touches
 (``noisewarp.core.area``, float64) forms the partition record; each source
-splits x_q into Brownian-bridge increments of lengths a_pq (DESIGN section 3),
+splits x_q into Brownian-bridge increments of lengths a_pq (docs/methods.md),
 
     I = (a / t)(x_q - b) + sqrt(a (t - a) / t) g,  g ~ N(0, 1),
 

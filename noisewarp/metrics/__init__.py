@@ -1,4 +1,4 @@
-"""Is it white noise, and how much of it moves with the motion? (DESIGN section 8.)
+"""Is it white noise, and how much of it moves with the motion? (docs/outputs.md.)
 
 Two families of figures:
 
