@@ -22,6 +22,7 @@ from noisewarp.warp import (
     Geometry,
     NoiseWarper,
     initial_noise,
+    resolve_backend,
     warp,
 )
 
@@ -39,6 +40,7 @@ __all__ = [
     "Geometry",
     "NoiseWarper",
     "initial_noise",
+    "resolve_backend",
     "warp",
     "deform",
     "flow",

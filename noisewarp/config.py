@@ -320,13 +320,21 @@ def build_spec(cfg) -> RunSpec:
     if isinstance(blend, bool) or not isinstance(blend, (int, float)) or not 0 <= blend <= 1:
         raise ConfigError(f"noise.blend must be a number in [0, 1], got {blend!r}")
 
-    output = _output(cfg)
-    motion, frames, notes = _motion(_section(cfg, "deform"), res, frames, output.dir)
-
     backend_cfg = _section(cfg, "backend")
     backend = backend_cfg.get("name")
     if backend not in _BACKENDS:
         raise ConfigError(f"backend={backend} is not a backend; valid: {', '.join(_BACKENDS)}")
+    # Resolved now, so that backend=cuda without a GPU fails before any output is written.
+    from noisewarp.warp import resolve_backend
+
+    try:
+        backend = resolve_backend(backend, method)
+    except (ValueError, RuntimeError) as exc:
+        raise ConfigError(f"backend={backend}: {exc}") from None
+
+    output = _output(cfg)
+    motion, frames, notes = _motion(_section(cfg, "deform"), res, frames, output.dir)
+
     threads = backend_cfg.get("threads")
     if threads is not None and (
         isinstance(threads, bool) or not isinstance(threads, int) or threads < 1

@@ -17,7 +17,7 @@ from noisewarp.cpu.grid import grid_warp
 from noisewarp.cpu.hiwyn import hiwyn_warp
 from noisewarp.cpu.particle import particle_warp
 from noisewarp.cpu.sort import default_chunks
-from noisewarp.warp import Geometry, register_method
+from noisewarp.warp import Geometry, register_backend, register_method
 
 
 @register_method(
@@ -32,6 +32,20 @@ def _particle(noise, geometry: Geometry, key: Key, options: dict, conditional: b
         key.stream(Purpose.BRIDGE),
         key.stream(Purpose.FRESH),
         default_chunks(),
+        conditional,
+    )
+
+
+@register_backend("particle", "cuda")
+def _particle_cuda(noise, geometry: Geometry, key: Key, options: dict, conditional=None, out=None):
+    from noisewarp.cuda.particle import particle_warp as particle_warp_cuda
+
+    return particle_warp_cuda(
+        noise,
+        geometry.centres,
+        key.stream(Purpose.BRIDGE),
+        key.stream(Purpose.FRESH),
+        out,
         conditional,
     )
 

@@ -27,6 +27,8 @@ __all__ = [
     "Method",
     "METHODS",
     "register_method",
+    "register_backend",
+    "resolve_backend",
     "warp",
     "initial_noise",
     "NoiseWarper",
@@ -63,6 +65,10 @@ class Geometry:
         """Build from a map array [H, W, 2] or a ``Deformation``; validates either."""
         if isinstance(deformation, Geometry):
             return deformation
+        if _is_device(deformation):  # a map already on the GPU (CUDA backend only)
+            from noisewarp.cuda.arrays import check_device_array
+
+            return cls(check_device_array(deformation, (height, width, 2), np.float64, "map"))
         if isinstance(deformation, Deformation):
             centres = as_map(deformation.map(height, width, frame), height, width, "map", frame)
             corners = deformation.corner_map(height, width, frame)
@@ -107,12 +113,18 @@ Kernel = Callable[..., tuple]
 class Method:
     """A warping method: ``kernel(noise, geometry, key, options, conditional) -> (frame,
     stats)``, plus a third element, the ``Conditional`` E[Y | X] of the method's own
-    model, when ``conditional`` is true."""
+    model, when ``conditional`` is true. ``kernel`` is the CPU kernel; ``kernels`` maps
+    each backend the method has (``"cpu"``, ``"cuda"``) to its kernel."""
 
     name: str
     kernel: Kernel
     description: str
     options: dict = field(default_factory=dict)
+    kernels: dict = field(default_factory=dict)
+
+    @property
+    def backends(self) -> tuple[str, ...]:
+        return tuple(self.kernels)
 
 
 METHODS: dict[str, Method] = {}
@@ -124,7 +136,25 @@ def register_method(name: str, description: str, **options) -> Callable[[Kernel]
     def decorate(kernel: Kernel) -> Kernel:
         if name in METHODS:
             raise ValueError(f"method {name!r} is already registered")
-        METHODS[name] = Method(name, kernel, description, dict(options))
+        METHODS[name] = Method(name, kernel, description, dict(options), {"cpu": kernel})
+        return kernel
+
+    return decorate
+
+
+def register_backend(name: str, backend: str) -> Callable[[Kernel], Kernel]:
+    """Register a registered method's kernel for another backend (``"cuda"``).
+
+    A CUDA kernel takes the same arguments with the frame and the map as device arrays,
+    ``conditional`` None or flat device buffers, and ``out`` a device frame to fill or
+    None; it returns ``(frame, stats)`` on the device (``noisewarp.cuda.adapter``).
+    """
+
+    def decorate(kernel: Kernel) -> Kernel:
+        spec = _method(name)
+        if backend not in _BACKENDS[1:] or backend in spec.kernels:
+            raise ValueError(f"cannot register backend {backend!r} for method {name!r}")
+        spec.kernels[backend] = kernel
         return kernel
 
     return decorate
@@ -140,15 +170,44 @@ def _method(name: str) -> Method:
 _BACKENDS = ("auto", "cpu", "cuda")
 
 
-def _resolve_backend(backend: str) -> str:
+def resolve_backend(backend: str, method: str = "particle") -> str:
+    """The backend that runs ``method``: ``"cpu"`` or ``"cuda"``.
+
+    ``"auto"`` picks CUDA when the method has a CUDA kernel and a GPU is really usable
+    (numba.cuda opens it), else the CPU. ``"cuda"`` without a usable GPU, or for a
+    method without a CUDA kernel, is an error that says why; it never falls back.
+    """
     if backend not in _BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; valid backends: {', '.join(_BACKENDS)}")
-    if backend == "cuda":
-        raise RuntimeError(
-            "backend='cuda' is not available in this build: the numba.cuda kernels are not "
-            "implemented yet; use backend='cpu' (or 'auto')"
+    spec = _method(method)
+    if backend == "cpu":
+        return "cpu"
+    has_cuda = "cuda" in spec.kernels
+    if backend == "auto":
+        if not has_cuda:
+            return "cpu"
+        from noisewarp.cuda import usable
+
+        return "cuda" if usable() else "cpu"
+    if not has_cuda:
+        with_cuda = ", ".join(m.name for m in METHODS.values() if "cuda" in m.kernels)
+        raise ValueError(
+            f"method {method!r} has no CUDA kernel (methods with one: {with_cuda}); "
+            "use backend='cpu' or 'auto'"
         )
-    return "cpu"
+    from noisewarp.cuda import unusable_reason
+
+    reason = unusable_reason()
+    if reason is not None:
+        raise RuntimeError(f"backend='cuda' was asked for, but {reason}; use backend='cpu'")
+    return "cuda"
+
+
+def _is_device(array) -> bool:
+    """Whether ``array`` lives on a GPU (or in numba's CUDA simulator, for the tests)."""
+    return hasattr(array, "__cuda_array_interface__") or type(array).__module__.startswith(
+        "numba.cuda.simulator"
+    )
 
 
 def warp(
@@ -166,8 +225,11 @@ def warp(
 
     Parameters
     ----------
-    noise : ndarray [H, W, C], float32 or float64
-        Source frame, i.i.d. N(0, 1). Returned frames are float32.
+    noise : ndarray [H, W, C], float32 or float64, or a CUDA array
+        Source frame, i.i.d. N(0, 1). Returned frames are float32, where ``noise``
+        lives: a float32 CUDA array (a torch CUDA tensor, a numba device array) is warped
+        in place on the GPU and the result is a device array (``torch.as_tensor(out,
+        device="cuda")`` takes it without a copy).
     deformation : ndarray [H, W, 2] or Deformation
         Backward map T in (row, col) pixel units: target pixel centre p of the
         new frame came from T(p) in ``noise`` (docs/conventions.md). Use
@@ -179,6 +241,8 @@ def warp(
         All randomness is a pure function of the key: the same inputs and key
         give bit-identical output on any number of threads.
     backend : {"auto", "cpu", "cuda"}
+        ``auto`` runs the CUDA kernel when the method has one and a GPU is usable;
+        ``cuda`` without one is an error (``resolve_backend``).
     return_diagnostics : bool
         Also return a ``Diagnostics``.
     return_conditional : bool
@@ -192,23 +256,39 @@ def warp(
     -------
     ndarray [H, W, C] float32, followed by the Diagnostics and the Conditional when asked
     """
-    noise = as_noise_frame(noise)
+    resolved = resolve_backend(backend, method)
+    noise = _as_frame(noise, resolved)
     height, width, _ = noise.shape
     key = Key.coerce(key)
     # A time-varying Deformation is evaluated at the source frame of this step.
     geometry = Geometry.from_input(deformation, height, width, max(key.frame - 1, 0))
     out, diagnostics, conditional = _warp_validated(
-        noise, geometry, method, key, backend, return_conditional, options
+        noise, geometry, method, key, resolved, return_conditional, options
     )
     extra = (diagnostics,) if return_diagnostics else ()
     extra += (conditional,) if return_conditional else ()
     return (out, *extra) if extra else out
 
 
-def _warp_validated(noise, geometry, method, key, backend, conditional, options):
-    """Run the kernel; return ``(frame, Diagnostics, Conditional or None)``."""
+def _as_frame(noise, backend: str, what: str = "noise"):
+    """A validated noise frame: float32 [H, W, C] on the host, or checked in place on the
+    GPU (a torch CUDA tensor, a numba device array) for the CUDA backend."""
+    if not _is_device(noise):
+        return as_noise_frame(noise, what)
+    if backend != "cuda":
+        raise TypeError(
+            f"{what} is on the GPU but the {backend} backend runs on the host: use "
+            "backend='cuda' (or 'auto'), or copy it to the host (tensor.cpu().numpy())"
+        )
+    from noisewarp.cuda.arrays import check_device_array
+
+    return check_device_array(noise, (None, None, None), np.float32, what)
+
+
+def _warp_validated(noise, geometry, method, key, backend, conditional, options, out=None):
+    """Run the kernel of a resolved ``backend``; return ``(frame, Diagnostics,
+    Conditional or None)``. ``out`` is a device frame to fill (CUDA only)."""
     spec = _method(method)
-    _resolve_backend(backend)
     unknown = set(options) - set(spec.options)
     if unknown:
         valid = ", ".join(spec.options) or "none"
@@ -216,6 +296,16 @@ def _warp_validated(noise, geometry, method, key, backend, conditional, options)
             f"method {method!r} got unknown option(s) {sorted(unknown)}; valid: {valid}"
         )
     merged = {**spec.options, **options}
+    if backend == "cuda":
+        from noisewarp.cuda.adapter import warp_on_device
+
+        kernel = spec.kernels["cuda"]
+
+        def driver(frame, centres, key_, out_, buffers):
+            return kernel(frame, Geometry(centres), key_, merged, buffers, out_)
+
+        out, stats, moments = warp_on_device(driver, noise, geometry.centres, key, conditional, out)
+        return out, Diagnostics(**_split_stats(stats)), moments
     if conditional:  # True, or buffers to fill (NoiseWarper)
         out, stats, moments = spec.kernel(noise, geometry, key, merged, conditional)
     else:
@@ -237,6 +327,12 @@ def _split_stats(stats: dict) -> dict:
     core = {k: stats[k] for k in _CORE_FIELDS if k in stats}
     core["extra"] = {k: v for k, v in stats.items() if k not in _CORE_FIELDS}
     return core
+
+
+def _host_conditional(pixels: int, channels: int) -> Conditional:
+    return Conditional(
+        np.empty((pixels, channels), dtype=np.float32), np.empty(pixels, dtype=np.float32)
+    )
 
 
 def initial_noise(
@@ -278,55 +374,117 @@ class NoiseWarper:
         **options,
     ) -> None:
         _method(method)
-        _resolve_backend(backend)
         self.method = method
         self.seed = int(seed)
-        self.backend = backend
+        self.backend = resolve_backend(backend, method)  # "cpu" or "cuda"
         self.options = options
         self.frame = int(frame)
         if noise is None:
             noise = initial_noise(height, width, channels, seed, frame)
-        noise = as_noise_frame(noise, "initial noise")
-        if noise.shape != (height, width, channels):
+        noise = _as_frame(noise, self.backend, "initial noise")
+        if tuple(noise.shape) != (height, width, channels):
             raise ValueError(
-                f"initial noise has shape {noise.shape}, expected {(height, width, channels)}"
+                f"initial noise has shape {tuple(noise.shape)}, expected "
+                f"{(height, width, channels)}"
             )
+        # Frames come back where the initial noise lives: on the host, or on the GPU
+        # (device arrays that torch takes without a copy) when it was given there.
+        self.on_device = _is_device(noise)
         self.noise = noise
         self.diagnostics: Diagnostics | None = None
         self.conditional: Conditional | None = None
         # Two sets of E[Y | X] buffers, used in turn: a step's moments stay valid while
         # the next step warps (a consumer may overlap them), without fresh pages each step.
         self._buffers: list[Conditional | None] = [None, None]
+        # CUDA: two device frames used in turn (the current one and the next), and the
+        # device E[Y | X] buffers, all kept on the GPU across frames.
+        self._frames: list = []
+        self._device_buffers: list[Conditional | None] = [None, None]
+
+    @property
+    def noise(self):
+        """The current frame (on the host, or on the GPU for a warper started there)."""
+        return self._noise
+
+    @noise.setter
+    def noise(self, value) -> None:
+        self._noise = value
+        self._current = value if _is_device(value) else None  # its device copy, if any
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return self.noise.shape
+        return tuple(self.noise.shape)
 
-    def step(self, deformation: np.ndarray | Deformation, conditional: bool = False) -> np.ndarray:
+    def _buffers_for(self, store: list, turn: int, pixels: int, channels: int, make):
+        held = store[turn]
+        if held is None or held.mean.shape != (pixels, channels):
+            held = store[turn] = make(pixels, channels)
+        return held
+
+    def step(self, deformation: np.ndarray | Deformation, conditional: bool = False):
         """Warp the current frame along ``deformation``; return and keep the new frame.
 
         ``diagnostics`` then describes this step; with ``conditional=True``,
         ``conditional`` holds E[Y | X] of the new frame given the previous one (else None).
         Its arrays are the warper's own, reused two steps later: copy them to keep them.
         """
-        height, width, channels = self.noise.shape
+        height, width, channels = self.shape
         key = Key(self.seed, self.frame + 1)
         geometry = Geometry.from_input(deformation, height, width, self.frame)
+        turn = self.frame % 2
         if conditional:
-            turn = self.frame % 2
-            buffers = self._buffers[turn]
-            if buffers is None or buffers.mean.shape != (height * width, channels):
-                buffers = self._buffers[turn] = Conditional(
-                    np.empty((height * width, channels), dtype=np.float32),
-                    np.empty(height * width, dtype=np.float32),
-                )
-            conditional = buffers
-        out, self.diagnostics, self.conditional = _warp_validated(
-            self.noise, geometry, self.method, key, self.backend, conditional, self.options
-        )
-        self.noise = out
+            conditional = self._buffers_for(
+                self._buffers, turn, height * width, channels, _host_conditional
+            )
+        if self.backend == "cuda":
+            out = self._step_device(geometry, key, conditional, turn)
+        else:
+            out, self.diagnostics, self.conditional = _warp_validated(
+                self.noise, geometry, self.method, key, self.backend, conditional, self.options
+            )
+            self.noise = out
         self.frame += 1
         return out
+
+    def _step_device(self, geometry, key, conditional, turn):
+        """One step on the GPU: the frame stays there; the host gets a copy unless the
+        warper was started on the device."""
+        from noisewarp.cuda.adapter import device_conditional
+        from noisewarp.cuda.arrays import as_device
+
+        height, width, channels = self.shape
+        source = (
+            self._current
+            if self._current is not None
+            else as_device(self.noise, np.float32, "noise")
+        )
+        if not self._frames:
+            from numba import cuda
+
+            self._frames = [cuda.device_array((height, width, channels), np.float32)
+                            for _ in range(2)]  # fmt: skip
+        target = self._frames[1] if source is self._frames[0] else self._frames[0]
+        buffers = None
+        if conditional:
+            buffers = self._buffers_for(
+                self._device_buffers, turn, height * width, channels, device_conditional
+            )
+        out, self.diagnostics, moments = _warp_validated(
+            source, geometry, self.method, key, "cuda", buffers, self.options, out=target
+        )
+        if self.on_device:
+            self.noise = out
+            self.conditional = moments
+            return out
+        host = out.copy_to_host()
+        self.noise = host
+        self._current = out
+        self.conditional = None
+        if conditional:
+            conditional.mean.reshape(height, width, channels)[...] = moments.mean.copy_to_host()
+            conditional.carried.reshape(height, width)[...] = moments.carried.copy_to_host()
+            self.conditional = conditional.frame(height, width)
+        return host
 
     def warp_maps(self, maps: Iterable[np.ndarray | Deformation]) -> Iterator[np.ndarray]:
         """Yield one new frame per map (or Deformation); consumes ``maps`` lazily."""

@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 import noisewarp as nw
 from noisewarp.collect import run_coords
+from noisewarp.cuda import usable as cuda_usable
 from noisewarp.experiment import ConfigError, build_spec
 from noisewarp.motion import BUNDLED_CLIP
 
@@ -52,7 +53,14 @@ def test_option_composes_and_validates(compose, flow_file, group, option):
             f"conf/method/{option}.yaml: method {name!r} is not registered in "
             f"noisewarp.METHODS yet (registered: {', '.join(nw.METHODS)})"
         )
+    if (group, option) == ("backend", "cuda") and not cuda_usable():
+        # Without a GPU, asking for CUDA fails at config time and says why.
+        with pytest.raises(ConfigError, match="no usable CUDA GPU|cannot be"):
+            build_spec(cfg)
+        return
     spec = build_spec(cfg)
+    if group == "backend":
+        assert spec.backend == ("cpu" if option == "cpu" else nw.resolve_backend(option))
     if group == "method":
         assert spec.method == option
         # The conf's options are all valid options of the method.
@@ -125,6 +133,7 @@ def test_unknown_group_option_lists_the_valid_ones(compose):
         ("seed=-1", "seed must be an integer >= 0"),
         ("backend.name=tpu", "valid: auto, cpu, cuda"),
         ("backend.threads=0", "backend.threads must be null or an integer >= 1"),
+        ("backend.name=cuda method=hiwyn", "hiwyn.*has no CUDA kernel"),
         ("output.metrics_every=0", "output.metrics_every must be an integer >= 1"),
         ("method.name=bogus", "valid: .*particle"),
         ("+method.options.bogus=1", r"no option\(s\) \['bogus'\]"),
@@ -135,7 +144,7 @@ def test_unknown_group_option_lists_the_valid_ones(compose):
 )
 def test_bad_value_is_a_clear_config_error(compose, override, match):
     swirl = ("deform=swirl",) if "deform.params" in override else ()  # the swirl's params
-    cfg = compose(*swirl, override)
+    cfg = compose(*swirl, *override.split())
     with pytest.raises(ConfigError, match=match):
         build_spec(cfg)
 

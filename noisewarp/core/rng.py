@@ -55,6 +55,8 @@ __all__ = [
     "stream",
     "normal",
     "normal_pair",
+    "normal_with",
+    "ziggurat_tables",
     "fill_normals",
     "normals",
     "mix64",
@@ -309,11 +311,34 @@ def _half_normal(bits, h, gamma):
     Bits 0-8 index a 512-entry table of signed layer widths (layer and sign in
     one lookup); bits 9-31 are the abscissa, exact in float32.
     """
+    return _half_normal_with(bits, h, gamma, _ZIG_ACCEPT_SIGNED, _ZIG_WIDTH_SIGNED)
+
+
+@njit(inline="always")
+def _half_normal_with(bits, h, gamma, accept, width):
+    """``_half_normal`` with its two tables passed in (``ziggurat_tables``)."""
     idx = bits & 0x1FF
     u = bits >> 9
-    if u < _ZIG_ACCEPT_SIGNED[idx]:
-        return np.float64(np.float32(u) * _ZIG_WIDTH_SIGNED[idx])
+    if u < accept[idx]:
+        return np.float64(np.float32(u) * width[idx])
     return _normal_slow(h, gamma, idx & 0xFF, np.float64(u) * _ZIG_WIDTH32[idx & 0xFF])
+
+
+def ziggurat_tables() -> tuple[np.ndarray, np.ndarray]:
+    """The fast path's tables (signed acceptance bounds, signed widths), for
+    ``normal_with``: a GPU kernel reads them from global memory, where random
+    indices across a warp do not serialise as they do in constant memory."""
+    return _ZIG_ACCEPT_SIGNED, _ZIG_WIDTH_SIGNED
+
+
+@njit(inline="always")
+def normal_with(offset, gamma, counter, accept, width):
+    """``normal`` with the fast path's tables passed in; the same value."""
+    h = mix64(offset + ((counter >> np.uint64(1)) + np.uint64(1)) * gamma)
+    if counter & np.uint64(1):
+        return _half_normal_with(np.int64(h >> np.uint64(32)), h + np.uint64(1), gamma, accept,
+                                 width)  # fmt: skip
+    return _half_normal_with(np.int64(h & np.uint64(0xFFFFFFFF)), h, gamma, accept, width)
 
 
 @njit(inline="always")

@@ -87,6 +87,7 @@ from noisewarp.core.area import (
     ramp,
     strictly_convex,
 )
+from noisewarp.core.bridge import bridge_split
 from noisewarp.core.rng import fill_normals
 from noisewarp.cpu.diagnostics import conditional_buffers, target_summary
 from noisewarp.cpu.sort import scan_offsets
@@ -670,9 +671,7 @@ def _walk_row(i, noise, sources, areas, start, order, offset, gamma, row_span, e
                 for c in range(nc):
                     inc[e - e0, c] = resid[j, c]
         else:
-            r = max(left[j], a)
-            frac = a / r
-            sd = math.sqrt(frac * (r - a))
+            frac, sd, rest = bridge_split(a, left[j], 1.0)
             gbase = cursor[j] - g0
             for c in range(nc):
                 step = frac * resid[j, c] + sd * g[gbase + c]
@@ -680,7 +679,7 @@ def _walk_row(i, noise, sources, areas, start, order, offset, gamma, row_span, e
                 if own:
                     inc[e - e0, c] = step
             cursor[j] += nc
-            left[j] = r - a
+            left[j] = rest
         if own:
             scaled[e - e0] = a
 

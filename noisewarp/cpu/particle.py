@@ -43,23 +43,13 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from noisewarp.core.bridge import NEIGHBOURS, bilinear_weight, bridge_split, particle_in_reach
 from noisewarp.core.rng import fill_normals
 from noisewarp.cpu.diagnostics import conditional_buffers, target_summary
 from noisewarp.cpu.sort import counting_sort_into
 from noisewarp.cpu.workspace import workspace
 
 __all__ = ["particle_warp", "particle_record"]
-
-# Neighbour k of a target's cell floor(u) is floor(u) + (k >> 1, k & 1).
-NEIGHBOURS = 4
-
-
-@njit(inline="always")
-def _weight(fr, fc, k):
-    """Bilinear weight of neighbour k of a particle at fractional offset (fr, fc)."""
-    wr = fr if (k >> 1) else 1.0 - fr
-    wc = fc if (k & 1) else 1.0 - fc
-    return wr * wc
 
 
 @njit(cache=True)
@@ -83,15 +73,6 @@ def _cells(points, order, lo, hi):
     return col, frac
 
 
-@njit(inline="always")
-def _in_reach(ur, uc, height, width):
-    """Whether a particle at u = T(p) - 0.5 has a neighbour in the frame.
-
-    Compared as floats before any conversion: maps far outside the frame are valid.
-    """
-    return ur >= -1.0 and ur < height and uc >= -1.0 and uc < width
-
-
 @njit(parallel=True, nogil=True, cache=True)
 def _bin_rows(tmap, key, offset, gamma, out, cond_mean, cond_carried, row_stats):
     """Per target: floor(ur) + 1, the bucket of its cell row, or -1 and fresh noise
@@ -109,7 +90,7 @@ def _bin_rows(tmap, key, offset, gamma, out, cond_mean, cond_carried, row_stats)
             p = i * width + j
             ur = tmap[i, j, 0] - 0.5
             uc = tmap[i, j, 1] - 0.5
-            if _in_reach(ur, uc, height, width):
+            if particle_in_reach(ur, uc, height, width):
                 key[p] = np.int32(math.floor(ur)) + 1
             else:
                 key[p] = -1
@@ -171,7 +152,7 @@ def _claim_row(i, noise, start, offset, gamma, upper, lower, upper_col, upper_fr
             for dj in range(2):
                 j = cj + dj
                 k = 2 * di + dj
-                w = _weight(fr, fc, k)
+                w = bilinear_weight(fr, fc, k)
                 if w > 0.0 and j >= 0 and j < width:
                     total[j] += w
                     count[j] += 1
@@ -211,7 +192,7 @@ def _claim_row(i, noise, start, offset, gamma, upper, lower, upper_col, upper_fr
             for dj in range(2):
                 j = cj + dj
                 k = 2 * di + dj
-                w = _weight(fr, fc, k)
+                w = bilinear_weight(fr, fc, k)
                 if not (w > 0.0 and j >= 0 and j < width):
                     continue
                 base = k * stride
@@ -224,17 +205,14 @@ def _claim_row(i, noise, start, offset, gamma, upper, lower, upper_col, upper_fr
                         dest[row, base + c] = resid[j, c]
                 else:
                     dest[row, base + nc] = w * inv_total[j]
-                    # R >= w up to rounding; clamping keeps frac <= 1 and var >= 0.
-                    r = max(remaining[j], w)
-                    frac = w / r
-                    sd = math.sqrt(frac * (r - w) * inv_total[j])
+                    frac, sd, left = bridge_split(w, remaining[j], inv_total[j])
                     gbase = cursor[j]
                     for c in range(nc):
                         inc = frac * resid[j, c] + sd * g[gbase + c]
                         resid[j, c] -= inc
                         dest[row, base + c] = inc
                     cursor[j] = gbase + nc
-                    remaining[j] = r - w
+                    remaining[j] = left
     return unclaimed
 
 
@@ -422,7 +400,7 @@ def particle_warp(noise, tmap, bridge_stream, fresh_stream, nchunks, conditional
 
 
 def _weight_np(fr, fc, k):
-    """``_weight`` on arrays (same arithmetic, so the same doubles)."""
+    """``bilinear_weight`` on arrays (same arithmetic, so the same doubles)."""
     wr = fr if (k >> 1) else 1.0 - fr
     wc = fc if (k & 1) else 1.0 - fc
     return wr * wc

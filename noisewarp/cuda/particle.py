@@ -1,0 +1,447 @@
+"""Particle-based integral noise warping on the GPU (the CUDA twin of ``cpu/particle.py``).
+
+The same law, the same counters and the same piece order as the CPU driver, so one key
+gives the same frame on both backends to float32 rounding (docs/methods.md). Where the
+CPU sorts targets into rows and walks each row with one thread, the GPU bins targets
+into cells and gives each source its own thread:
+
+1. ``_bin_cells`` (per target): the cell floor(u) (with a one-cell border for u in
+   [-1, 0)), its fractional offsets, a count per cell; fresh noise for a particle
+   with no neighbour in the frame.
+2. An exclusive scan of the counts and a scatter of the targets into their cells;
+   ``_sort_cells`` orders each cell by target index (the integer atomics of the
+   scatter decide only positions that this sort then fixes: the result is
+   deterministic).
+3. ``_source_totals`` (per source q): merges the two cells of each neighbouring
+   cell row by target index, which is the CPU's piece order (bucket i + 1, then i;
+   targets by index), and sums W_q and the number of pieces.
+4. A scan of each source's normals (k - 1 per channel) gives its counters, the CPU's
+   i * 2 H W C + (the draws of the sources left of it in row i).
+5. ``_source_bridges`` walks each bridge in that order (``core.bridge.bridge_split``)
+   and writes the increment and a_pq of piece (p, k) into the slot owned by target p.
+6. ``_finish_targets`` (per target): Y_p = sum_k I_pk / sqrt(A_p), in k order, and
+   E[Y_p | X] when asked.
+
+No atomics enter a floating-point sum. The frame, the map, the cells and every
+scratch array stay on the device between frames (``ParticleWorkspace``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import cuda, float32, float64, int64
+
+from noisewarp.core.bridge import NEIGHBOURS, bilinear_weight, bridge_split, particle_in_reach
+from noisewarp.core.rng import normal_with, ziggurat_tables
+from noisewarp.cuda import config
+from noisewarp.cuda.arrays import blocks, exclusive_scan, zero
+
+__all__ = ["particle_warp", "ParticleWorkspace", "KERNELS"]
+
+MAX_CHANNELS = config.MAX_CHANNELS
+TABLE = 512  # entries of each ziggurat table (``core.rng.ziggurat_tables``)
+
+
+@cuda.jit(device=True)
+def _stage_tables(accept, width_table, accept_shared, width_shared):
+    """Copy the ziggurat's tables into the block's shared memory (the whole block calls
+    this before any thread returns): draws index them at random, which constant memory
+    would serialise across a warp."""
+    for t in range(cuda.threadIdx.x, TABLE, cuda.blockDim.x):
+        accept_shared[t] = accept[t]
+        width_shared[t] = width_table[t]
+    cuda.syncthreads()
+
+
+@cuda.jit
+def _bin_cells(tmap, cell, frac, count, fresh_offset, fresh_gamma, out, cond_mean,
+               cond_carried, accept, width_table):  # fmt: skip
+    """Per target p: its cell index (or -1 and fresh noise from counter (p, c))."""
+    zig_accept = cuda.shared.array(TABLE, int64)
+    zig_width = cuda.shared.array(TABLE, float32)
+    _stage_tables(accept, width_table, zig_accept, zig_width)
+    p = cuda.grid(1)
+    height, width, channels = out.shape
+    if p >= height * width:
+        return
+    i = p // width
+    j = p - i * width
+    ur = tmap[i, j, 0] - 0.5
+    uc = tmap[i, j, 1] - 0.5
+    if particle_in_reach(ur, uc, height, width):
+        fr = math.floor(ur)
+        fc = math.floor(uc)
+        c = (np.int64(fr) + 1) * (width + 1) + np.int64(fc) + 1
+        cell[p] = c
+        frac[p, 0] = ur - fr
+        frac[p, 1] = uc - fc
+        cuda.atomic.add(count, c, 1)
+    else:
+        cell[p] = -1
+        for ch in range(channels):
+            out[i, j, ch] = normal_with(fresh_offset, fresh_gamma, np.uint64(p * channels + ch),
+                                        zig_accept, zig_width)  # fmt: skip
+        if cond_carried.size:
+            for ch in range(channels):
+                cond_mean[p, ch] = 0.0
+            cond_carried[p] = 0.0
+
+
+@cuda.jit
+def _scatter(cell, cursor, order):
+    """Each binned target into a free position of its cell's range."""
+    p = cuda.grid(1)
+    if p < cell.size and cell[p] >= 0:
+        order[cuda.atomic.add(cursor, cell[p], 1)] = p
+
+
+@cuda.jit
+def _sort_cells(start, order):
+    """Insertion sort of each cell's targets by index (cells hold a few targets)."""
+    c = cuda.grid(1)
+    if c >= start.size - 1:
+        return
+    lo = start[c]
+    for e in range(lo + 1, start[c + 1]):
+        p = order[e]
+        f = e
+        while f > lo and order[f - 1] > p:
+            order[f] = order[f - 1]
+            f -= 1
+        order[f] = p
+
+
+@cuda.jit(device=True)
+def _next_piece(order, a, a_end, b, b_end):
+    """Whether the next piece comes from list a (else b): the lower target index."""
+    return b >= b_end or (a < a_end and order[a] < order[b])
+
+
+@cuda.jit
+def _source_totals(order, start, frac, width, channels, total, count, draws):
+    """Per source q: W_q and the number of pieces (summed in the CPU's piece order),
+    and the normals its bridge draws, (pieces - 1) per channel."""
+    q = cuda.grid(1)
+    if q >= total.size:
+        return
+    i = q // width
+    j = q - i * width
+    tot = 0.0
+    n = 0
+    for half in range(2):  # cell row i (neighbours k = 0, 1), then i - 1 (k = 2, 3)
+        base = (i + 1 - half) * (width + 1) + j
+        a = start[base + 1]
+        a_end = start[base + 2]
+        b = start[base]
+        b_end = start[base + 1]
+        while a < a_end or b < b_end:
+            if _next_piece(order, a, a_end, b, b_end):
+                p = order[a]
+                k = 2 * half
+                a += 1
+            else:
+                p = order[b]
+                k = 2 * half + 1
+                b += 1
+            w = bilinear_weight(frac[p, 0], frac[p, 1], k)
+            if w > 0.0:
+                tot += w
+                n += 1
+    total[q] = tot
+    count[q] = n
+    draws[q] = (n - 1) * channels if n > 1 else 0
+
+
+@cuda.jit
+def _source_bridges(noise, order, start, frac, total, count, cursor, offset, gamma, slots,
+                    accept, width_table):  # fmt: skip
+    """Per source q: walk its bridge piece by piece, in the order of ``_source_totals``,
+    into slot (p, k) of each piece: the increments per channel, then a_pq."""
+    zig_accept = cuda.shared.array(TABLE, int64)
+    zig_width = cuda.shared.array(TABLE, float32)
+    _stage_tables(accept, width_table, zig_accept, zig_width)
+    q = cuda.grid(1)
+    height, width, channels = noise.shape
+    if q >= height * width:
+        return
+    i = q // width
+    j = q - i * width
+    pieces = count[q]
+    if pieces == 0:
+        return
+    stride = channels + 1
+    tot = total[q]
+    inv_total = 1.0 / tot
+    resid = cuda.local.array(MAX_CHANNELS, float64)
+    for c in range(channels):
+        resid[c] = noise[i, j, c]
+    remaining = tot
+    counter = np.uint64(i) * np.uint64(2 * height * width * channels) + np.uint64(
+        cursor[q] - cursor[i * width]
+    )
+    for half in range(2):
+        base = (i + 1 - half) * (width + 1) + j
+        a = start[base + 1]
+        a_end = start[base + 2]
+        b = start[base]
+        b_end = start[base + 1]
+        while a < a_end or b < b_end:
+            if _next_piece(order, a, a_end, b, b_end):
+                p = order[a]
+                k = 2 * half
+                a += 1
+            else:
+                p = order[b]
+                k = 2 * half + 1
+                b += 1
+            w = bilinear_weight(frac[p, 0], frac[p, 1], k)
+            if not w > 0.0:
+                continue
+            slot = k * stride
+            pieces -= 1
+            if pieces == 0:
+                # The last piece closes the bridge; a source's only piece is x_q whole.
+                slots[p, slot + channels] = 1.0 if w == tot else w * inv_total
+                for c in range(channels):
+                    slots[p, slot + c] = resid[c]
+            else:
+                slots[p, slot + channels] = w * inv_total
+                share, sd, remaining = bridge_split(w, remaining, inv_total)
+                for c in range(channels):
+                    g = np.float32(
+                        normal_with(offset, gamma, counter + np.uint64(c), zig_accept, zig_width)
+                    )
+                    inc = share * resid[c] + sd * np.float64(g)
+                    resid[c] -= inc
+                    slots[p, slot + c] = inc
+                counter += np.uint64(channels)
+
+
+@cuda.jit
+def _finish_targets(noise, cell, frac, slots, fresh_offset, fresh_gamma, out, area_out,
+                    cond_mean, cond_carried, accept, width_table):  # fmt: skip
+    """Per binned target: Y_p = sum_k I_pk / sqrt(A_p) (fresh noise where A_p = 0), its
+    A_p, and E[Y_p | X] = sum_k a_pk x_q / sqrt(A_p) with sum_k a_pk^2 / A_p if asked."""
+    zig_accept = cuda.shared.array(TABLE, int64)
+    zig_width = cuda.shared.array(TABLE, float32)
+    _stage_tables(accept, width_table, zig_accept, zig_width)
+    p = cuda.grid(1)
+    height, width, channels = out.shape
+    if p >= height * width:
+        return
+    c_index = cell[p]
+    if c_index < 0:
+        area_out[p] = 0.0
+        return
+    i = p // width
+    j = p - i * width
+    cell_row = c_index // (width + 1) - 1
+    cell_col = c_index - (cell_row + 1) * (width + 1) - 1
+    fr = frac[p, 0]
+    fc = frac[p, 1]
+    stride = channels + 1
+    acc = cuda.local.array(MAX_CHANNELS, float64)
+    for c in range(channels):
+        acc[c] = 0.0
+    area = 0.0
+    for k in range(NEIGHBOURS):
+        row = cell_row + (k >> 1)
+        col = cell_col + (k & 1)
+        if row >= 0 and row < height and col >= 0 and col < width:
+            if bilinear_weight(fr, fc, k) > 0.0:
+                area += slots[p, k * stride + channels]
+                for c in range(channels):
+                    acc[c] += slots[p, k * stride + c]
+    area_out[p] = area
+    wanted = cond_carried.size > 0
+    if area > 0.0:
+        inv = 1.0 / math.sqrt(area)
+        for c in range(channels):
+            out[i, j, c] = acc[c] * inv
+        if wanted:
+            for c in range(channels):
+                acc[c] = 0.0
+            square = 0.0
+            for k in range(NEIGHBOURS):
+                row = cell_row + (k >> 1)
+                col = cell_col + (k & 1)
+                if row >= 0 and row < height and col >= 0 and col < width:
+                    if bilinear_weight(fr, fc, k) > 0.0:
+                        a = np.float64(slots[p, k * stride + channels])
+                        if a > 0.0:
+                            square += a * a
+                            for c in range(channels):
+                                acc[c] += a * noise[row, col, c]
+            for c in range(channels):
+                cond_mean[p, c] = acc[c] * inv
+            cond_carried[p] = square * inv * inv
+    else:
+        for c in range(channels):
+            out[i, j, c] = normal_with(fresh_offset, fresh_gamma, np.uint64(p * channels + c),
+                                       zig_accept, zig_width)  # fmt: skip
+        if wanted:
+            for c in range(channels):
+                cond_mean[p, c] = 0.0
+            cond_carried[p] = 0.0
+
+
+REDUCE = 128  # threads per block of ``_reduce_stats`` (its shared arrays' size)
+
+
+@cuda.jit
+def _reduce_stats(area, count, partial):
+    """Per block, over a fixed grid-stride share: fresh targets, min/sum/max A_p and
+    sources no particle requests. Fixed order, so the sums are deterministic."""
+    fresh = cuda.shared.array(REDUCE, float64)
+    low = cuda.shared.array(REDUCE, float64)
+    total = cuda.shared.array(REDUCE, float64)
+    high = cuda.shared.array(REDUCE, float64)
+    empty = cuda.shared.array(REDUCE, float64)
+    t = cuda.threadIdx.x
+    n_fresh = 0.0
+    lo = math.inf
+    s = 0.0
+    hi = 0.0
+    n_empty = 0.0
+    stride = cuda.gridsize(1)
+    for p in range(cuda.grid(1), area.size, stride):
+        a = area[p]
+        if a == 0.0:
+            n_fresh += 1.0
+        lo = min(lo, a)
+        hi = max(hi, a)
+        s += a
+        if count[p] == 0:
+            n_empty += 1.0
+    fresh[t] = n_fresh
+    low[t] = lo
+    total[t] = s
+    high[t] = hi
+    empty[t] = n_empty
+    cuda.syncthreads()
+    half = REDUCE // 2
+    while half > 0:
+        if t < half:
+            fresh[t] += fresh[t + half]
+            low[t] = min(low[t], low[t + half])
+            total[t] += total[t + half]
+            high[t] = max(high[t], high[t + half])
+            empty[t] += empty[t + half]
+        cuda.syncthreads()
+        half //= 2
+    if t == 0:
+        b = cuda.blockIdx.x
+        partial[b, 0] = fresh[0]
+        partial[b, 1] = low[0]
+        partial[b, 2] = total[0]
+        partial[b, 3] = high[0]
+        partial[b, 4] = empty[0]
+
+
+# Every kernel of this driver with a signature it is launched with, for
+# ``numba.cuda.compile_ptx`` checks (float32 frames, float64 maps).
+KERNELS = {
+    "_bin_cells": (_bin_cells, "(float64[:,:,::1], int64[::1], float64[:,::1], int64[::1], "
+                   "uint64, uint64, float32[:,:,::1], float32[:,::1], float32[::1], int64[::1], "
+                   "float32[::1])"),
+    "_scatter": (_scatter, "(int64[::1], int64[::1], int32[::1])"),
+    "_sort_cells": (_sort_cells, "(int64[::1], int32[::1])"),
+    "_source_totals": (_source_totals, "(int32[::1], int64[::1], float64[:,::1], int64, int64, "
+                       "float64[::1], int64[::1], int64[::1])"),
+    "_source_bridges": (_source_bridges, "(float32[:,:,::1], int32[::1], int64[::1], "
+                        "float64[:,::1], float64[::1], int64[::1], int64[::1], uint64, "
+                        "uint64, float32[:,::1], int64[::1], float32[::1])"),
+    "_finish_targets": (_finish_targets, "(float32[:,:,::1], int64[::1], float64[:,::1], "
+                        "float32[:,::1], uint64, uint64, float32[:,:,::1], float64[::1], "
+                        "float32[:,::1], float32[::1], int64[::1], float32[::1])"),
+    "_reduce_stats": (_reduce_stats, "(float64[::1], int64[::1], float64[:,::1])"),
+}  # fmt: skip
+
+
+class ParticleWorkspace:
+    """Device buffers of one frame size, kept across frames (cells, order, scans, slots)."""
+
+    def __init__(self, height: int, width: int, channels: int) -> None:
+        npix = height * width
+        ncells = (height + 1) * (width + 1)
+        self.shape = (height, width, channels)
+        self.cell = cuda.device_array(npix, np.int64)
+        self.frac = cuda.device_array((npix, 2), np.float64)
+        self.count = cuda.device_array(ncells + 1, np.int64)  # the last entry stays 0
+        self.start = cuda.device_array(ncells + 1, np.int64)
+        self.cursor = cuda.device_array(ncells + 1, np.int64)
+        self.order = cuda.device_array(max(npix, 1), np.int32)
+        self.total = cuda.device_array(npix, np.float64)
+        self.pieces = cuda.device_array(npix, np.int64)
+        self.draws = cuda.device_array(npix, np.int64)
+        self.draw_start = cuda.device_array(npix, np.int64)
+        self.slots = cuda.device_array((npix, NEIGHBOURS * (channels + 1)), np.float32)
+        self.area = cuda.device_array(npix, np.float64)
+        self.partial = cuda.device_array((config.REDUCE_BLOCKS, 5), np.float64)
+        self.no_conditional = (
+            cuda.device_array((0, channels), np.float32),
+            cuda.device_array(0, np.float32),
+        )
+        self.scan_scratch: tuple[list, list] = ([], [])  # one per scan size
+        self.tables = tuple(cuda.to_device(t) for t in ziggurat_tables())
+
+
+_workspaces: dict[tuple[int, int, int], ParticleWorkspace] = {}
+
+
+def workspace(height: int, width: int, channels: int) -> ParticleWorkspace:
+    """The device buffers for this frame size (only the latest size is kept)."""
+    key = (height, width, channels)
+    held = _workspaces.get(key)
+    if held is None:
+        _workspaces.clear()
+        held = _workspaces[key] = ParticleWorkspace(height, width, channels)
+    return held
+
+
+def particle_warp(noise, tmap, bridge_stream, fresh_stream, out=None, conditional=None):
+    """Warp one frame on the GPU. ``noise`` float32 [H, W, C] and ``tmap`` float64
+    [H, W, 2] are validated, C-contiguous device arrays; ``out`` (optional) receives the
+    frame; ``conditional`` is None or a pair of flat device buffers (mean [H*W, C],
+    carried [H*W]) to receive E[Y | X]. Returns ``(out, stats)`` with ``out`` on the
+    device and the same diagnostics as the CPU driver.
+    """
+    height, width, channels = noise.shape
+    if channels > MAX_CHANNELS:
+        raise ValueError(f"the CUDA kernels take at most {MAX_CHANNELS} channels, got {channels}")
+    ws = workspace(height, width, channels)
+    if out is None:
+        out = cuda.device_array((height, width, channels), np.float32)
+    cond_mean, cond_carried = conditional if conditional is not None else ws.no_conditional
+    npix = height * width
+    threads = config.THREADS
+    grid = blocks(npix, threads)
+    zero(ws.count)
+    _bin_cells[grid, threads](tmap, ws.cell, ws.frac, ws.count, *fresh_stream, out, cond_mean,
+                              cond_carried, *ws.tables)  # fmt: skip
+    exclusive_scan(ws.count, ws.start, ws.scan_scratch[0])
+    ws.cursor.copy_to_device(ws.start)
+    _scatter[grid, threads](ws.cell, ws.cursor, ws.order)
+    ncells = ws.count.size - 1
+    _sort_cells[blocks(ncells, threads), threads](ws.start, ws.order)
+    _source_totals[grid, threads](ws.order, ws.start, ws.frac, width, channels, ws.total,
+                                  ws.pieces, ws.draws)  # fmt: skip
+    exclusive_scan(ws.draws, ws.draw_start, ws.scan_scratch[1])
+    _source_bridges[grid, threads](noise, ws.order, ws.start, ws.frac, ws.total, ws.pieces,
+                                   ws.draw_start, *bridge_stream, ws.slots,
+                                   *ws.tables)  # fmt: skip
+    _finish_targets[grid, threads](noise, ws.cell, ws.frac, ws.slots, *fresh_stream, out,
+                                   ws.area, cond_mean, cond_carried, *ws.tables)  # fmt: skip
+    _reduce_stats[config.REDUCE_BLOCKS, REDUCE](ws.area, ws.pieces, ws.partial)
+    partial = ws.partial.copy_to_host()
+    stats = {
+        "fresh_pixels": int(partial[:, 0].sum()),
+        "area_min": float(partial[:, 1].min()),
+        "area_mean": float(partial[:, 2].sum() / npix),
+        "area_max": float(partial[:, 3].max()),
+        "overclaimed_sources": 0,
+        "unclaimed_sources": int(partial[:, 4].sum()),
+    }
+    return out, stats
