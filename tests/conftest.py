@@ -47,6 +47,19 @@ def compose_config(*overrides: str, output_dir: Path | str | None = None):
         return compose("config", overrides=[*extra, *overrides])
 
 
+@pytest.fixture(scope="session")
+def compose_any():
+    """:func:`compose_config` for fixtures of any scope (``from conftest import`` is
+    ambiguous: tests/cuda_sim has a conftest of its own)."""
+    return compose_config
+
+
+@pytest.fixture(scope="session")
+def user_jit_cache():
+    """The ``NUMBA_CACHE_DIR`` the user set before the tests, or None."""
+    return USER_JIT_CACHE
+
+
 @pytest.fixture
 def compose(tmp_path):
     """``compose(*overrides)``: a config whose outputs go to ``tmp_path / "run"``."""

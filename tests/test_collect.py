@@ -22,11 +22,10 @@ FLO = REPO / "noisewarp" / "data" / "swirl_forward_32x48.flo"
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
+def sweep(tmp_path_factory, compose_any):
     """grid and hiwyn (n = 2, 4) on rotate, particle on a forward .flo and on a one-field
     .npy stack asked for more frames than it has, and a job that failed: collected."""
-    from conftest import compose_config
-
+    compose_config = compose_any
     root = tmp_path_factory.mktemp("sweep")
     common = ("frames=3", "output.previews=false")
     runs = {

@@ -194,3 +194,12 @@ def test_resolved_config_is_stored_as_yaml(compose):
     spec = build_spec(compose("res=48"))
     stored = OmegaConf.create(spec.config_yaml)
     assert stored.res == 48 and stored.method.name == "particle"
+
+
+def test_a_flo_read_as_backward_flow_gets_a_warning(compose):
+    """.flo files are usually forward flow: read backward (the default), the run says so."""
+    flo = BUNDLED_CLIP.parent / "swirl_forward_32x48.flo"
+    backward = build_spec(compose("deform=flow", f"deform.path={flo}"))
+    assert any("read as a backward flow" in note for note in backward.warnings)
+    forward = build_spec(compose("deform=flow", f"deform.path={flo}", "deform.direction=forward"))
+    assert not any("backward" in note for note in forward.warnings)

@@ -156,7 +156,7 @@ def test_overlapped_outputs_equal_the_sequential_ones(compose, tmp_path):
     np.testing.assert_array_equal(
         read_frames(tmp_path / "plain" / "noise.h5"), read_frames(tmp_path / "over" / "noise.h5")
     )
-    names = ("mean", "ks_stat", "acf_row", "temporal_corr", "expected_carried_variance")
+    names = ("noise_mean", "ks_stat", "acf_row", "temporal_corr", "expected_carried_variance")
     with (
         xr.open_dataset(tmp_path / "plain" / "metrics.nc", engine="h5netcdf") as first,
         xr.open_dataset(tmp_path / "over" / "metrics.nc", engine="h5netcdf") as second,
