@@ -44,7 +44,9 @@ def test_cuda_kernels_under_the_simulator():
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
-    assert " passed" in result.stdout and "skipped" not in result.stdout
+    # Everything runs; only the torch test needs a real GPU.
+    skips = [line for line in result.stdout.splitlines() if line.startswith("SKIPPED")]
+    assert " passed" in result.stdout and all("real CUDA device" in line for line in skips)
 
 
 def _kernels():

@@ -20,10 +20,15 @@ __all__ = [
     "blocks",
     "zero",
     "exclusive_scan",
+    "row_scan",
+    "block_sum",
+    "block_min_max",
     "has_nonfinite",
 ]
 
 SCAN_TILE = config.SCAN_TILE
+SCAN_ITEMS = config.SCAN_ITEMS
+MAX_THREADS = config.MAX_THREADS
 
 
 def is_device_array(array) -> bool:
@@ -65,34 +70,77 @@ def zero(values) -> None:
     _zero[blocks(values.size, config.THREADS), config.THREADS](values)
 
 
-@cuda.jit
-def _scan_tiles(values, out, sums):
-    """Exclusive scan of each block's tile of ``values`` into ``out``; the tile's total
-    into ``sums[block]`` (Hillis-Steele in shared memory: fixed order, no atomics)."""
-    tile = cuda.shared.array(SCAN_TILE, int64)
+@cuda.jit(device=True)
+def _scan_block(shared, value):
+    """Exclusive scan of one value per thread across the block (every thread calls):
+    returns (this thread's prefix, the block's total). Hillis-Steele in shared memory:
+    a fixed order, no atomics."""
     t = cuda.threadIdx.x
-    i = cuda.blockIdx.x * SCAN_TILE + t
-    v = values[i] if i < values.size else 0
-    tile[t] = v
+    n = cuda.blockDim.x
+    shared[t] = value
     cuda.syncthreads()
     step = 1
-    while step < SCAN_TILE:
-        x = tile[t - step] if t >= step else 0
+    while step < n:
+        x = shared[t - step] if t >= step else 0
         cuda.syncthreads()
-        tile[t] += x
+        shared[t] += x
         cuda.syncthreads()
         step *= 2
-    if i < values.size:
-        out[i] = tile[t] - v
-    if t == SCAN_TILE - 1:
-        sums[cuda.blockIdx.x] = tile[t]
+    inclusive = shared[t]
+    total = shared[n - 1]
+    cuda.syncthreads()  # the caller may reuse ``shared``
+    return inclusive - value, total
+
+
+@cuda.jit(device=True)
+def _scan_run(values, out, base, first, stop, carry):
+    """Write the exclusive prefixes of ``values[base + first : base + stop]`` (at most
+    SCAN_ITEMS of them, this thread's run) starting from ``carry``."""
+    run = carry
+    for e in range(first, min(first + SCAN_ITEMS, stop)):
+        v = values[base + e]
+        out[base + e] = run
+        run += v
+
+
+@cuda.jit(device=True)
+def _run_sum(values, base, first, stop):
+    total = 0
+    for e in range(first, min(first + SCAN_ITEMS, stop)):
+        total += values[base + e]
+    return total
+
+
+@cuda.jit
+def _scan_tiles(values, out, sums):
+    """Exclusive scan of each block's tile (SCAN_ITEMS values per thread) of ``values``
+    into ``out``; the tile's total into ``sums[block]``."""
+    shared = cuda.shared.array(SCAN_TILE, int64)
+    first = (cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x) * SCAN_ITEMS
+    prefix, total = _scan_block(shared, _run_sum(values, 0, first, values.size))
+    _scan_run(values, out, 0, first, values.size, prefix)
+    if cuda.threadIdx.x == 0:
+        sums[cuda.blockIdx.x] = total
 
 
 @cuda.jit
 def _add_tile_offsets(out, offsets):
     i = cuda.grid(1)
     if i < out.size:
-        out[i] += offsets[i // SCAN_TILE]
+        out[i] += offsets[i // (SCAN_TILE * SCAN_ITEMS)]
+
+
+@cuda.jit
+def _scan_rows(values, out, width):
+    """Exclusive scan within each row of ``width`` values (one block per row)."""
+    shared = cuda.shared.array(SCAN_TILE, int64)
+    base = cuda.blockIdx.x * width
+    carry = 0
+    for tile in range(0, width, cuda.blockDim.x * SCAN_ITEMS):
+        first = tile + cuda.threadIdx.x * SCAN_ITEMS
+        prefix, total = _scan_block(shared, _run_sum(values, base, first, width))
+        _scan_run(values, out, base, first, width, carry + prefix)
+        carry += total
 
 
 def exclusive_scan(values, out, scratch: list) -> None:
@@ -101,27 +149,67 @@ def exclusive_scan(values, out, scratch: list) -> None:
     ``scratch`` is a list the caller keeps between calls: it holds the per-level tile
     sums, allocated on first use.
     """
+    tile = SCAN_TILE * SCAN_ITEMS
     level = 0
     pending = []
     while True:
-        n = values.size
-        nb = blocks(n, SCAN_TILE)
-        if len(scratch) <= level:
-            scratch.append((cuda.device_array(nb, np.int64), cuda.device_array(nb, np.int64)))
+        nb = blocks(values.size, tile)
+        if len(scratch) <= level or scratch[level][0].size != nb:
+            held = (cuda.device_array(nb, np.int64), cuda.device_array(nb, np.int64))
+            scratch[level:level + 1] = [held]  # fmt: skip
         sums, offsets = scratch[level]
-        if sums.size != nb:
-            sums, offsets = scratch[level] = (
-                cuda.device_array(nb, np.int64),
-                cuda.device_array(nb, np.int64),
-            )
         _scan_tiles[nb, SCAN_TILE](values, out, sums)
         if nb == 1:
             break
-        pending.append((out, offsets, nb))
+        pending.append((out, offsets))
         values, out = sums, offsets
         level += 1
-    for out, offsets, nb in reversed(pending):
-        _add_tile_offsets[nb, SCAN_TILE](out, offsets)
+    for out, offsets in reversed(pending):
+        _add_tile_offsets[blocks(out.size, config.THREADS), config.THREADS](out, offsets)
+
+
+def row_scan(values, out, width: int) -> None:
+    """``out`` = the exclusive prefix sums of ``values`` within each row of ``width``
+    (1-D int64 device arrays of rows * width values), in one launch."""
+    _scan_rows[values.size // width, SCAN_TILE](values, out, width)
+
+
+@cuda.jit(device=True)
+def block_sum(shared, value):
+    """The sum of one float64 per thread over the block, returned to every thread (every
+    thread calls; blockDim a power of two at most MAX_THREADS). Fixed tree order."""
+    t = cuda.threadIdx.x
+    shared[t] = value
+    cuda.syncthreads()
+    half = cuda.blockDim.x // 2
+    while half > 0:
+        if t < half:
+            shared[t] += shared[t + half]
+        cuda.syncthreads()
+        half //= 2
+    total = shared[0]
+    cuda.syncthreads()
+    return total
+
+
+@cuda.jit(device=True)
+def block_min_max(shared, low, high):
+    """(min of ``low``, max of ``high``) over the block, as ``block_sum``."""
+    t = cuda.threadIdx.x
+    n = cuda.blockDim.x
+    shared[t] = low
+    shared[n + t] = high
+    cuda.syncthreads()
+    half = n // 2
+    while half > 0:
+        if t < half:
+            shared[t] = min(shared[t], shared[t + half])
+            shared[n + t] = max(shared[n + t], shared[n + t + half])
+        cuda.syncthreads()
+        half //= 2
+    result = (shared[0], shared[n])
+    cuda.syncthreads()
+    return result
 
 
 @cuda.jit
@@ -158,6 +246,7 @@ KERNELS = {
     "_zero": (_zero, "(int64[::1],)"),
     "_scan_tiles": (_scan_tiles, "(int64[::1], int64[::1], int64[::1])"),
     "_add_tile_offsets": (_add_tile_offsets, "(int64[::1], int64[::1])"),
+    "_scan_rows": (_scan_rows, "(int64[::1], int64[::1], int64)"),
     "_nonfinite": (_nonfinite, "(float32[::1], int32[::1])"),
     "_nonfinite_map": (_nonfinite, "(float64[::1], int32[::1])"),
 }

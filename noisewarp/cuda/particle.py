@@ -15,8 +15,9 @@ into cells and gives each source its own thread:
 3. ``_source_totals`` (per source q): merges the two cells of each neighbouring
    cell row by target index, which is the CPU's piece order (bucket i + 1, then i;
    targets by index), and sums W_q and the number of pieces.
-4. A scan of each source's normals (k - 1 per channel) gives its counters, the CPU's
-   i * 2 H W C + (the draws of the sources left of it in row i).
+4. A scan of each source row's normals (k - 1 per channel for k pieces; one block per
+   row) gives its counters, the CPU's i * 2 H W C + (the draws of the sources left of
+   it in row i).
 5. ``_source_bridges`` walks each bridge in that order (``core.bridge.bridge_split``)
    and writes the increment and a_pq of piece (p, k) into the slot owned by target p.
 6. ``_finish_targets`` (per target): Y_p = sum_k I_pk / sqrt(A_p), in k order, and
@@ -36,11 +37,20 @@ from numba import cuda, float32, float64, int64
 from noisewarp.core.bridge import NEIGHBOURS, bilinear_weight, bridge_split, particle_in_reach
 from noisewarp.core.rng import normal_with, ziggurat_tables
 from noisewarp.cuda import config
-from noisewarp.cuda.arrays import blocks, exclusive_scan, zero
+from noisewarp.cuda.arrays import (
+    MAX_THREADS,
+    block_min_max,
+    block_sum,
+    blocks,
+    exclusive_scan,
+    row_scan,
+    zero,
+)
 
 __all__ = ["particle_warp", "ParticleWorkspace", "KERNELS"]
 
 MAX_CHANNELS = config.MAX_CHANNELS
+PAIR_THREADS = 2 * MAX_THREADS  # ``block_min_max`` keeps two values per thread
 TABLE = 512  # entries of each ziggurat table (``core.rng.ziggurat_tables``)
 
 
@@ -90,11 +100,13 @@ def _bin_cells(tmap, cell, frac, count, fresh_offset, fresh_gamma, out, cond_mea
 
 
 @cuda.jit
-def _scatter(cell, cursor, order):
-    """Each binned target into a free position of its cell's range."""
+def _scatter(cell, start, count, order):
+    """Each binned target into a free position of its cell's range, counting the cell
+    back down to zero (ready for the next frame)."""
     p = cuda.grid(1)
     if p < cell.size and cell[p] >= 0:
-        order[cuda.atomic.add(cursor, cell[p], 1)] = p
+        c = cell[p]
+        order[start[c] + cuda.atomic.sub(count, c, 1) - 1] = p
 
 
 @cuda.jit
@@ -120,12 +132,23 @@ def _next_piece(order, a, a_end, b, b_end):
 
 
 @cuda.jit
-def _source_totals(order, start, frac, width, channels, total, count, draws):
+def _source_totals(order, start, frac, width, channels, total, count, draws, partial):
     """Per source q: W_q and the number of pieces (summed in the CPU's piece order),
-    and the normals its bridge draws, (pieces - 1) per channel."""
+    and the normals its bridge draws, (pieces - 1) per channel; per block, the number
+    of sources no particle requests (``partial[block, 4]``)."""
+    shared = cuda.shared.array(MAX_THREADS, float64)
     q = cuda.grid(1)
-    if q >= total.size:
-        return
+    unclaimed = 0.0
+    if q < total.size:
+        pieces = _source_total(q, order, start, frac, width, channels, total, count, draws)
+        unclaimed = 1.0 if pieces == 0 else 0.0
+    empty = block_sum(shared, unclaimed)
+    if cuda.threadIdx.x == 0:
+        partial[cuda.blockIdx.x, 4] = empty
+
+
+@cuda.jit(device=True)
+def _source_total(q, order, start, frac, width, channels, total, count, draws):
     i = q // width
     j = q - i * width
     tot = 0.0
@@ -152,6 +175,7 @@ def _source_totals(order, start, frac, width, channels, total, count, draws):
     total[q] = tot
     count[q] = n
     draws[q] = (n - 1) * channels if n > 1 else 0
+    return n
 
 
 @cuda.jit
@@ -178,9 +202,7 @@ def _source_bridges(noise, order, start, frac, total, count, cursor, offset, gam
     for c in range(channels):
         resid[c] = noise[i, j, c]
     remaining = tot
-    counter = np.uint64(i) * np.uint64(2 * height * width * channels) + np.uint64(
-        cursor[q] - cursor[i * width]
-    )
+    counter = np.uint64(i) * np.uint64(2 * height * width * channels) + np.uint64(cursor[q])
     for half in range(2):
         base = (i + 1 - half) * (width + 1) + j
         a = start[base + 1]
@@ -220,21 +242,42 @@ def _source_bridges(noise, order, start, frac, total, count, cursor, offset, gam
 
 
 @cuda.jit
-def _finish_targets(noise, cell, frac, slots, fresh_offset, fresh_gamma, out, area_out,
-                    cond_mean, cond_carried, accept, width_table):  # fmt: skip
-    """Per binned target: Y_p = sum_k I_pk / sqrt(A_p) (fresh noise where A_p = 0), its
-    A_p, and E[Y_p | X] = sum_k a_pk x_q / sqrt(A_p) with sum_k a_pk^2 / A_p if asked."""
+def _finish_targets(noise, cell, frac, slots, fresh_offset, fresh_gamma, out, cond_mean,
+                    cond_carried, accept, width_table, partial):  # fmt: skip
+    """Per binned target: Y_p = sum_k I_pk / sqrt(A_p) (fresh noise where A_p = 0) and
+    E[Y_p | X] if asked; per block, (fresh targets, min, sum, max A_p) into ``partial``."""
     zig_accept = cuda.shared.array(TABLE, int64)
     zig_width = cuda.shared.array(TABLE, float32)
     _stage_tables(accept, width_table, zig_accept, zig_width)
+    shared = cuda.shared.array(PAIR_THREADS, float64)
     p = cuda.grid(1)
+    area = 0.0
+    fresh = 0.0
+    low = math.inf
+    if p < cell.size:
+        area = _finish_target(p, noise, cell, frac, slots, fresh_offset, fresh_gamma, out,
+                              cond_mean, cond_carried, zig_accept, zig_width)  # fmt: skip
+        fresh = 1.0 if area == 0.0 else 0.0
+        low = area
+    fresh = block_sum(shared, fresh)
+    area_sum = block_sum(shared, area)
+    low, high = block_min_max(shared, low, area)
+    if cuda.threadIdx.x == 0:
+        b = cuda.blockIdx.x
+        partial[b, 0] = fresh
+        partial[b, 1] = low
+        partial[b, 2] = area_sum
+        partial[b, 3] = high
+
+
+@cuda.jit(device=True)
+def _finish_target(p, noise, cell, frac, slots, fresh_offset, fresh_gamma, out, cond_mean,
+                   cond_carried, zig_accept, zig_width):  # fmt: skip
+    """Y_p and E[Y_p | X] of one target; returns A_p (0 for fresh noise)."""
     height, width, channels = out.shape
-    if p >= height * width:
-        return
     c_index = cell[p]
     if c_index < 0:
-        area_out[p] = 0.0
-        return
+        return 0.0  # no neighbour in the frame: ``_bin_cells`` drew its noise
     i = p // width
     j = p - i * width
     cell_row = c_index // (width + 1) - 1
@@ -254,7 +297,6 @@ def _finish_targets(noise, cell, frac, slots, fresh_offset, fresh_gamma, out, ar
                 area += slots[p, k * stride + channels]
                 for c in range(channels):
                     acc[c] += slots[p, k * stride + c]
-    area_out[p] = area
     wanted = cond_carried.size > 0
     if area > 0.0:
         inv = 1.0 / math.sqrt(area)
@@ -285,59 +327,7 @@ def _finish_targets(noise, cell, frac, slots, fresh_offset, fresh_gamma, out, ar
             for c in range(channels):
                 cond_mean[p, c] = 0.0
             cond_carried[p] = 0.0
-
-
-REDUCE = 128  # threads per block of ``_reduce_stats`` (its shared arrays' size)
-
-
-@cuda.jit
-def _reduce_stats(area, count, partial):
-    """Per block, over a fixed grid-stride share: fresh targets, min/sum/max A_p and
-    sources no particle requests. Fixed order, so the sums are deterministic."""
-    fresh = cuda.shared.array(REDUCE, float64)
-    low = cuda.shared.array(REDUCE, float64)
-    total = cuda.shared.array(REDUCE, float64)
-    high = cuda.shared.array(REDUCE, float64)
-    empty = cuda.shared.array(REDUCE, float64)
-    t = cuda.threadIdx.x
-    n_fresh = 0.0
-    lo = math.inf
-    s = 0.0
-    hi = 0.0
-    n_empty = 0.0
-    stride = cuda.gridsize(1)
-    for p in range(cuda.grid(1), area.size, stride):
-        a = area[p]
-        if a == 0.0:
-            n_fresh += 1.0
-        lo = min(lo, a)
-        hi = max(hi, a)
-        s += a
-        if count[p] == 0:
-            n_empty += 1.0
-    fresh[t] = n_fresh
-    low[t] = lo
-    total[t] = s
-    high[t] = hi
-    empty[t] = n_empty
-    cuda.syncthreads()
-    half = REDUCE // 2
-    while half > 0:
-        if t < half:
-            fresh[t] += fresh[t + half]
-            low[t] = min(low[t], low[t + half])
-            total[t] += total[t + half]
-            high[t] = max(high[t], high[t + half])
-            empty[t] += empty[t + half]
-        cuda.syncthreads()
-        half //= 2
-    if t == 0:
-        b = cuda.blockIdx.x
-        partial[b, 0] = fresh[0]
-        partial[b, 1] = low[0]
-        partial[b, 2] = total[0]
-        partial[b, 3] = high[0]
-        partial[b, 4] = empty[0]
+    return area
 
 
 # Every kernel of this driver with a signature it is launched with, for
@@ -346,17 +336,16 @@ KERNELS = {
     "_bin_cells": (_bin_cells, "(float64[:,:,::1], int64[::1], float64[:,::1], int64[::1], "
                    "uint64, uint64, float32[:,:,::1], float32[:,::1], float32[::1], int64[::1], "
                    "float32[::1])"),
-    "_scatter": (_scatter, "(int64[::1], int64[::1], int32[::1])"),
+    "_scatter": (_scatter, "(int64[::1], int64[::1], int64[::1], int32[::1])"),
     "_sort_cells": (_sort_cells, "(int64[::1], int32[::1])"),
     "_source_totals": (_source_totals, "(int32[::1], int64[::1], float64[:,::1], int64, int64, "
-                       "float64[::1], int64[::1], int64[::1])"),
+                       "float64[::1], int64[::1], int64[::1], float64[:,::1])"),
     "_source_bridges": (_source_bridges, "(float32[:,:,::1], int32[::1], int64[::1], "
                         "float64[:,::1], float64[::1], int64[::1], int64[::1], uint64, "
                         "uint64, float32[:,::1], int64[::1], float32[::1])"),
     "_finish_targets": (_finish_targets, "(float32[:,:,::1], int64[::1], float64[:,::1], "
-                        "float32[:,::1], uint64, uint64, float32[:,:,::1], float64[::1], "
-                        "float32[:,::1], float32[::1], int64[::1], float32[::1])"),
-    "_reduce_stats": (_reduce_stats, "(float64[::1], int64[::1], float64[:,::1])"),
+                        "float32[:,::1], uint64, uint64, float32[:,:,::1], float32[:,::1], "
+                        "float32[::1], int64[::1], float32[::1], float64[:,::1])"),
 }  # fmt: skip
 
 
@@ -369,22 +358,23 @@ class ParticleWorkspace:
         self.shape = (height, width, channels)
         self.cell = cuda.device_array(npix, np.int64)
         self.frac = cuda.device_array((npix, 2), np.float64)
-        self.count = cuda.device_array(ncells + 1, np.int64)  # the last entry stays 0
+        # Targets per cell; ``_scatter`` counts them back to zero for the next frame
+        # (``dirty`` marks a frame stopped in between). The last entry stays 0.
+        self.count = cuda.to_device(np.zeros(ncells + 1, dtype=np.int64))
+        self.dirty = False
         self.start = cuda.device_array(ncells + 1, np.int64)
-        self.cursor = cuda.device_array(ncells + 1, np.int64)
         self.order = cuda.device_array(max(npix, 1), np.int32)
         self.total = cuda.device_array(npix, np.float64)
         self.pieces = cuda.device_array(npix, np.int64)
         self.draws = cuda.device_array(npix, np.int64)
         self.draw_start = cuda.device_array(npix, np.int64)
         self.slots = cuda.device_array((npix, NEIGHBOURS * (channels + 1)), np.float32)
-        self.area = cuda.device_array(npix, np.float64)
-        self.partial = cuda.device_array((config.REDUCE_BLOCKS, 5), np.float64)
+        self.partial = cuda.device_array((0, 5), np.float64)  # per block of the launch
         self.no_conditional = (
             cuda.device_array((0, channels), np.float32),
             cuda.device_array(0, np.float32),
         )
-        self.scan_scratch: tuple[list, list] = ([], [])  # one per scan size
+        self.scan_scratch: list = []
         self.tables = tuple(cuda.to_device(t) for t in ziggurat_tables())
 
 
@@ -407,6 +397,9 @@ def particle_warp(noise, tmap, bridge_stream, fresh_stream, out=None, conditiona
     frame; ``conditional`` is None or a pair of flat device buffers (mean [H*W, C],
     carried [H*W]) to receive E[Y | X]. Returns ``(out, stats)`` with ``out`` on the
     device and the same diagnostics as the CPU driver.
+
+    Ten launches and one small copy back (the diagnostics): at 1024 x 1024 the time is
+    mostly their fixed cost (benchmarks/NOTES.md).
     """
     height, width, channels = noise.shape
     if channels > MAX_CHANNELS:
@@ -418,23 +411,27 @@ def particle_warp(noise, tmap, bridge_stream, fresh_stream, out=None, conditiona
     npix = height * width
     threads = config.THREADS
     grid = blocks(npix, threads)
-    zero(ws.count)
+    if ws.partial.shape[0] != grid:
+        ws.partial = cuda.device_array((grid, 5), np.float64)
+    if ws.dirty:
+        zero(ws.count)
+    ws.dirty = True
     _bin_cells[grid, threads](tmap, ws.cell, ws.frac, ws.count, *fresh_stream, out, cond_mean,
                               cond_carried, *ws.tables)  # fmt: skip
-    exclusive_scan(ws.count, ws.start, ws.scan_scratch[0])
-    ws.cursor.copy_to_device(ws.start)
-    _scatter[grid, threads](ws.cell, ws.cursor, ws.order)
+    exclusive_scan(ws.count, ws.start, ws.scan_scratch)
+    _scatter[grid, threads](ws.cell, ws.start, ws.count, ws.order)
+    ws.dirty = False
     ncells = ws.count.size - 1
     _sort_cells[blocks(ncells, threads), threads](ws.start, ws.order)
     _source_totals[grid, threads](ws.order, ws.start, ws.frac, width, channels, ws.total,
-                                  ws.pieces, ws.draws)  # fmt: skip
-    exclusive_scan(ws.draws, ws.draw_start, ws.scan_scratch[1])
+                                  ws.pieces, ws.draws, ws.partial)  # fmt: skip
+    row_scan(ws.draws, ws.draw_start, width)
     _source_bridges[grid, threads](noise, ws.order, ws.start, ws.frac, ws.total, ws.pieces,
                                    ws.draw_start, *bridge_stream, ws.slots,
                                    *ws.tables)  # fmt: skip
     _finish_targets[grid, threads](noise, ws.cell, ws.frac, ws.slots, *fresh_stream, out,
-                                   ws.area, cond_mean, cond_carried, *ws.tables)  # fmt: skip
-    _reduce_stats[config.REDUCE_BLOCKS, REDUCE](ws.area, ws.pieces, ws.partial)
+                                   cond_mean, cond_carried, *ws.tables,
+                                   ws.partial)  # fmt: skip
     partial = ws.partial.copy_to_host()
     stats = {
         "fresh_pixels": int(partial[:, 0].sum()),

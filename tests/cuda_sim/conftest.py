@@ -17,10 +17,9 @@ if not (SIMULATED or os.environ.get("NOISEWARP_CUDA_TESTS") == "1"):
 
 @pytest.fixture(autouse=True)
 def small_launches(monkeypatch):
-    from noisewarp.cuda import arrays, config, particle
+    from noisewarp.cuda import arrays, config
 
     monkeypatch.setattr(config, "THREADS", 32)
-    monkeypatch.setattr(config, "REDUCE_BLOCKS", 3)
     if SIMULATED:  # read at run time by simulated kernels; compiled in on a real GPU
         monkeypatch.setattr(arrays, "SCAN_TILE", 16)
-        monkeypatch.setattr(particle, "REDUCE", 16)
+        monkeypatch.setattr(arrays, "SCAN_ITEMS", 2)
