@@ -49,15 +49,8 @@ def compose_config(*overrides: str, output_dir: Path | str | None = None):
 
 @pytest.fixture(scope="session")
 def compose_any():
-    """:func:`compose_config` for fixtures of any scope (``from conftest import`` is
-    ambiguous: tests/cuda_sim has a conftest of its own)."""
+    """:func:`compose_config` for fixtures of any scope (module-scoped sweeps)."""
     return compose_config
-
-
-@pytest.fixture(scope="session")
-def user_jit_cache():
-    """The ``NUMBA_CACHE_DIR`` the user set before the tests, or None."""
-    return USER_JIT_CACHE
 
 
 @pytest.fixture

@@ -44,12 +44,13 @@ def test_keyed_dir_is_reused_and_old_digests_pruned(tmp_path, monkeypatch):
     assert kept == ["old2", "old3", "old4"]  # the three most recently used
 
 
-def test_tests_run_on_the_keyed_cache(user_jit_cache):
+def test_tests_run_on_the_keyed_cache():
     """conftest pointed numba at the directory of the current sources (unless the
     user chose one)."""
     import numba
+    from conftest import USER_JIT_CACHE
 
-    if user_jit_cache is not None:
+    if USER_JIT_CACHE is not None:
         pytest.skip("NUMBA_CACHE_DIR chosen by the user")
     expected = str(jitcache.keyed_cache_dir())
     assert os.environ.get("NUMBA_CACHE_DIR") == expected
