@@ -20,13 +20,16 @@ from omegaconf import DictConfig
 from noisewarp import experiment
 from noisewarp.config import ConfigError
 from noisewarp.io import StackError, StackMismatchError
+from noisewarp.motion import FlowFileError
 from noisewarp.status import SweepReport, cancelled_on_sigterm, write_status
+from noisewarp.video import VideoError
 
 __all__ = ["CONFIG_DIR", "main"]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "conf"
-# Errors whose message says everything: one line, not a traceback.
-USER_ERRORS = (ConfigError, StackError, StackMismatchError)
+# Errors in the user's config or inputs whose message says everything: one line, not a
+# traceback.
+USER_ERRORS = (ConfigError, StackError, StackMismatchError, FlowFileError, VideoError)
 
 log = logging.getLogger("run")
 

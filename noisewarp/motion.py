@@ -29,6 +29,7 @@ import numpy as np
 from noisewarp.warp import Geometry
 
 __all__ = [
+    "FlowFileError",
     "Step",
     "SyntheticMotion",
     "FlowMotion",
@@ -212,6 +213,10 @@ def open_flows(path, dataset: str = "flow") -> _FlowFields:
     return _FlowFields(path, dataset)
 
 
+class FlowFileError(ValueError):
+    """A flow file that cannot be used where the run reached it (a NaN or Inf field)."""
+
+
 class FlowMotion:
     """Optical flow from files; one field repeats at every step, a stack of T gives T steps."""
 
@@ -248,7 +253,7 @@ class FlowMotion:
         field = self.fields[index]
         if not np.isfinite(field).all():
             bad = int(field.size - np.count_nonzero(np.isfinite(field)))
-            raise ValueError(
+            raise FlowFileError(
                 f"flow {self.fields.where(index)} contains {bad} non-finite value(s) "
                 f"(NaN or Inf) at step {source_frame} -> {source_frame + 1}; the frames "
                 "before it are complete and resumable"

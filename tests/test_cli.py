@@ -105,3 +105,21 @@ def test_a_path_in_the_overrides_makes_one_folder(tmp_path):
     (run_dir,) = (tmp_path / "outputs" / "run").iterdir()
     assert "deform.path=" + str(flo).replace("/", "_") in run_dir.name
     assert (run_dir / "noise.h5").is_file() and (run_dir / ".hydra").is_dir()
+
+
+def test_a_nan_in_a_flow_file_is_one_line_naming_file_and_frame(run_py, tmp_path):
+    """The frames before the bad field are written and the rerun resumes after them."""
+    import numpy as np
+
+    from noisewarp.io import stack_attrs
+
+    flows = np.zeros((4, 16, 20, 2), np.float32)
+    flows[2, 3, 4, 0] = np.nan
+    np.save(tmp_path / "nan.npy", flows)
+    args = ("deform=flow", f"deform.path={tmp_path / 'nan.npy'}", "frames=5",
+            "output.previews=false", f"output.dir={tmp_path / 'run'}")  # fmt: skip
+    result = run_py(*args, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("noisewarp: error: flow ") and "nan.npy', frame 2" in line
+    assert stack_attrs(tmp_path / "run" / "noise.h5")["frames_written"] == 3
