@@ -24,8 +24,8 @@ source its own thread:
    (``core.bridge.bridge_split``), increments and rescaled areas into the entries.
 7. ``_finish_targets`` (per target): the increments in entry order, fresh noise for
    A_out, Y_p, and E[Y_p | X] as the CPU's ``_conditional_target``.
-8. ``_row_stats`` (per row): the CPU's per-row diagnostics, in the same order, reduced
-   on the host by the same ``target_summary``.
+8. ``_row_stats`` (a warp per row): the CPU's per-row diagnostics, in the same order,
+   reduced on the host by the same ``target_summary``.
 
 No atomics enter a floating-point sum. The record and every scratch array stay on the
 device between frames (``GridWorkspace``). NVVM contracts multiply-adds into FMAs, so
@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import cuda, float32, float64, int64
+from numba import cuda, float32, float64, int32, int64
 
 from noisewarp.core.bridge import bridge_split
 from noisewarp.core.quad import (
@@ -287,14 +287,24 @@ def _finish_targets(noise, offsets, sources, areas, inc, scaled, fresh_offset, f
             cond_carried[p] = 0.0
 
 
+WARP = 32
+ROW_WARPS = 4  # rows per block of ``_row_stats``, a warp each
+
+
 @cuda.jit
 def _row_stats(area, fresh, claimed, start, target_stats, source_stats):
     """Per row i, in pixel order as the CPU: ``target_stats[i]`` = (fresh targets, min,
-    sum, max A_p) and ``source_stats[i]`` = (over-claimed, unclaimed sources)."""
-    i = cuda.grid(1)
+    sum, max A_p) and ``source_stats[i]`` = (over-claimed, unclaimed sources).
+
+    A warp per row: its lanes stage 32 pixels at a time in shared memory (coalesced
+    loads) and lane 0 folds them in order, so the sum is the CPU's, without one thread
+    walking a whole row through global memory."""
+    tile_area = cuda.shared.array((ROW_WARPS, WARP), float64)
+    tile_flags = cuda.shared.array((ROW_WARPS, WARP), int32)
+    lane = cuda.threadIdx.x % WARP
+    w = cuda.threadIdx.x // WARP
+    i = cuda.blockIdx.x * ROW_WARPS + w
     height = target_stats.shape[0]
-    if i >= height:
-        return
     width = area.size // height
     n_fresh = 0.0
     low = math.inf
@@ -302,22 +312,35 @@ def _row_stats(area, fresh, claimed, start, target_stats, source_stats):
     high = 0.0
     over = 0
     empty = 0
-    for p in range(i * width, (i + 1) * width):
-        a = area[p]
-        n_fresh += fresh[p]
-        low = min(low, a)
-        total += a
-        high = max(high, a)
-        if overclaimed(claimed[p]):
-            over += 1
-        if start[p + 1] == start[p]:
-            empty += 1
-    target_stats[i, 0] = n_fresh
-    target_stats[i, 1] = low
-    target_stats[i, 2] = total
-    target_stats[i, 3] = high
-    source_stats[i, 0] = over
-    source_stats[i, 1] = empty
+    for base in range(0, width, WARP):  # the same trips for every thread of the block
+        p = i * width + base + lane
+        if i < height and base + lane < width:
+            tile_area[w, lane] = area[p]
+            flags = fresh[p]
+            if overclaimed(claimed[p]):
+                flags |= 2
+            if start[p + 1] == start[p]:
+                flags |= 4
+            tile_flags[w, lane] = flags
+        cuda.syncthreads()
+        if lane == 0 and i < height:
+            for k in range(min(WARP, width - base)):
+                a = tile_area[w, k]
+                flags = tile_flags[w, k]
+                n_fresh += flags & 1
+                low = min(low, a)
+                total += a
+                high = max(high, a)
+                over += (flags >> 1) & 1
+                empty += (flags >> 2) & 1
+        cuda.syncthreads()
+    if lane == 0 and i < height:
+        target_stats[i, 0] = n_fresh
+        target_stats[i, 1] = low
+        target_stats[i, 2] = total
+        target_stats[i, 3] = high
+        source_stats[i, 0] = over
+        source_stats[i, 1] = empty
 
 
 # Every kernel of this driver with a signature it is launched with, for
@@ -454,8 +477,9 @@ def grid_warp(noise, centres, corners, bridge_stream, fresh_stream, out=None, co
     _finish_targets[grid, threads](noise, ws.offsets, sources, areas, inc, scaled, *fresh_stream,
                                    out, ws.area, ws.fresh, cond_mean, cond_carried,
                                    *ws.tables)  # fmt: skip
-    _row_stats[blocks(height, threads), threads](ws.area, ws.fresh, ws.claimed, ws.start,
-                                                 ws.target_stats, ws.source_stats)  # fmt: skip
+    _row_stats[blocks(height, ROW_WARPS), ROW_WARPS * WARP](ws.area, ws.fresh, ws.claimed,
+                                                           ws.start, ws.target_stats,
+                                                           ws.source_stats)  # fmt: skip
     source_stats = ws.source_stats.copy_to_host()
     stats = {
         **target_summary(ws.target_stats.copy_to_host(), npix),

@@ -69,6 +69,17 @@ def test_same_frame_as_the_cpu(name):
         assert da.fresh_pixels == da.unclaimed_sources == H * W
 
 
+def test_rows_wider_than_a_warp():
+    """Rows of several 32-pixel tiles: the per-row diagnostics fold the tiles in pixel
+    order, as the CPU."""
+    noise = nw.initial_noise(3, 75, 2, seed=3)
+    (a, da, ca), (b, db, cb) = _both(noise, Rotate(degrees=31.0), nw.Key(4, 2))
+    _assert_same(b, a)
+    _assert_same(cb.carried, ca.carried)
+    _assert_same_diagnostics(db, da)
+    assert da.fresh_pixels > 0 and da.unclaimed_sources > 0
+
+
 def test_corners_interpolated_on_the_device():
     """A map given at the centres only: the device interpolates the corners as the CPU."""
     noise = nw.initial_noise(H, W, C, seed=6)
