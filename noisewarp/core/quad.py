@@ -1,21 +1,25 @@
-"""The grid method's per-quad code, shared by the CPU and CUDA drivers: one definition,
-two targets (docs: the "Backends" section of the methods notes, and ``core/bridge.py``).
+"""The grid method's scalar code, shared by the CPU and CUDA drivers: one definition, two
+targets (README, "GPU (numba.cuda)"; as ``core/bridge.py`` for particle).
 
 Target pixel p's quad is T at its four corners; these functions give its bounding box,
-its slot count in the partition record, and its entries (source cell, exact area
-a_pq > ``AREA_EPS``) from ``noisewarp.core.area``:
+its slot count in the partition record, its entries (source cell, exact area
+a_pq > ``AREA_EPS``) from ``noisewarp.core.area``, and, once the bridges are walked,
+its gathered increments and E[Y_p | X]:
 
 - ``small_quad``: the branch-free areas of a quad inside the frame, strictly convex and
   within 2 x 2 cells (the CPU runs it over a row in a loop that vectorises);
-- ``quad_entries``: the general slab loop, any quad.
+- ``quad_entries``: the general slab loop, any quad;
+- ``gather_target``, ``conditional_target``: a target's sums over its entries, in
+  entry order.
 
 The CPU picks ``small_quad``'s areas when its ``fast`` flag is set and the slab loop
 otherwise; the GPU makes the same choice per quad, so both write the same doubles.
 
 Scalar functions are ``njit(inline="always")`` (a CUDA kernel compiles the same
-Python). ``small_entries`` and ``quad_entries`` write into arrays and call no other
-function that takes an array, so their ``py_func`` also serves as a
-``cuda.jit(device=True)`` function (which numba's CUDA simulator runs as Python).
+Python). The functions that take arrays (``small_entries``, ``quad_entries``,
+``gather_target``, ``conditional_target``) call no other function that takes one, so
+their ``py_func`` also serves as a ``cuda.jit(device=True)`` function (which numba's
+CUDA simulator runs as Python: it cannot pass its arrays to compiled functions).
 Floors and ceilings of floats stay floats (``floor``, ``ceil``: ``llvm.floor.f64``
 and ``llvm.ceil.f64``, as ``np.floor`` on the CPU; numba.cuda has no ``np.floor``).
 """
@@ -60,6 +64,8 @@ __all__ = [
     "covered",
     "overclaimed",
     "check_sizes",
+    "gather_target",
+    "conditional_target",
 ]
 
 # S_q above 1 + OVERCLAIM_TOL is a fold-over (rounding of an exact tiling stays ~1e-15).
@@ -247,20 +253,14 @@ def small_quad(r0, c0, r1, c1, r2, c2, r3, c3, height, width):
 def small_entries(sources, areas, slot, width, row0, col0, x0, a00, a01, x1, a10, a11):
     """Write a ``small_quad``'s entries above ``AREA_EPS`` from ``slot`` on, cells in slab
     then column order; returns the next slot."""
-    row = np.int64(row0) * width
-    col = np.int64(col0 + x0)
-    for source, area in ((row + col, a00), (row + col + 1, a01)):
-        if area > AREA_EPS:
-            sources[slot] = source
-            areas[slot] = area
-            slot += 1
-    row += width
-    col = np.int64(col0 + x1)
-    for source, area in ((row + col, a10), (row + col + 1, a11)):
-        if area > AREA_EPS:
-            sources[slot] = source
-            areas[slot] = area
-            slot += 1
+    for slab, x, left, right in ((0, x0, a00, a01), (1, x1, a10, a11)):
+        row = (np.int64(row0) + slab) * width
+        col = np.int64(col0 + x)
+        for source, area in ((row + col, left), (row + col + 1, right)):
+            if area > AREA_EPS:
+                sources[slot] = source
+                areas[slot] = area
+                slot += 1
     return slot
 
 
@@ -338,3 +338,47 @@ def quad_entries(corners, i, j, height, width, sources, areas, slot):
         sources[first_slot] = OUT_SLOT
         areas[first_slot] = outside if outside > OUT_EPS * total else 0.0
     return slot
+
+
+@njit(inline="always")
+def gather_target(p, offsets, sources, areas, scaled, inc, e0, acc, nc):
+    """Sum target p's increments ``inc[e - e0]`` in entry order into ``acc[:nc]`` (``nc``
+    channels: a compile-time constant on the CPU, so the channel loops unroll); returns
+    (A_in, A_out): the sum of its (rescaled) areas ``scaled[e - e0]`` and its
+    out-of-frame area (slot ``OUT_SLOT``)."""
+    for c in range(nc):
+        acc[c] = 0.0
+    area_in = 0.0
+    outside = 0.0
+    for e in range(offsets[p], offsets[p + 1]):
+        q = sources[e]
+        if q < 0:
+            if q == OUT_SLOT:
+                outside = areas[e]
+            continue
+        area_in += scaled[e - e0]
+        for c in range(nc):
+            acc[c] += inc[e - e0, c]
+    return area_in, outside
+
+
+@njit(cache=True)
+def conditional_target(p, offsets, sources, scaled, e0, source_flat, inv, cond_mean,
+                       cond_carried, mean):  # fmt: skip
+    """E[Y_p | X] and sum_q a_pq^2 / A_p of one gathered target from its entries
+    (``mean`` is scratch of at least C = ``source_flat.shape[1]``; A_out adds to A_p
+    only, through ``inv`` = 1 / sqrt(A_p))."""
+    nc = source_flat.shape[1]
+    for c in range(nc):
+        mean[c] = 0.0
+    square = 0.0
+    for e in range(offsets[p], offsets[p + 1]):
+        q = sources[e]
+        if q >= 0:
+            area = scaled[e - e0]
+            square += area * area
+            for c in range(nc):
+                mean[c] += area * source_flat[q, c]
+    for c in range(nc):
+        cond_mean[p, c] = mean[c] * inv
+    cond_carried[p] = square * inv * inv

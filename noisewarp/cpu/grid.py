@@ -82,7 +82,9 @@ from noisewarp.core.quad import (
     box,
     cell_count,
     check_sizes,
+    conditional_target,
     covered,
+    gather_target,
     inside,
     overclaimed,
     quad_entries,
@@ -473,26 +475,6 @@ def _walk_row(i, noise, sources, areas, start, order, offset, gamma, row_span, e
             scaled[e - e0] = a
 
 
-@njit(cache=True)
-def _conditional_target(p, offsets, sources, scaled, e0, source_flat, inv, cond_mean,
-                        cond_carried, mean):  # fmt: skip
-    """E[Y_p | X] and sum_q a_pq^2 / A_p of one gathered target from its entries
-    (``mean`` is scratch of length C; A_out adds to A_p only, through ``inv``)."""
-    nc = mean.size
-    mean[:] = 0.0
-    square = 0.0
-    for e in range(offsets[p], offsets[p + 1]):
-        q = sources[e]
-        if q >= 0:
-            area = scaled[e - e0]
-            square += area * area
-            for c in range(nc):
-                mean[c] += area * source_flat[q, c]
-    for c in range(nc):
-        cond_mean[p, c] = mean[c] * inv
-    cond_carried[p] = square * inv * inv
-
-
 @njit(parallel=True, nogil=True, cache=True)
 def _warp_chunks(noise, offsets, sources, areas, start, order, bridge_offset, bridge_gamma,
                  fresh_offset, fresh_gamma, chunk_pixels, rows, owner, inc_buf, scaled_buf, out,
@@ -547,19 +529,8 @@ def _warp_chunks(noise, offsets, sources, areas, start, order, bridge_offset, br
             stats[2] = 0.0
             stats[3] = 0.0
             for p in range(i * width, (i + 1) * width):
-                for c in range(nc):
-                    acc[c] = 0.0
-                area_in = 0.0
-                outside = 0.0
-                for e in range(offsets[p], offsets[p + 1]):
-                    q = sources[e]
-                    if q < 0:
-                        if q == OUT_SLOT:
-                            outside = areas[e]
-                        continue
-                    area_in += scaled[e - e0]
-                    for c in range(nc):
-                        acc[c] += inc[e - e0, c]
+                area_in, outside = gather_target(p, offsets, sources, areas, scaled, inc, e0,
+                                                 acc, nc)  # fmt: skip
                 total = area_in + outside
                 fresh_base = np.uint64(p) * np.uint64(nc)
                 if area_in > 0.0:
@@ -572,7 +543,7 @@ def _warp_chunks(noise, offsets, sources, areas, start, order, bridge_offset, br
                     for c in range(nc):
                         flat[p, c] = acc[c] * inv
                     if wanted:
-                        _conditional_target(p, offsets, sources, scaled, e0, source_flat, inv,
+                        conditional_target(p, offsets, sources, scaled, e0, source_flat, inv,
                                             cond_mean, cond_carried, acc)  # fmt: skip
                 else:
                     stats[0] += 1.0

@@ -42,11 +42,12 @@ from numba import cuda, float32, float64, int32, int64
 
 from noisewarp.core.bridge import bridge_split
 from noisewarp.core.quad import (
-    OUT_SLOT,
     box,
     cell_count,
     check_sizes,
+    conditional_target,
     covered,
+    gather_target,
     inside,
     overclaimed,
     quad_entries,
@@ -58,16 +59,20 @@ from noisewarp.cpu.diagnostics import target_summary
 from noisewarp.cuda import config
 from noisewarp.cuda.arrays import blocks, exclusive_scan, is_device_array, zero
 from noisewarp.cuda.particle import TABLE, _scatter, _sort_cells, _stage_tables
-from noisewarp.flow import _corner_stencil
+from noisewarp.flow import corner_point
 
 __all__ = ["grid_warp", "GridWorkspace", "KERNELS"]
 
 MAX_CHANNELS = config.MAX_CHANNELS
 HEADROOM = 1.125  # room added when the record grows (as ``cpu.workspace.grow``)
 
-# The record writers as device functions (numba's simulator runs their Python).
+# The shared functions that take arrays, as device functions (numba's simulator runs
+# their Python).
 _quad_entries = cuda.jit(device=True)(quad_entries.py_func)
 _small_entries = cuda.jit(device=True)(small_entries.py_func)
+_gather_target = cuda.jit(device=True)(gather_target.py_func)
+_conditional_target = cuda.jit(device=True)(conditional_target.py_func)
+_corner_point = cuda.jit(device=True)(corner_point.py_func)
 
 
 @cuda.jit(device=True)
@@ -84,19 +89,10 @@ def _corners(corners, i, j):
 def _corner_map(centres, corners):
     """T at the pixel corners from T at the centres, as ``flow.corner_map_from_centres``."""
     k = cuda.grid(1)
-    height, width = centres.shape[0], centres.shape[1]
-    if k >= (height + 1) * (width + 1):
-        return
-    i = k // (width + 1)
-    j = k - i * (width + 1)
-    i0, i1, wr, shift_row = _corner_stencil(height, i)
-    j0, j1, wc, shift_col = _corner_stencil(width, j)
-    for c in range(2):
-        top = centres[i0, j0, c] * (1.0 - wc) + centres[i0, j1, c] * wc
-        bottom = centres[i1, j0, c] * (1.0 - wc) + centres[i1, j1, c] * wc
-        corners[i, j, c] = top * (1.0 - wr) + bottom * wr
-    corners[i, j, 0] += shift_row
-    corners[i, j, 1] += shift_col
+    width = centres.shape[1]
+    if k < corners.shape[0] * (width + 1):
+        i = k // (width + 1)
+        _corner_point(centres, i, k - i * (width + 1), corners)
 
 
 @cuda.jit
@@ -217,8 +213,9 @@ def _source_bridges(noise, order, start, areas, claimed, cursor, row_span, offse
 
 
 @cuda.jit
-def _finish_targets(noise, offsets, sources, areas, inc, scaled, fresh_offset, fresh_gamma,
-                    out, area, fresh, cond_mean, cond_carried, accept, width_table):  # fmt: skip
+def _finish_targets(source_flat, offsets, sources, areas, inc, scaled, fresh_offset,
+                    fresh_gamma, out, area, fresh, cond_mean, cond_carried, accept,
+                    width_table):  # fmt: skip
     """Per target p: Y_p = (sum_q I_pq + sqrt(A_out) xi_p) / sqrt(A_in + A_out), summed in
     entry order (xi_p alone where A_in = 0), A_p into ``area[p]``, whether it is fresh,
     and E[Y_p | X] = sum_q a_pq x_q / sqrt(A_p) with sum_q a_pq^2 / A_p if asked."""
@@ -232,19 +229,7 @@ def _finish_targets(noise, offsets, sources, areas, inc, scaled, fresh_offset, f
     i = p // width
     j = p - i * width
     acc = cuda.local.array(MAX_CHANNELS, float64)
-    for c in range(channels):
-        acc[c] = 0.0
-    area_in = 0.0
-    outside = 0.0
-    for e in range(offsets[p], offsets[p + 1]):
-        q = sources[e]
-        if q < 0:
-            if q == OUT_SLOT:
-                outside = areas[e]
-            continue
-        area_in += scaled[e]
-        for c in range(channels):
-            acc[c] += inc[e, c]
+    area_in, outside = _gather_target(p, offsets, sources, areas, scaled, inc, 0, acc, channels)
     total = area_in + outside
     area[p] = total
     fresh_base = np.uint64(p) * np.uint64(channels)
@@ -261,21 +246,8 @@ def _finish_targets(noise, offsets, sources, areas, inc, scaled, fresh_offset, f
         for c in range(channels):
             out[i, j, c] = acc[c] * inv
         if wanted:
-            for c in range(channels):
-                acc[c] = 0.0
-            square = 0.0
-            for e in range(offsets[p], offsets[p + 1]):
-                q = sources[e]
-                if q >= 0:
-                    a = scaled[e]
-                    square += a * a
-                    qi = q // width
-                    qj = q - qi * width
-                    for c in range(channels):
-                        acc[c] += a * noise[qi, qj, c]
-            for c in range(channels):
-                cond_mean[p, c] = acc[c] * inv
-            cond_carried[p] = square * inv * inv
+            _conditional_target(p, offsets, sources, scaled, 0, source_flat, inv, cond_mean,
+                                cond_carried, acc)  # fmt: skip
     else:
         fresh[p] = 1
         for c in range(channels):
@@ -355,7 +327,7 @@ KERNELS = {
     "_source_bridges": (_source_bridges, "(float32[:,:,::1], int32[::1], int64[::1], "
                         "float64[::1], float64[::1], int64[::1], uint64, uint64, uint64, "
                         "float32[:,::1], float64[::1], int64[::1], float32[::1])"),
-    "_finish_targets": (_finish_targets, "(float32[:,:,::1], int64[::1], int32[::1], "
+    "_finish_targets": (_finish_targets, "(float32[:,::1], int64[::1], int32[::1], "
                         "float64[::1], float32[:,::1], float64[::1], uint64, uint64, "
                         "float32[:,:,::1], float64[::1], int32[::1], float32[:,::1], "
                         "float32[::1], int64[::1], float32[::1])"),
@@ -474,9 +446,10 @@ def grid_warp(noise, centres, corners, bridge_stream, fresh_stream, out=None, co
     _source_bridges[grid, threads](noise, order, ws.start, areas, ws.claimed, ws.draw_start,
                                    row_span, *bridge_stream, inc, scaled,
                                    *ws.tables)  # fmt: skip
-    _finish_targets[grid, threads](noise, ws.offsets, sources, areas, inc, scaled, *fresh_stream,
-                                   out, ws.area, ws.fresh, cond_mean, cond_carried,
-                                   *ws.tables)  # fmt: skip
+    source_flat = noise.reshape(npix, channels)
+    _finish_targets[grid, threads](source_flat, ws.offsets, sources, areas, inc, scaled,
+                                   *fresh_stream, out, ws.area, ws.fresh, cond_mean,
+                                   cond_carried, *ws.tables)  # fmt: skip
     _row_stats[blocks(height, ROW_WARPS), ROW_WARPS * WARP](ws.area, ws.fresh, ws.claimed,
                                                            ws.start, ws.target_stats,
                                                            ws.source_stats)  # fmt: skip
