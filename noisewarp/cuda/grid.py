@@ -1,9 +1,9 @@
 """Grid-based integral noise warping on the GPU (the CUDA twin of ``cpu/grid.py``).
 
 The same record, the same areas, the same piece order and the same counters as the CPU
-driver, so one key gives the same frame on both backends (docs/methods.md). Where the
-CPU walks source rows in chunks of target rows, the GPU gives each target and each
-source its own thread:
+driver, so one key gives the same frame on both backends (README, "GPU (numba.cuda)").
+Where the CPU walks source rows in chunks of target rows, the GPU gives each target and
+each source its own thread:
 
 1. ``_bounds`` (per target): its quad's bounding-box slot count (plus one for A_out if
    the box leaves the frame), the CPU's; an exclusive scan gives every target its
@@ -23,7 +23,8 @@ source its own thread:
 6. ``_source_bridges`` (per source): over-claim rescale, then the bridge walk
    (``core.bridge.bridge_split``), increments and rescaled areas into the entries.
 7. ``_finish_targets`` (per target): the increments in entry order, fresh noise for
-   A_out, Y_p, and E[Y_p | X] as the CPU's ``_conditional_target``.
+   A_out, Y_p, and E[Y_p | X] (``core.quad.gather_target`` and ``conditional_target``,
+   the CPU's own).
 8. ``_row_stats`` (a warp per row): the CPU's per-row diagnostics, in the same order,
    reduced on the host by the same ``target_summary``.
 
