@@ -105,7 +105,7 @@ def _stage_times(cuda, module, names, call, repeats: int) -> dict[str, float]:
 
 
 PARTICLE_STAGES = ["_bin_cells", "_scatter", "_sort_cells", "_source_totals", "_source_bridges",
-                   "_finish_targets", "_reduce_stats"]  # fmt: skip
+                   "_finish_targets"]  # fmt: skip
 GRID_STAGES = ["_corner_map", "_bounds", "_fill", "_scatter", "_sort_cells", "_source_totals",
                "_source_bridges", "_finish_targets", "_row_stats"]  # fmt: skip
 

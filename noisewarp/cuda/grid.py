@@ -12,14 +12,15 @@ each source its own thread:
    branch-free areas of ``small_quad`` when its ``fast`` flag is set, the general slab
    loop (``quad_entries``) otherwise, the CPU's choice quad by quad; unused slots -1.
    It counts each source's entries (integer atomics).
-3. A scan of the counts and a scatter of the entries into per-source buckets, each
-   sorted by entry index (``cuda.particle``'s bucket kernels): the CPU's stable sort,
-   so a source's pieces come in entry order.
+3. A scan of the counts and a scatter of the entries into per-source buckets (which
+   counts them back to zero for the next frame), each sorted by entry index
+   (``cuda.particle``'s bucket kernels): the CPU's stable sort, so a source's pieces
+   come in entry order.
 4. ``_source_totals`` (per source): S_q summed in that order and the normals its
    bridge draws: k - 1 per channel for a covered source (S_q >= 1 - REST_EPS, or
    over-claimed), k when the unclaimed remainder is the undrawn last stretch.
-5. A scan of the draws gives each source its counters, the CPU's i * E * C + (the
-   draws of the sources left of it in row i).
+5. A scan of each source row's draws (one block per row) gives each source its
+   counters, the CPU's i * E * C + (the draws of the sources left of it in row i).
 6. ``_source_bridges`` (per source): over-claim rescale, then the bridge walk
    (``core.bridge.bridge_split``), increments and rescaled areas into the entries.
 7. ``_finish_targets`` (per target): the increments in entry order, fresh noise for
@@ -58,7 +59,7 @@ from noisewarp.core.quad import (
 from noisewarp.core.rng import normal_with, ziggurat_tables
 from noisewarp.cpu.diagnostics import target_summary
 from noisewarp.cuda import config
-from noisewarp.cuda.arrays import blocks, exclusive_scan, is_device_array, zero
+from noisewarp.cuda.arrays import blocks, exclusive_scan, is_device_array, row_scan, zero
 from noisewarp.cuda.particle import TABLE, _scatter, _sort_cells, _stage_tables
 from noisewarp.flow import corner_point
 
@@ -169,7 +170,8 @@ def _source_bridges(noise, order, start, areas, claimed, cursor, row_span, offse
                     scaled, accept, width_table):  # fmt: skip
     """Per source q: walk its bridge over its entries in entry order, as the CPU's
     ``_walk_row``; ``inc[e]`` receives the increments of entry e, ``scaled[e]`` its
-    (over-claim rescaled) area. Counters: i * E * C + (the row's draws before q)."""
+    (over-claim rescaled) area. Counters: i * E * C + (the row's draws before q,
+    ``cursor[q]``)."""
     zig_accept = cuda.shared.array(TABLE, int64)
     zig_width = cuda.shared.array(TABLE, float32)
     _stage_tables(accept, width_table, zig_accept, zig_width)
@@ -191,7 +193,7 @@ def _source_bridges(noise, order, start, areas, claimed, cursor, row_span, offse
     for c in range(channels):
         resid[c] = noise[i, j, c]
     left = 1.0
-    counter = np.uint64(i) * row_span + np.uint64(cursor[q] - cursor[i * width])
+    counter = np.uint64(i) * row_span + np.uint64(cursor[q])
     for t in range(n):
         e = order[first + t]
         a = areas[e] * scale
@@ -322,7 +324,7 @@ KERNELS = {
     "_corner_map": (_corner_map, "(float64[:,:,::1], float64[:,:,::1])"),
     "_bounds": (_bounds, "(float64[:,:,::1], int64[::1])"),
     "_fill": (_fill, "(float64[:,:,::1], int64[::1], int32[::1], float64[::1], int64[::1])"),
-    "_scatter_entries": (_scatter, "(int32[::1], int64[::1], int32[::1])"),
+    "_scatter_entries": (_scatter, "(int32[::1], int64[::1], int64[::1], int32[::1])"),
     "_source_totals": (_source_totals, "(int32[::1], int64[::1], float64[::1], int64, "
                        "float64[::1], int64[::1])"),
     "_source_bridges": (_source_bridges, "(float32[:,:,::1], int32[::1], int64[::1], "
@@ -348,8 +350,8 @@ class GridWorkspace:
         self.slots = cuda.device_array(npix + 1, np.int64)
         self.offsets = cuda.device_array(npix + 1, np.int64)
         self.count = cuda.device_array(npix + 1, np.int64)  # the last entry stays 0
+        self.dirty = True  # ``count`` is not all zero (a new one, or a frame cut short)
         self.start = cuda.device_array(npix + 1, np.int64)
-        self.cursor = cuda.device_array(npix + 1, np.int64)
         self.claimed = cuda.device_array(npix, np.float64)
         self.draws = cuda.device_array(npix, np.int64)
         self.draw_start = cuda.device_array(npix, np.int64)
@@ -361,7 +363,7 @@ class GridWorkspace:
             cuda.device_array((0, channels), np.float32),
             cuda.device_array(0, np.float32),
         )
-        self.scan_scratch: tuple[list, list, list] = ([], [], [])  # one per scan
+        self.scan_scratch: list = []  # both scans are of H*W + 1 values
         self.tables = tuple(cuda.to_device(t) for t in ziggurat_tables())
         self.capacity = 0
         self._record: tuple = ()
@@ -431,18 +433,20 @@ def grid_warp(noise, centres, corners, bridge_stream, fresh_stream, out=None, co
         ws.corners.copy_to_device(np.ascontiguousarray(corners, dtype=np.float64))
         corners = ws.corners
     _bounds[blocks(npix + 1, threads), threads](corners, ws.slots)
-    exclusive_scan(ws.slots, ws.offsets, ws.scan_scratch[0])
+    exclusive_scan(ws.slots, ws.offsets, ws.scan_scratch)
     entries = int(ws.offsets[npix : npix + 1].copy_to_host()[0])
     check_sizes(height, width, entries)
     sources, areas, order, inc, scaled = ws.record(entries)
-    zero(ws.count)
+    if ws.dirty:
+        zero(ws.count)
+    ws.dirty = True
     _fill[grid, threads](corners, ws.offsets, sources, areas, ws.count)
-    exclusive_scan(ws.count, ws.start, ws.scan_scratch[1])
-    ws.cursor.copy_to_device(ws.start)
-    _scatter[blocks(entries, threads), threads](sources, ws.cursor, order)
+    exclusive_scan(ws.count, ws.start, ws.scan_scratch)
+    _scatter[blocks(entries, threads), threads](sources, ws.start, ws.count, order)
+    ws.dirty = False
     _sort_cells[grid, threads](ws.start, order)
     _source_totals[grid, threads](order, ws.start, areas, channels, ws.claimed, ws.draws)
-    exclusive_scan(ws.draws, ws.draw_start, ws.scan_scratch[2])
+    row_scan(ws.draws, ws.draw_start, width)
     row_span = np.uint64(entries * channels)  # the CPU's: more than any source row draws
     _source_bridges[grid, threads](noise, order, ws.start, areas, ws.claimed, ws.draw_start,
                                    row_span, *bridge_stream, inc, scaled,
