@@ -219,20 +219,28 @@ def _corner_stencil(size, corner):
     return k0, k0 + 1, corner - 0.5 - k0, 0.0
 
 
+@njit(inline="always")
+def corner_point(centres, i, j, out):
+    """``out[i, j]`` = T at corner (i, j), interpolated from the centres around it. It
+    calls no function that takes an array, so its ``py_func`` also serves as a CUDA
+    device function (``noisewarp.cuda.grid``)."""
+    i0, i1, wr, shift_row = _corner_stencil(centres.shape[0], i)
+    j0, j1, wc, shift_col = _corner_stencil(centres.shape[1], j)
+    for c in range(2):
+        top = centres[i0, j0, c] * (1.0 - wc) + centres[i0, j1, c] * wc
+        bottom = centres[i1, j0, c] * (1.0 - wc) + centres[i1, j1, c] * wc
+        out[i, j, c] = top * (1.0 - wr) + bottom * wr
+    out[i, j, 0] += shift_row
+    out[i, j, 1] += shift_col
+
+
 @njit(parallel=True, cache=True)
 def _corner_kernel(centres):
     height, width, _ = centres.shape
     out = np.empty((height + 1, width + 1, 2))
     for i in prange(height + 1):
-        i0, i1, wr, shift_row = _corner_stencil(height, i)
         for j in range(width + 1):
-            j0, j1, wc, shift_col = _corner_stencil(width, j)
-            for c in range(2):
-                top = centres[i0, j0, c] * (1.0 - wc) + centres[i0, j1, c] * wc
-                bottom = centres[i1, j0, c] * (1.0 - wc) + centres[i1, j1, c] * wc
-                out[i, j, c] = top * (1.0 - wr) + bottom * wr
-            out[i, j, 0] += shift_row
-            out[i, j, 1] += shift_col
+            corner_point(centres, i, j, out)
     return out
 
 

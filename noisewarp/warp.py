@@ -302,7 +302,8 @@ def _warp_validated(noise, geometry, method, key, backend, conditional, options,
         kernel = spec.kernels["cuda"]
 
         def driver(frame, centres, key_, out_, buffers):
-            return kernel(frame, Geometry(centres), key_, merged, buffers, out_)
+            # Exact corners (host) travel with the centres, now on the device.
+            return kernel(frame, Geometry(centres, geometry.corners), key_, merged, buffers, out_)
 
         out, stats, moments = warp_on_device(driver, noise, geometry.centres, key, conditional, out)
         return out, Diagnostics(**_split_stats(stats)), moments
