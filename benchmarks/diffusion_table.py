@@ -32,10 +32,9 @@ def table(dataset) -> str:
     means = dataset.isel(frame=slice(1, None)).mean("frame").squeeze(drop=True)
     dim = _strength_dim(dataset)
     strengths = means[dim].values if dim else [None]
-    methods = [m for m in ORDER if any(str(v).startswith(m) for v in means["method"].values)]
-    labels = {
-        m: next(str(v) for v in means["method"].values if str(v).startswith(m)) for m in methods
-    }
+    present = [str(v) for v in means["warp_method"].values]
+    methods = [m for m in ORDER if any(v.startswith(m) for v in present)]
+    labels = {m: next(v for v in present if v.startswith(m)) for m in methods}
     lines = [
         "| strength | method | warping error | / random | / fixed | moving: warping error "
         "| / random | / fixed | texture sticking | quality | SSIM to input | s per frame |",
@@ -44,12 +43,12 @@ def table(dataset) -> str:
     for strength in strengths:
         at = means.sel({dim: strength}) if dim else means
         for method in methods:
-            row = at.sel({"method": labels[method]})
+            row = at.sel({"warp_method": labels[method]})
             cells = [str(strength) if strength is not None else "", labels[method]]
             for name in ("warping_error", "warping_error_moving"):
                 error = float(row[name])
-                random_error = float(at[name].sel({"method": labels["random"]}))
-                fixed_error = float(at[name].sel({"method": labels["fixed"]}))
+                random_error = float(at[name].sel({"warp_method": labels["random"]}))
+                fixed_error = float(at[name].sel({"warp_method": labels["fixed"]}))
                 cells += [f"{error:.5f}", f"{error / random_error:.2f}"]
                 cells.append(f"{error / fixed_error:.2f}")
             lines.append(
@@ -71,12 +70,13 @@ def side_by_side_gif(dataset, path: Path, strengths, fps: float = 12.5) -> Path:
 
     dim = _strength_dim(dataset)
     runs = dataset["run_dir"].squeeze(drop=True)
-    names = [str(v) for v in runs["method"].values]
+    names = [str(v) for v in runs["warp_method"].values]
     rows = []
     for strength in strengths:
         at = runs.sel({dim: strength}) if dim else runs
         labels = [next(v for v in names if v.startswith(m)) for m in GIF_COLUMNS]
-        rows.append([Path(str(at.sel({"method": label}).item())) / "frames" for label in labels])
+        runs_at = [at.sel({"warp_method": label}).item() for label in labels]
+        rows.append([Path(str(run)) / "frames" for run in runs_at])
     count = dataset.sizes["frame"]
     inputs = clip_frames(0, count, DEFAULT_SIZE)
 

@@ -1,6 +1,6 @@
 """Optical-flow estimators: time per frame on the bundled clip and accuracy on known motion.
 
-Time: the backward flow of consecutive frames of ``data/bigbuckbunny.mp4`` (640 x 360)
+Time: the backward flow of consecutive frames of ``noisewarp/data/bigbuckbunny.mp4`` (640 x 360)
 resized so the longer side is 256 or 1024 (1024 is upscaled), median over ``--frames``
 steps after one warm-up step. Accuracy: mean end-point error over the interior (24 px
 margin) of a 256 x 256 grey astronaut (scikit-image) moved by known sub-pixel pan, zoom,
@@ -24,7 +24,7 @@ from noisewarp import flowcheck
 from noisewarp import opticalflow as of
 from noisewarp.video import open_video
 
-CLIP = Path(__file__).resolve().parent.parent / "data" / "bigbuckbunny.mp4"
+CLIP = Path(__file__).resolve().parent.parent / "noisewarp" / "data" / "bigbuckbunny.mp4"
 SIZE = 256
 LABELS = {
     "pan": "pan (1.3, -0.7) px",

@@ -10,12 +10,15 @@ of each stage, the time through ``noisewarp.warp`` with host arrays (transfers
 included), the device memory the warp holds, the bytes it must move at the least
 (read the frame and the map, write the frame) as a bandwidth against the device's
 measured copy bandwidth, the CPU kernels' time on this machine's cores, and the
-ratios. Parity: the largest difference from the CPU kernel for the same key.
+ratios. Parity: the largest difference from the CPU kernel for the same key. Grid is
+timed the same way when it has a CUDA kernel (its corners interpolated on the device
+from the map, as ``warp()`` does with a map array), with the particle/grid GPU ratio.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -60,11 +63,11 @@ def copy_bandwidth(cuda, gib: float = 2.0) -> float:
     return 2 * a.nbytes / (statistics.median(times) * 1e-3) / 1e9
 
 
-def _stage_times(cuda, particle, noise, tmap, streams, out, repeats: int) -> dict[str, float]:
-    """Median ms of each stage of the particle driver: from one kernel's launch to the
-    next's (a scan between two kernels counts with the kernel before it)."""
+def _stage_times(cuda, module, names, call, repeats: int) -> dict[str, float]:
+    """Median ms of each stage of a driver (``call()`` runs one frame): from one kernel's
+    launch to the next's (a scan between two kernels counts with the kernel before it).
+    ``names`` are the module's kernels to time."""
     marks: list[tuple[str, object]] = []
-    launches = {}
 
     def wrap(name, kernel):
         class Timed:
@@ -81,16 +84,14 @@ def _stage_times(cuda, particle, noise, tmap, streams, out, repeats: int) -> dic
 
         return Timed()
 
-    names = ["_bin_cells", "_scatter", "_sort_cells", "_source_totals", "_source_bridges",
-             "_finish_targets", "_reduce_stats"]  # fmt: skip
-    saved = {name: getattr(particle, name) for name in names}
+    saved = {name: getattr(module, name) for name in names}
     per_stage: dict[str, list[float]] = {}
     try:
         for name in names:
-            setattr(particle, name, wrap(name, saved[name]))
+            setattr(module, name, wrap(name, saved[name]))
         for _ in range(repeats):
             marks.clear()
-            particle.particle_warp(noise, tmap, *streams, out=out)
+            call()
             end = cuda.event(timing=True)
             end.record()
             end.synchronize()
@@ -99,9 +100,41 @@ def _stage_times(cuda, particle, noise, tmap, streams, out, repeats: int) -> dic
                 per_stage.setdefault(name, []).append(cuda.event_elapsed_time(a, b))
     finally:
         for name, kernel in saved.items():
-            setattr(particle, name, kernel)
-    launches = {name: statistics.median(v) for name, v in per_stage.items()}
-    return launches
+            setattr(module, name, kernel)
+    return {name: statistics.median(v) for name, v in per_stage.items()}
+
+
+PARTICLE_STAGES = ["_bin_cells", "_scatter", "_sort_cells", "_source_totals", "_source_bridges",
+                   "_finish_targets"]  # fmt: skip
+GRID_STAGES = ["_corner_map", "_bounds", "_fill", "_scatter", "_sort_cells", "_source_totals",
+               "_source_bridges", "_finish_targets", "_row_stats"]  # fmt: skip
+
+
+def _held_bytes(ws) -> int:
+    """Device bytes a driver's workspace holds (its arrays, and tuples of them)."""
+    held = 0
+    for value in vars(ws).values():
+        for item in value if isinstance(value, tuple) else (value,):
+            held += getattr(item, "nbytes", 0)
+    return held
+
+
+def _parity(noise, tmap, key, method: str) -> dict[str, float]:
+    """Largest difference from the CPU kernel for the same key, and the identical share."""
+    ref = nw.warp(noise, tmap, method=method, key=key, backend="cpu")
+    got = nw.warp(noise, tmap, method=method, key=key, backend="cuda")
+    return {"max_abs_diff_vs_cpu": float(np.abs(got - ref).max()),
+            "identical_fraction": float(np.mean(got == ref))}  # fmt: skip
+
+
+def _api_ms(noise, tmap, key, method: str) -> float:
+    """Median ms of ``warp()`` with host arrays: transfers and validation included."""
+    api = []
+    for _ in range(10):
+        tick = time.perf_counter()
+        nw.warp(noise, tmap, method=method, key=key, backend="cuda")
+        api.append((time.perf_counter() - tick) * 1e3)
+    return statistics.median(api)
 
 
 def _cpu_ms(method: str, noise, deformation, repeats: int) -> float:
@@ -112,6 +145,30 @@ def _cpu_ms(method: str, noise, deformation, repeats: int) -> float:
         nw.warp(noise, deformation, method=method, key=(0, 1), backend="cpu")
         times.append((time.perf_counter() - tick) * 1e3)
     return statistics.median(times)
+
+
+def _grid_row(cuda, grid, noise, tmap, d_noise, d_map, d_out, key, streams, row, repeats):
+    """The grid driver's figures for one map, beside the particle row ``row``."""
+    out = _parity(noise, tmap, key, "grid")
+    run_grid = functools.partial(grid.grid_warp, d_noise, d_map, None, *streams, out=d_out)
+    times = _time_device(cuda, run_grid, repeats)
+    out["grid_gpu_ms"] = statistics.median(times)
+    out["grid_gpu_ms_min"] = min(times)
+    out["stages_ms"] = _stage_times(cuda, grid, GRID_STAGES, run_grid, 10)
+    out["grid_api_host_ms"] = _api_ms(noise, tmap, key, "grid")
+    held = _held_bytes(grid.workspace(*noise.shape))
+    out["device_mib"] = (held + d_noise.nbytes * 2 + d_map.nbytes) / 2**20
+    out["particle_over_grid_gpu"] = row["particle_gpu_ms"] / out["grid_gpu_ms"]
+    out["grid_cpu_over_gpu"] = row["grid_cpu_ms"] / out["grid_gpu_ms"]
+    stages = ", ".join(f"{k.strip('_')} {v:.3f}" for k, v in out["stages_ms"].items())
+    print(f"  grid GPU {out['grid_gpu_ms']:.3f} ms/frame (min {out['grid_gpu_ms_min']:.3f}); "
+          f"via warp() with host arrays {out['grid_api_host_ms']:.2f} ms; device memory "
+          f"{out['device_mib']:.0f} MiB\n  grid stages: {stages}\n"
+          f"  particle/grid GPU {out['particle_over_grid_gpu']:.2f}x; grid CPU/GPU "
+          f"{out['grid_cpu_over_gpu']:.1f}x\n  grid parity vs CPU: max |diff| "
+          f"{out['max_abs_diff_vs_cpu']:.2e}, {100 * out['identical_fraction']:.2f}% "
+          "bit-identical", flush=True)  # fmt: skip
+    return out
 
 
 def main() -> None:
@@ -128,6 +185,10 @@ def main() -> None:
     from numba import cuda
 
     from noisewarp.cuda import particle
+
+    grid = None
+    if "cuda" in nw.METHODS["grid"].backends:
+        from noisewarp.cuda import grid
 
     device = cuda.get_current_device()
     free0, total_mem = cuda.current_context().get_memory_info()
@@ -155,31 +216,17 @@ def main() -> None:
         tmap = np.ascontiguousarray(deformation.map(res, res), dtype=np.float64)
         d_map = cuda.to_device(tmap)
         row: dict = {}
-        # Parity with the CPU kernel, same key.
-        ref = nw.warp(noise, tmap, key=key, backend="cpu")
-        got = nw.warp(noise, tmap, key=key, backend="cuda")
-        row["max_abs_diff_vs_cpu"] = float(np.abs(got - ref).max())
-        row["identical_fraction"] = float(np.mean(got == ref))
+        row.update(_parity(noise, tmap, key, "particle"))
         # Kernel time on device-resident arrays, no transfers.
-        times = _time_device(
-            cuda,
-            lambda d_map=d_map: particle.particle_warp(d_noise, d_map, *streams, out=d_out),
-            args.repeats,
-        )
+        run_particle = functools.partial(particle.particle_warp, d_noise, d_map, *streams,
+                                         out=d_out)  # fmt: skip
+        times = _time_device(cuda, run_particle, args.repeats)
         row["particle_gpu_ms"] = statistics.median(times)
         row["particle_gpu_ms_min"] = min(times)
-        row["stages_ms"] = _stage_times(cuda, particle, d_noise, d_map, streams, d_out, 10)
-        # Through the public API with host arrays: transfers and validation included.
-        api = []
-        for _ in range(10):
-            tick = time.perf_counter()
-            nw.warp(noise, tmap, key=key, backend="cuda")
-            api.append((time.perf_counter() - tick) * 1e3)
-        row["particle_api_host_ms"] = statistics.median(api)
+        row["stages_ms"] = _stage_times(cuda, particle, PARTICLE_STAGES, run_particle, 10)
+        row["particle_api_host_ms"] = _api_ms(noise, tmap, key, "particle")
         # Device memory held: the workspace plus the frame, the map and the output.
-        ws = particle.workspace(res, res, channels)
-        held = sum(getattr(ws, f).nbytes for f in vars(ws)
-                   if hasattr(getattr(ws, f), "nbytes"))  # fmt: skip
+        held = _held_bytes(particle.workspace(res, res, channels))
         row["device_mib"] = (held + d_noise.nbytes * 2 + d_map.nbytes) / 2**20
         least = 2 * noise.nbytes + tmap.nbytes  # read frame and map, write frame
         row["least_bytes_gbs"] = least / (row["particle_gpu_ms"] * 1e-3) / 1e9
@@ -200,6 +247,9 @@ def main() -> None:
               f"particle CPU/GPU {row['cpu_over_gpu_particle']:.1f}x\n"
               f"  parity vs CPU: max |diff| {row['max_abs_diff_vs_cpu']:.2e}, "
               f"{100 * row['identical_fraction']:.2f}% bit-identical", flush=True)  # fmt: skip
+        if grid is not None:
+            row["grid"] = _grid_row(cuda, grid, noise, tmap, d_noise, d_map, d_out, key,
+                                    streams, row, args.repeats)  # fmt: skip
     free1, _ = cuda.current_context().get_memory_info()
     report["device_memory_used_mib"] = (free0 - free1) / 2**20
     report["device_memory_total_mib"] = total_mem / 2**20

@@ -64,7 +64,7 @@ def child(method: str, res: int, frames: int, overrides: list[str]) -> dict:
     from noisewarp.experiment import build_spec, run
 
     directory = Path(tempfile.mkdtemp(prefix="main_job_"))
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(REPO / "noisewarp" / "conf"), version_base="1.3"):
         cfg = compose(
             "config",
             overrides=[

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[1] / "noisewarp" / "conf"
 
 
 def _long_clip(directory: Path, frames: int) -> Path:

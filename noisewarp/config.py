@@ -34,6 +34,24 @@ class ConfigError(ValueError):
     """The config asks for something that does not exist or is out of range."""
 
 
+def _register_resolvers() -> None:
+    """Resolvers ``conf/config.yaml`` names Hydra's run directory with: ``output.dir`` when
+    set (so ``run.log`` and ``.hydra`` stay with the results), and the overrides with
+    ``/`` replaced (a ``deform.path`` makes one folder, not nested ones)."""
+    from omegaconf import OmegaConf
+
+    OmegaConf.register_new_resolver(
+        "nw_first_set", lambda *values: next((v for v in values if v is not None), None),
+        replace=True,
+    )  # fmt: skip
+    OmegaConf.register_new_resolver(
+        "nw_dirname", lambda name: str(name).replace("/", "_"), replace=True
+    )
+
+
+_register_resolvers()  # before Hydra resolves a run directory in this process
+
+
 def _plain(value):
     """OmegaConf containers and YAML lists to plain Python (lists become tuples)."""
     from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -109,6 +127,7 @@ class RunSpec:
     output: OutputSpec
     config_yaml: str
     blend: float = 0.0
+    warnings: tuple[str, ...] = ()  # kept in the log, summary.json and metrics.nc
 
     @property
     def method_label(self) -> str:
@@ -135,16 +154,6 @@ class RunSpec:
             "noisewarp_version": __version__,
         }
 
-    def coords(self) -> dict:
-        """The scalar coordinates a sweep varies (``noisewarp.collect`` stacks runs on them)."""
-        return {
-            "method": self.method_label,
-            "deform": self.motion.label,
-            "res": self.res,
-            "channels": self.channels,
-            "seed": self.seed,
-        }
-
 
 def _integer(cfg, key: str, minimum: int = 1) -> int:
     value = cfg.get(key)
@@ -162,12 +171,13 @@ def _section(cfg, key: str):
 
 def _output(cfg) -> OutputSpec:
     out = _section(cfg, "output")
-    try:
-        directory = out.dir
-    except Exception as error:  # ${hydra:...} outside a Hydra app
-        raise ConfigError(
-            f"output.dir cannot be resolved ({error}); outside a Hydra app pass output.dir=PATH"
-        ) from None
+    directory = out.get("dir")
+    if directory is None:  # Hydra's run directory
+        from hydra.core.hydra_config import HydraConfig
+
+        if not HydraConfig.initialized():
+            raise ConfigError("output.dir is not set; outside a Hydra app pass output.dir=PATH")
+        directory = HydraConfig.get().runtime.output_dir
     directory = Path(directory)
     every = out.get("metrics_every", 1)
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
@@ -227,14 +237,15 @@ def _video_motion(deform_cfg, res: int, frames: int, directory: Path):
 
 
 def _motion(deform_cfg, res: int, frames: int, directory: Path):
-    """The motion source the config names, and the number of frames it allows."""
+    """The motion source the config names, the number of frames it allows, and the
+    warnings about it."""
     from omegaconf import OmegaConf
 
     from noisewarp.motion import FlowMotion, SyntheticMotion
 
     name = deform_cfg.get("name")
     if name == "video":
-        return _video_motion(deform_cfg, res, frames, directory), frames
+        return _video_motion(deform_cfg, res, frames, directory), frames, ()
     if name == "flow":
         direction, order = deform_cfg.get("direction"), deform_cfg.get("order")
         if direction not in ("backward", "forward"):
@@ -249,16 +260,21 @@ def _motion(deform_cfg, res: int, frames: int, directory: Path):
             )
         except (OSError, ValueError) as error:
             raise ConfigError(f"deform=flow: {error}") from None
+        notes = []
         if motion.max_frames is not None and frames > motion.max_frames:
-            log.warning(
-                "%s holds %d flow fields: %d frames, not %d",
-                motion.path,
-                motion.max_frames - 1,
-                motion.max_frames,
-                frames,
+            notes.append(
+                f"frames={frames} asked, but {motion.path} holds {motion.max_frames - 1} flow "
+                f"fields: the run has {motion.max_frames} frames"
             )
             frames = motion.max_frames
-        return motion, frames
+        if direction == "backward" and motion.path.suffix == ".flo":
+            notes.append(
+                f"{motion.path.name} is read as a backward flow (frame t+1 to t); a .flo from a "
+                "flow estimator is usually forward: say deform.direction=forward if it is"
+            )
+        for note in notes:
+            log.warning("%s", note)
+        return motion, frames, tuple(notes)
     from noisewarp.deform import DEFORMATIONS, get_deformation
 
     if name not in DEFORMATIONS:
@@ -269,7 +285,7 @@ def _motion(deform_cfg, res: int, frames: int, directory: Path):
         deformation = get_deformation(name, **params)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"deform={name}: {error}") from None
-    return SyntheticMotion(deformation, res, res, deform_label(name, params), params), frames
+    return SyntheticMotion(deformation, res, res, deform_label(name, params), params), frames, ()
 
 
 def build_spec(cfg) -> RunSpec:
@@ -317,7 +333,7 @@ def build_spec(cfg) -> RunSpec:
         raise ConfigError(f"backend={backend}: {exc}") from None
 
     output = _output(cfg)
-    motion, frames = _motion(_section(cfg, "deform"), res, frames, output.dir)
+    motion, frames, notes = _motion(_section(cfg, "deform"), res, frames, output.dir)
 
     threads = backend_cfg.get("threads")
     if threads is not None and (
@@ -339,4 +355,5 @@ def build_spec(cfg) -> RunSpec:
         output=output,
         config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
         blend=float(blend),
+        warnings=notes,
     )

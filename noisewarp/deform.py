@@ -2,7 +2,7 @@
 
 A deformation describes one frame step: for a point p of frame t+1 it returns
 T(p), the position in frame t that p came from, in (row, col) pixel units
-(DESIGN section 2). Being analytic, it can be evaluated at pixel centres (for
+(docs/conventions.md). Being analytic, it can be evaluated at pixel centres (for
 particle and the baselines) and exactly at pixel corners (for grid and hiwyn).
 
 Parameters are per frame step and scale with the frame: centres of rotation,

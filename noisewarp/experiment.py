@@ -1,7 +1,8 @@
 """One experiment from a resolved config: warp a noise video, write stack, metrics, previews.
 
 ``run.py`` (Hydra) is a thin wrapper around :func:`run`; tests call :func:`run`
-directly with a config composed by Hydra's compose API. DESIGN sections 7-9.
+directly with a config composed by Hydra's compose API. What it writes:
+``docs/outputs.md``; how to run it: ``docs/cluster.md``.
 
 A run, given ``cfg`` (see ``conf/config.yaml``):
 
@@ -186,7 +187,10 @@ class _Observer:
             "rss_mb": current,
             "peak_rss_mb": peak,
         }
-        record.update({k: float(v) for k, v in diagnostics.items()})
+        # The kernels mark a count that does not apply (hiwyn's overclaimed sources) -1.
+        record.update({k: float(v) if v >= 0 else math.nan for k, v in diagnostics.items()})
+        if step is not None and step.residual is not None:
+            record["inversion_residual"] = step.residual
         if self.wants_metrics(index):
             record.update(frame_metrics(frame, conditional=conditional))
         self.records.append(record)
@@ -437,8 +441,6 @@ def _stream(spec: RunSpec, writer, observer: _Observer, progress, steps, prev, s
 
 def _finish(spec: RunSpec, observer: _Observer, warmup_s: float) -> dict:
     """Write metrics.nc, previews and summary.txt; print the summary table."""
-    from noisewarp.metrics import metrics_dataset
-
     out = spec.output
     times = np.array([r["time_s"] for r in observer.records[1:]], dtype=np.float64)
     steps = np.array([r.get("step_s", math.nan) for r in observer.records[1:]], np.float64)
@@ -466,59 +468,10 @@ def _finish(spec: RunSpec, observer: _Observer, warmup_s: float) -> dict:
         "dir": str(out.dir),
         "stack": str(out.stack) if out.stack else None,
         "metrics": str(out.metrics) if out.metrics else None,
+        "warnings": list(spec.warnings),
     }
     if out.metrics is not None:
-        dataset = metrics_dataset(
-            observer.records,
-            dims=("frame",),
-            attrs={
-                "config": spec.config_yaml,
-                "identity": json.dumps(spec.identity(), sort_keys=True, default=str),
-            },
-        )
-        dataset = dataset.assign_coords(spec.coords())
-        dataset = dataset.assign_coords(height=spec.height, width=spec.width, frames=spec.frames)
-        dataset["warmup_s"] = summary["warmup_s"]
-        dataset["time_per_frame_s"] = summary["time_per_frame_s"]
-        dataset["step_per_frame_s"] = summary["step_per_frame_s"]
-        dataset["max_rss_mb"] = summary["peak_rss_mb"]
-        dataset["baseline_rss_mb"] = summary["baseline_rss_mb"]
-        dataset["threads"] = summary["threads"]
-        dataset["warmup_s"].attrs["long_name"] = "seconds of the JIT warm-up (not in time_s)"
-        dataset["time_per_frame_s"].attrs["long_name"] = "median of time_s over the warped frames"
-        dataset["step_per_frame_s"].attrs["long_name"] = (
-            "median of step_s: end-to-end seconds per frame (warp, write, metrics, previews)"
-        )
-        dataset["max_rss_mb"].attrs["long_name"] = (
-            "peak resident-memory growth of the run above baseline_rss_mb (MiB)"
-        )
-        dataset["baseline_rss_mb"].attrs["long_name"] = (
-            "resident memory after the JIT warm-up, before the first frame (MiB)"
-        )
-        dataset["threads"].attrs["long_name"] = "threads of the warp kernels"
-        samples = np.stack([observer.samples[i] for i in observer.sample_frames])
-        dataset["sample_noise"] = (("sample", "channel", "sample_y", "sample_x"), samples)
-        dataset["sample_frame"] = ("sample", np.array(observer.sample_frames, dtype=np.int64))
-        dataset = dataset.assign_coords(
-            sample=list(SAMPLE_NAMES),
-            channel=np.arange(spec.channels),
-            sample_y=np.arange(samples.shape[2]),
-            sample_x=np.arange(samples.shape[3]),
-        )
-        dataset["sample_noise"].attrs["long_name"] = (
-            f"central {samples.shape[2]}x{samples.shape[3]} crop of a few frames"
-        )
-        dataset["time_s"].attrs["long_name"] = "seconds to warp this frame (JIT excluded)"
-        dataset["map_s"].attrs["long_name"] = "seconds to evaluate the motion for this frame"
-        dataset["rss_mb"].attrs["long_name"] = "resident memory after this frame (MiB)"
-        dataset["peak_rss_mb"].attrs["long_name"] = "peak resident memory so far (MiB)"
-        if "step_s" in dataset:
-            dataset["step_s"].attrs["long_name"] = (
-                "end-to-end seconds for this frame: map, warp, write, metrics, previews"
-            )
-        tmp = out.metrics.with_name(out.metrics.name + ".tmp")
-        dataset.to_netcdf(tmp, engine="h5netcdf")
-        os.replace(tmp, out.metrics)
+        _write_metrics(spec, observer, summary)
     if observer.previews is not None:
         try:
             observer.previews.save(out.dir)
@@ -534,6 +487,115 @@ def _finish(spec: RunSpec, observer: _Observer, warmup_s: float) -> dict:
     (out.dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     print(table, flush=True)
     return summary
+
+
+# Per-run variables of metrics.nc besides the statistics: (long_name, units).
+RUN_VARIABLES = {
+    "time_s": ("seconds to warp this frame (JIT excluded)", "s"),
+    "map_s": ("seconds to evaluate the motion for this frame", "s"),
+    "step_s": ("end-to-end seconds for this frame: map, warp, write, metrics, previews", "s"),
+    "rss_mb": ("resident memory after this frame", "MiB"),
+    "peak_rss_mb": ("peak resident memory so far", "MiB"),
+    "warmup_s": ("seconds of the JIT warm-up (not in time_s)", "s"),
+    "time_per_frame_s": ("median of time_s over the warped frames", "s"),
+    "step_per_frame_s": ("median of step_s: end-to-end seconds per frame", "s"),
+    "max_rss_mb": ("peak resident-memory growth of the run above baseline_rss_mb", "MiB"),
+    "baseline_rss_mb": ("resident memory after the JIT warm-up, before the first frame", "MiB"),
+    "threads": ("threads of the warp kernels", "1"),
+    "inversion_residual": ("largest |T + f(T) - p| of the inverted forward flow", "pixels"),
+    "fresh_pixels": ("target pixels given fresh noise (nothing of frame t maps there)", "1"),
+    "area_min": ("smallest warped pixel area A_p", "pixels^2"),
+    "area_mean": ("mean warped pixel area A_p", "pixels^2"),
+    "area_max": ("largest warped pixel area A_p", "pixels^2"),
+    "overclaimed_sources": ("source pixels claimed more than once (S_q > 1)", "1"),
+    "unclaimed_sources": ("source pixels nobody claims", "1"),
+    "empty_targets": ("hiwyn: targets whose quadrilateral holds no sub-pixel centre", "1"),
+    "machine": ("CPU, CPU count and numba version of the run", ""),
+    "height": ("noise frame height", "pixels"),
+    "width": ("noise frame width", "pixels"),
+}
+
+
+def _write_metrics(spec: RunSpec, observer: _Observer, summary: Mapping) -> None:
+    """metrics.nc: the per-frame records, the run's figures as scalars, its place in a
+    sweep as coordinates, and the sample crops in the ``samples`` group
+    (``docs/outputs.md``)."""
+    import yaml
+
+    from noisewarp.collect import SAMPLES_GROUP, run_coords
+    from noisewarp.metrics import metrics_dataset
+
+    out = spec.output
+    dataset = metrics_dataset(
+        observer.records,
+        dims=("frame",),
+        attrs={
+            "config": spec.config_yaml,
+            "identity": json.dumps(spec.identity(), sort_keys=True, default=str),
+            "documentation": "docs/outputs.md in the noisewarp repository",
+            **({"warnings": "\n".join(spec.warnings)} if spec.warnings else {}),
+        },
+    )
+    coords, _ = run_coords(yaml.safe_load(spec.config_yaml))
+    dataset = dataset.assign_coords(coords).assign_coords(
+        channels=spec.channels, seed=spec.seed, frames=spec.frames
+    )
+    for name in ("warmup_s", "time_per_frame_s", "step_per_frame_s", "baseline_rss_mb",
+                 "threads", "height", "width"):  # fmt: skip
+        dataset[name] = summary[name]
+    dataset["max_rss_mb"] = summary["peak_rss_mb"]
+    dataset["machine"] = machine()
+    for name, (long_name, units) in RUN_VARIABLES.items():
+        if name in dataset:
+            dataset[name].attrs.update(long_name=long_name, **({"units": units} if units else {}))
+    samples = np.stack([observer.samples[i] for i in observer.sample_frames])
+    crops = _sample_crops(samples, observer.sample_frames)
+    tmp = out.metrics.with_name(out.metrics.name + ".tmp")
+    dataset.to_netcdf(tmp, engine="h5netcdf")
+    crops.to_netcdf(tmp, engine="h5netcdf", group=SAMPLES_GROUP, mode="a")
+    os.replace(tmp, out.metrics)
+
+
+def machine() -> str:
+    """The CPU, its count and numba's version: what the times in metrics.nc were measured on."""
+    import platform
+
+    import numba
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            model = next(
+                (line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")),
+                model,
+            )
+    except OSError:
+        pass
+    cpus = f"{os.cpu_count()} CPUs ({available_cpus()} for this job)"
+    return f"{model}, {cpus}, numba {numba.__version__}"
+
+
+def _sample_crops(samples: np.ndarray, frames: list[int]):
+    """The sample crops [sample, channel, y, x] of a run as a Dataset."""
+    import xarray as xr
+
+    crops = xr.Dataset(
+        {
+            "sample_noise": (("sample", "channel", "sample_y", "sample_x"), samples),
+            "sample_frame": ("sample", np.array(frames, dtype=np.int64)),
+        },
+        coords={
+            "sample": list(SAMPLE_NAMES),
+            "channel": np.arange(samples.shape[1]),
+            "sample_y": np.arange(samples.shape[2]),
+            "sample_x": np.arange(samples.shape[3]),
+        },
+    )
+    crops["sample_noise"].attrs["long_name"] = (
+        f"central {samples.shape[2]}x{samples.shape[3]} crop of a few frames"
+    )
+    crops["sample_frame"].attrs["long_name"] = "the frame each crop is taken from"
+    return crops
 
 
 def format_summary(spec: RunSpec, observer: _Observer, summary: Mapping) -> str:

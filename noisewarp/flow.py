@@ -4,7 +4,7 @@ Flows follow the ecosystem's convention (OpenCV, RAFT, Middlebury .flo):
 arrays [H, W, 2] (one frame) or [T, H, W, 2] (a stack) holding (dx, dy) =
 (col, row) displacements in pixels, sampled at pixel centres; ``order="rc"``
 accepts (row, col) data. Maps are what the warp methods consume: T at pixel
-centres [H, W, 2] in (row, col) order (DESIGN section 2).
+centres [H, W, 2] in (row, col) order (docs/conventions.md).
 
 - A *backward* flow b (frame t+1 to frame t) gives T(p) = p + b(p).
 - A *forward* flow f (frame t to frame t+1) is inverted: T(p) solves
@@ -219,20 +219,28 @@ def _corner_stencil(size, corner):
     return k0, k0 + 1, corner - 0.5 - k0, 0.0
 
 
+@njit(inline="always")
+def corner_point(centres, i, j, out):
+    """``out[i, j]`` = T at corner (i, j), interpolated from the centres around it. It
+    calls no function that takes an array, so its ``py_func`` also serves as a CUDA
+    device function (``noisewarp.cuda.grid``)."""
+    i0, i1, wr, shift_row = _corner_stencil(centres.shape[0], i)
+    j0, j1, wc, shift_col = _corner_stencil(centres.shape[1], j)
+    for c in range(2):
+        top = centres[i0, j0, c] * (1.0 - wc) + centres[i0, j1, c] * wc
+        bottom = centres[i1, j0, c] * (1.0 - wc) + centres[i1, j1, c] * wc
+        out[i, j, c] = top * (1.0 - wr) + bottom * wr
+    out[i, j, 0] += shift_row
+    out[i, j, 1] += shift_col
+
+
 @njit(parallel=True, cache=True)
 def _corner_kernel(centres):
     height, width, _ = centres.shape
     out = np.empty((height + 1, width + 1, 2))
     for i in prange(height + 1):
-        i0, i1, wr, shift_row = _corner_stencil(height, i)
         for j in range(width + 1):
-            j0, j1, wc, shift_col = _corner_stencil(width, j)
-            for c in range(2):
-                top = centres[i0, j0, c] * (1.0 - wc) + centres[i0, j1, c] * wc
-                bottom = centres[i1, j0, c] * (1.0 - wc) + centres[i1, j1, c] * wc
-                out[i, j, c] = top * (1.0 - wr) + bottom * wr
-            out[i, j, 0] += shift_row
-            out[i, j, 1] += shift_col
+            corner_point(centres, i, j, out)
     return out
 
 
@@ -295,8 +303,8 @@ def map_from_forward_flow(
 ):
     """Backward map from a forward flow (frame t to frame t+1) by fixed-point inversion.
 
-    Solves T(p) + f(T(p)) = p for every target pixel centre p (DESIGN section
-    2) by T <- p - f(T), starting from T = p - f(p), with f sampled bilinearly
+    Solves T(p) + f(T(p)) = p for every target pixel centre p (docs/conventions.md
+    ) by T <- p - f(T), starting from T = p - f(p), with f sampled bilinearly
     between pixel centres and clamped at the edges. Each pixel iterates until
     its residual |T + f(T) - p| (Euclidean, pixels) is at most ``tol``, or
     ``iterations`` updates are done. The iteration converges where f is a
@@ -451,7 +459,7 @@ def corner_map_from_centres(centres: np.ndarray) -> np.ndarray:
 
     Bilinear interpolation of the centre samples (interior corners: the mean
     of the four surrounding centres) with bilinear extrapolation half a pixel
-    beyond the outer centres (DESIGN section 4, grid). Exact for affine maps
+    beyond the outer centres (docs/methods.md, grid). Exact for affine maps
     (translations, rotations, zooms, shears), second-order accurate for
     smooth ones. Where H == 1 (or W == 1) there is no derivative along that
     axis to extrapolate with; the identity's (T changes by one pixel per

@@ -1,6 +1,6 @@
 """HDF5 noise stacks: written frame by frame, resumable after a crash, readable by xarray.
 
-A stack (DESIGN section 7) is one HDF5 file:
+A stack (docs/outputs.md) is one HDF5 file:
 
 ``noise``
     [frame, channel, y, x] float32, one frame per chunk, NaN where not written yet.
@@ -73,16 +73,32 @@ def _open_h5(path: Path, mode: str):
             raise OSError("no HDF5 signature")
         return h5py.File(path, mode, libver="earliest")
     except OSError as error:
-        text = str(error)
-        if "lock" in text.lower() or "already open" in text.lower():
-            hint = "it is open elsewhere (another run, or a reader in this process)"
-        else:
-            hint = "it is not a readable HDF5 file (truncated or corrupted?)"
         raise StackError(
-            f"cannot open the noise stack {str(path)!r}: {hint} ({text}). The file was left "
-            "untouched: move or delete it yourself, write to a new path (output.dir=... or "
-            "output.stack=...), or pass output.overwrite=true to replace it."
+            f"cannot open the noise stack {str(path)!r}: {_open_failure(error)} ({error})"
         ) from error
+
+
+def _open_failure(error: OSError) -> str:
+    """Why HDF5 could not open a file, and the way out: locked, truncated or not HDF5."""
+    text = str(error).lower()
+    kept = "The file was left untouched"
+    if isinstance(error, BlockingIOError) or "unable to lock" in text or "already open" in text:
+        return (
+            "it is locked, open elsewhere (another run, or a reader in this process). "
+            f"{kept}: wait for that run or close that reader, or write to a new path "
+            "(output.dir=... or output.stack=...)"
+        )
+    if "truncated file" in text:
+        return (
+            "it is truncated (shorter than its header says: cut short by a copy or a full "
+            f"disk), so none of its frames can be trusted. {kept}: pass output.overwrite=true "
+            "to write it again, or move it away"
+        )
+    return (
+        f"it is not a readable HDF5 file (corrupted?). {kept}: move or delete it yourself, "
+        "write to a new path (output.dir=... or output.stack=...), or pass "
+        "output.overwrite=true to replace it"
+    )
 
 
 def _check_format(handle, path: Path) -> None:
@@ -206,6 +222,8 @@ class StackWriter:
         if self.path.exists() and not overwrite:
             self._file = _open_h5(self.path, "r+")
             try:
+                if self._is_shorter_run():
+                    self._extend(config_yaml, list(diagnostics), dict(attrs or {}))
                 self._check_resumable()
             except Exception:
                 self._file.close()
@@ -288,6 +306,45 @@ class StackWriter:
         return f"diag_{field}" if field in _RESERVED else field
 
     # ------------------------------------------------------------------ resuming
+    def _is_shorter_run(self) -> bool:
+        """Whether the file holds this very run with fewer frames: frame k is a pure
+        function of the key and frame k - 1, so its frames are the longer run's."""
+        _check_format(self._file, self.path)
+        stored = json.loads(_attr(self._file.attrs["identity"]))
+        frames = self.identity.get("frames")
+        return (
+            isinstance(frames, int)
+            and isinstance(stored.get("frames"), int)
+            and stored["frames"] < frames
+            and {**stored, "frames": frames} == self.identity
+            and tuple(self._file["noise"].shape[1:]) == self.shape[1:]
+        )
+
+    def _extend(self, config_yaml: str, diagnostics: list, attrs: dict) -> None:
+        """Copy the shorter stack's written frames and per-frame tables into a new file of
+        this run's length, then replace it (a crash on the way leaves the old file)."""
+        old, written = self._file, int(self._file.attrs["frames_written"])
+        tmp = self.path.with_name(self.path.name + ".extend.tmp")
+        self._file = _open_h5(tmp, "w")
+        try:
+            self._create(config_yaml, diagnostics, "map" in old, attrs)
+            for index in range(written):
+                self._file["noise"][index] = old["noise"][index]
+                if "map" in old:
+                    self._file["map"][index] = old["map"][index]
+            for name, dataset in old.items():
+                if dataset.ndim == 1 and name not in _SCALES and dataset.dims[0].keys():
+                    target = self._scalar_variable(name)
+                    target[: dataset.shape[0]] = dataset[...]
+            self._file.attrs.modify("frames_written", np.int64(written))
+            self._file.flush()
+        finally:
+            self._file.close()
+            old.close()
+        self._handles.clear()
+        tmp.replace(self.path)
+        self._file = _open_h5(self.path, "r+")
+
     def _check_resumable(self) -> None:
         handle = self._file
         _check_format(handle, self.path)

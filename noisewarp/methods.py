@@ -74,6 +74,23 @@ def _grid(noise, geometry: Geometry, key: Key, options: dict, conditional: bool 
     )
 
 
+@register_backend("grid", "cuda")
+def _grid_cuda(noise, geometry: Geometry, key: Key, options: dict, conditional=None, out=None):
+    from noisewarp.cuda.grid import grid_warp as grid_warp_cuda
+
+    # Exact corners when the deformation gives them; else the device interpolates them.
+    corners = None if geometry.corners is None else _corner_map(geometry)
+    return grid_warp_cuda(
+        noise,
+        geometry.centres,
+        corners,
+        key.stream(Purpose.BRIDGE),
+        key.stream(Purpose.FRESH),
+        out,
+        conditional,
+    )
+
+
 @register_method(
     "hiwyn",
     "How I Warped Your Noise (Chang et al. 2024): n x n conditional upsampling and "

@@ -1,4 +1,4 @@
-"""What moves the noise: motion sources as one streaming protocol (DESIGN sections 2 and 10).
+"""What moves the noise: motion sources as one streaming protocol (docs/conventions.md).
 
 A motion source yields, step by step (frame t to t+1, t = 0, 1, ...), a :class:`Step`:
 the backward map at the noise resolution as a ``Geometry``, plus, where known, the video
@@ -29,6 +29,7 @@ import numpy as np
 from noisewarp.warp import Geometry
 
 __all__ = [
+    "FlowFileError",
     "Step",
     "SyntheticMotion",
     "FlowMotion",
@@ -39,8 +40,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# The real clip shipped with the package's source tree (data/README.md).
-BUNDLED_CLIP = Path(__file__).resolve().parents[1] / "data" / "bigbuckbunny.mp4"
+# The real clip shipped inside the package (noisewarp/data/README.md).
+BUNDLED_CLIP = Path(__file__).resolve().parent / "data" / "bigbuckbunny.mp4"
 
 
 class Step(NamedTuple):
@@ -50,12 +51,15 @@ class Step(NamedTuple):
     t+1, RGB uint8 [Hv, Wv, 3]; ``flow``: its backward flow at video resolution, float32
     [Hv, Wv, 2] (dx, dy); ``occlusion``: bool [Hv, Wv], True where frame t+1 has no
     consistent source in frame t. The last three are None where the source has none.
+    ``residual``: the largest |T + f(T) - p| in pixels where the map inverts a forward
+    flow file, else None.
     """
 
     geometry: Geometry
     image: np.ndarray | None = None
     flow: np.ndarray | None = None
     occlusion: np.ndarray | None = None
+    residual: float | None = None
 
 
 # ------------------------------------------------------------------------------ synthetic
@@ -209,6 +213,10 @@ def open_flows(path, dataset: str = "flow") -> _FlowFields:
     return _FlowFields(path, dataset)
 
 
+class FlowFileError(ValueError):
+    """A flow file that cannot be used where the run reached it (a NaN or Inf field)."""
+
+
 class FlowMotion:
     """Optical flow from files; one field repeats at every step, a stack of T gives T steps."""
 
@@ -236,24 +244,34 @@ class FlowMotion:
         }
 
     def geometry(self, source_frame: int) -> Geometry:
-        from noisewarp.flow import map_from_flow
+        return self._step(source_frame).geometry
+
+    def _step(self, source_frame: int) -> Step:
+        from noisewarp.flow import map_from_backward_flow, map_from_forward_flow
 
         index = 0 if self.fields.single else source_frame
         field = self.fields[index]
         if not np.isfinite(field).all():
             bad = int(field.size - np.count_nonzero(np.isfinite(field)))
-            raise ValueError(
+            raise FlowFileError(
                 f"flow {self.fields.where(index)} contains {bad} non-finite value(s) "
                 f"(NaN or Inf) at step {source_frame} -> {source_frame + 1}; the frames "
                 "before it are complete and resumable"
             )
-        tmap = map_from_flow(field, direction=self.direction, order=self.order, frame=source_frame)
-        return Geometry.from_input(tmap, self.height, self.width, source_frame)
+        residual = None
+        if self.direction == "forward":
+            tmap, residual = map_from_forward_flow(
+                field, order=self.order, return_residual=True, frame=source_frame
+            )
+        else:
+            tmap = map_from_backward_flow(field, order=self.order, frame=source_frame)
+        geometry = Geometry.from_input(tmap, self.height, self.width, source_frame)
+        return Step(geometry, residual=residual)
 
     def steps(self, images: bool = False) -> Iterator[Step]:
         frame = 0
         while self.max_frames is None or frame < self.max_frames - 1:
-            yield Step(self.geometry(frame))
+            yield self._step(frame)
             frame += 1
 
 

@@ -301,19 +301,20 @@ class PreviewRecorder:
 def contact_sheet(dataset, path: str | Path, scale: int = 2) -> Path | None:
     """A sweep's noise side by side: one column per method, one row per sample frame
     (first, second, last) of each other setting; from a collected Dataset's
-    ``sample_noise``. Returns the path written, or None when there are no samples."""
+    ``sample_noise`` (its ``samples`` group). Returns the path written, or None when there
+    are no samples."""
     from PIL import Image, ImageDraw
 
-    if "sample_noise" not in dataset or "method" not in dataset["sample_noise"].dims:
+    if "sample_noise" not in dataset or "warp_method" not in dataset["sample_noise"].dims:
         return None
     samples = dataset["sample_noise"]
     pixel_dims = ("channel", "sample_y", "sample_x")
-    others = [d for d in samples.dims if d not in ("method", "sample", *pixel_dims)]
-    rows = samples.stack(row=[*others, "sample"]).transpose("row", "method", *pixel_dims)
+    others = [d for d in samples.dims if d not in ("warp_method", "sample", *pixel_dims)]
+    rows = samples.stack(row=[*others, "sample"]).transpose("row", "warp_method", *pixel_dims)
     values = rows.values  # [rows, methods, C, y, x]
     side_y, side_x = values.shape[-2] * scale, values.shape[-1] * scale
     gap, header, label = 4, 16, 120
-    methods = [str(m) for m in rows["method"].values]
+    methods = [str(m) for m in rows["warp_method"].values]
     sheet = Image.new(
         "RGB",
         (label + len(methods) * (side_x + gap), header + values.shape[0] * (side_y + gap)),

@@ -78,7 +78,7 @@ class Geometry:
 
 @dataclass(frozen=True)
 class Diagnostics:
-    """What happened in one warp (DESIGN section 4).
+    """What happened in one warp (docs/methods.md).
 
     fresh_pixels
         Targets filled entirely with fresh noise (nothing of frame t reaches them).
@@ -232,7 +232,7 @@ def warp(
         device="cuda")`` takes it without a copy).
     deformation : ndarray [H, W, 2] or Deformation
         Backward map T in (row, col) pixel units: target pixel centre p of the
-        new frame came from T(p) in ``noise`` (DESIGN section 2). Use
+        new frame came from T(p) in ``noise`` (docs/conventions.md). Use
         ``noisewarp.flow`` to turn optical flow into a map. Positions outside
         the frame are valid: that content gets fresh noise.
     method : str
@@ -302,7 +302,8 @@ def _warp_validated(noise, geometry, method, key, backend, conditional, options,
         kernel = spec.kernels["cuda"]
 
         def driver(frame, centres, key_, out_, buffers):
-            return kernel(frame, Geometry(centres), key_, merged, buffers, out_)
+            # Exact corners (host) travel with the centres, now on the device.
+            return kernel(frame, Geometry(centres, geometry.corners), key_, merged, buffers, out_)
 
         out, stats, moments = warp_on_device(driver, noise, geometry.centres, key, conditional, out)
         return out, Diagnostics(**_split_stats(stats)), moments

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "conf"
+CONF = REPO / "noisewarp" / "conf"
 
 
 # The user's own numba cache directory, if any (kept as it is).
@@ -45,6 +45,12 @@ def compose_config(*overrides: str, output_dir: Path | str | None = None):
         extra.append(f"output.dir='{output_dir}'")
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose("config", overrides=[*extra, *overrides])
+
+
+@pytest.fixture(scope="session")
+def compose_any():
+    """:func:`compose_config` for fixtures of any scope (module-scoped sweeps)."""
+    return compose_config
 
 
 @pytest.fixture

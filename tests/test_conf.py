@@ -10,11 +10,12 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
 import noisewarp as nw
+from noisewarp.collect import run_coords
 from noisewarp.cuda import usable as cuda_usable
 from noisewarp.experiment import ConfigError, build_spec
 from noisewarp.motion import BUNDLED_CLIP
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[1] / "noisewarp" / "conf"
 GROUPS = ("method", "deform", "backend", "output")
 
 
@@ -104,7 +105,7 @@ def test_defaults_need_no_input_file(compose):
     cfg = compose()
     spec = build_spec(cfg)
     assert spec.method == "particle"
-    # The bundled clip, shipped in data/: no input file needed.
+    # The bundled clip, shipped in noisewarp/data/: no input file needed.
     assert spec.motion.name == "video" and spec.motion.path == BUNDLED_CLIP
     assert BUNDLED_CLIP.is_file() and BUNDLED_CLIP.stat().st_size < 4 * 2**20
     assert cfg.output.stack and cfg.output.metrics
@@ -177,17 +178,28 @@ def test_labels_name_only_what_differs_from_defaults(compose):
     assert build_spec(compose("deform=rotate", "deform.params.degrees=5")).motion.label == (
         "rotate(degrees=5)"
     )
-    spec = build_spec(compose())
-    assert spec.coords() == {
-        "method": "particle",
-        "deform": "video:bigbuckbunny",
-        "res": 256,
-        "channels": 4,
-        "seed": 0,
-    }
+    # Where a run sits in a collected sweep: names and parameters apart, res where used.
+    coords, owners = run_coords(OmegaConf.to_container(compose("deform=rotate"), resolve=False))
+    assert coords == {"warp_method": "particle", "deform": "rotate", "res": 256,
+                      "degrees": 2.0, "centre": "[0.5, 0.5]"}  # fmt: skip
+    assert owners == {"degrees": "deform", "centre": "deform"}
+    flow = {"method": {"name": "hiwyn", "options": {"n": 4}},
+            "deform": {"name": "flow", "path": "/data/a.flo", "params": {"width": 1}},
+            "res": 256}  # fmt: skip
+    assert run_coords(flow)[0] == {"warp_method": "hiwyn", "deform": "flow:a", "n": 4,
+                                   "deform_width": 1}  # fmt: skip
 
 
 def test_resolved_config_is_stored_as_yaml(compose):
     spec = build_spec(compose("res=48"))
     stored = OmegaConf.create(spec.config_yaml)
     assert stored.res == 48 and stored.method.name == "particle"
+
+
+def test_a_flo_read_as_backward_flow_gets_a_warning(compose):
+    """.flo files are usually forward flow: read backward (the default), the run says so."""
+    flo = BUNDLED_CLIP.parent / "swirl_forward_32x48.flo"
+    backward = build_spec(compose("deform=flow", f"deform.path={flo}"))
+    assert any("read as a backward flow" in note for note in backward.warnings)
+    forward = build_spec(compose("deform=flow", f"deform.path={flo}", "deform.direction=forward"))
+    assert not any("backward" in note for note in forward.warnings)

@@ -29,8 +29,9 @@ def test_backends_without_a_gpu():
 
 def test_backend_axis_in_the_registry():
     assert nw.METHODS["particle"].backends == ("cpu", "cuda")
+    assert nw.METHODS["grid"].backends == ("cpu", "cuda")
     assert nw.METHODS["hiwyn"].backends == ("cpu",)
-    with pytest.raises(ValueError, match="'hiwyn' has no CUDA kernel.*particle"):
+    with pytest.raises(ValueError, match="'hiwyn' has no CUDA kernel.*particle, grid"):
         nw.resolve_backend("cuda", "hiwyn")
     assert nw.resolve_backend("auto", "hiwyn") == "cpu"
 
@@ -50,9 +51,10 @@ def test_cuda_kernels_under_the_simulator():
 
 
 def _kernels():
-    from noisewarp.cuda import arrays, particle
+    from noisewarp.cuda import arrays, grid, particle
 
     found = dict(particle.KERNELS)
+    found.update({f"grid.{name}": entry for name, entry in grid.KERNELS.items()})
     found.update({f"arrays.{name}": entry for name, entry in arrays.KERNELS.items()})
     return found
 

@@ -1,4 +1,4 @@
-"""The built-in model (data/builtin-unet): it learnt real structure, and with it warped
+"""The built-in model (noisewarp/data/builtin-unet): it learnt real structure, and with it warped
 noise makes a steadier edit of the bundled clip than fresh or fixed noise."""
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def test_warped_noise_edits_steadier_than_fresh_or_fixed(compose, tmp_path):
     means = merged.isel(frame=slice(1, None)).mean("frame").squeeze()
     error, moving = means["warping_error"], means["warping_error_moving"]
     sticking = means["texture_sticking"]
-    particle, fixed, random = ({"method": m} for m in ("particle", "fixed", "random"))
+    particle, fixed, random = ({"warp_method": m} for m in ("particle", "fixed", "random"))
     assert error.sel(particle) < 0.3 * error.sel(random), error.values
     assert moving.sel(particle) < 0.8 * moving.sel(fixed), moving.values
     assert sticking.sel(fixed) > sticking.sel(particle) + 0.05, sticking.values

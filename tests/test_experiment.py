@@ -67,8 +67,8 @@ def test_run_writes_stack_metrics_previews_and_summary(compose, tmp_path, capsys
     with xr.open_dataset(out / "metrics.nc", engine="h5netcdf") as metrics:
         assert metrics.sizes["frame"] == 5
         for name in (
-            "mean",
-            "std",
+            "noise_mean",
+            "noise_std",
             "ks_pvalue",
             "acf_row",
             "temporal_corr",
@@ -77,7 +77,6 @@ def test_run_writes_stack_metrics_previews_and_summary(compose, tmp_path, capsys
             "peak_rss_mb",
             "step_s",
             "fresh_pixels",
-            "sample_noise",
             "threads",
             "baseline_rss_mb",
         ):
@@ -89,8 +88,11 @@ def test_run_writes_stack_metrics_previews_and_summary(compose, tmp_path, capsys
         assert 0 <= float(metrics["max_rss_mb"]) < float(metrics["baseline_rss_mb"])
         assert np.isnan(metrics["temporal_corr"].values[0])
         assert (metrics["temporal_corr"].values[1:] > 0.3).all()
-        assert metrics["method"].item() == "particle" and metrics["res"].item() == 32
-        assert metrics["deform"].item() == "rotate"
+        assert metrics["warp_method"].item() == "particle" and metrics["res"].item() == 32
+        assert metrics["deform"].item() == "rotate" and metrics["degrees"].item() == 2.0
+        assert metrics["time_s"].attrs["units"] == "s" and metrics["rss_mb"].attrs["units"] == "MiB"
+    with xr.open_dataset(out / "metrics.nc", engine="h5netcdf", group="samples") as samples:
+        assert samples["sample_noise"].dims == ("sample", "channel", "sample_y", "sample_x")
     # The printed summary table.
     printed = capsys.readouterr().out
     assert "ms per frame" in printed and "end to end" in printed and "JIT warm-up" in printed
@@ -154,7 +156,7 @@ def test_overlapped_outputs_equal_the_sequential_ones(compose, tmp_path):
     np.testing.assert_array_equal(
         read_frames(tmp_path / "plain" / "noise.h5"), read_frames(tmp_path / "over" / "noise.h5")
     )
-    names = ("mean", "ks_stat", "acf_row", "temporal_corr", "expected_carried_variance")
+    names = ("noise_mean", "ks_stat", "acf_row", "temporal_corr", "expected_carried_variance")
     with (
         xr.open_dataset(tmp_path / "plain" / "metrics.nc", engine="h5netcdf") as first,
         xr.open_dataset(tmp_path / "over" / "metrics.nc", engine="h5netcdf") as second,
@@ -210,6 +212,37 @@ def test_a_different_config_never_overwrites_the_stack(compose):
     assert json.loads(stack_attrs(path)["identity"])["seed"] == 1
 
 
+def test_a_finished_run_extends_to_equal_the_longer_run(compose, tmp_path):
+    """frames=8 after frames=5 in the same directory: the five frames are kept, three are
+    added, and the stack, its per-frame table and the metrics equal a run of 8 at once."""
+    short = compose(*SMALL, "output.store_maps=true")
+    run(short)
+    path = Path(short.output.dir) / "noise.h5"
+    first = read_frames(path)
+    summary = run(compose(*SMALL[:1], "frames=8", *SMALL[2:], "output.store_maps=true"))
+    assert summary["frames"] == 8 and stack_attrs(path)["complete"] == 1
+    straight = compose(*SMALL[:1], "frames=8", *SMALL[2:], "output.store_maps=true",
+                       output_dir=tmp_path / "straight")  # fmt: skip
+    run(straight)
+    reference = Path(straight.output.dir) / "noise.h5"
+    extended = read_frames(path)
+    np.testing.assert_array_equal(extended[:5], first)
+    np.testing.assert_array_equal(extended, read_frames(reference))
+    with (
+        xr.open_dataset(path, engine="h5netcdf") as a,
+        xr.open_dataset(reference, engine="h5netcdf") as b,
+    ):
+        np.testing.assert_array_equal(a["map"].values, b["map"].values)
+        np.testing.assert_array_equal(a["fresh_pixels"].values, b["fresh_pixels"].values)
+        assert np.isfinite(a["time_s"].values[1:]).all()
+    assert not list(path.parent.glob("*.tmp"))
+    # A shorter run than the stack's is still another run: refused, the file untouched.
+    before = digest(path)
+    with pytest.raises(StackMismatchError, match="frames: stored 8, now 6"):
+        run(compose(*SMALL[:1], "frames=6", *SMALL[2:], "output.store_maps=true"))
+    assert digest(path) == before
+
+
 def test_a_truncated_stack_is_a_clear_error_and_kept(compose):
     cfg = compose(*SMALL)
     run(cfg)
@@ -218,8 +251,26 @@ def test_a_truncated_stack_is_a_clear_error_and_kept(compose):
     before = digest(path)
     with pytest.raises(StackError) as error:
         run(cfg)
-    assert str(path) in str(error.value) and "left untouched" in str(error.value)
+    message = str(error.value)
+    assert str(path) in message and "left untouched" in message
+    assert "it is truncated" in message and "locked" not in message
+    assert "output.overwrite=true" in message
     assert digest(path) == before
+    # Complete again, then held open by another process: locked, not truncated.
+    run(compose(*SMALL, "output.overwrite=true"))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import h5py, time; f = h5py.File({str(path)!r}, 'r+'); "
+         "print('open', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        with pytest.raises(StackError) as error:
+            run(cfg)
+        assert "it is locked" in str(error.value) and "it is truncated" not in str(error.value)
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_flow_file_input(compose, tmp_path):
@@ -246,7 +297,7 @@ def test_bench_output_writes_metrics_only(compose):
     out = Path(cfg.output.dir)
     assert not (out / "noise.h5").exists() and not (out / "noise.gif").exists()
     with xr.open_dataset(out / "metrics.nc", engine="h5netcdf") as metrics:
-        measured = np.flatnonzero(np.isfinite(metrics["std"].values))
+        measured = np.flatnonzero(np.isfinite(metrics["noise_std"].values))
         assert list(measured) == [0, 10, 11]  # every 10th frame and the last
         assert np.isfinite(metrics["time_s"].values[1:]).all()
 
@@ -348,22 +399,24 @@ def test_multirun_survives_a_failing_job_and_collect_reports_it(run_py, tmp_path
         "deform=translate,rotate",
         "output.previews=false",
         f"hydra.sweep.dir={sweep}",
+        check=False,
     )
-    assert result.returncode == 0
+    # Every job ran; the sweep says which failed and exits non-zero.
+    assert result.returncode == 1, result.stderr[-3000:]
     assert "run failed" in result.stdout + result.stderr  # logged, not fatal
+    assert "2 of 4 jobs of the sweep" in result.stderr and "res must be an integer" in result.stderr
     merged, records = collect(sweep, sweep / "collected.nc")
     statuses = {(r.coords["res"], r.coords["deform"]): r.status for r in records}
     assert statuses[(32, "rotate")] == "complete"
     assert statuses[(0, "rotate")] == "failed"
     assert "res must be an integer" in next(r.error for r in records if r.status == "failed")
     with xr.open_dataset(sweep / "collected.nc", engine="h5netcdf") as ds:
-        assert set(ds["status"].dims) == {"method", "deform", "res"}
-        # sel(method=...) is xarray's fill-method keyword: select the dim with a dict.
-        where = {"deform": "rotate", "method": "particle"}
-        assert ds["status"].sel({**where, "res": 32}).item() == "complete"
-        assert ds["status"].sel({**where, "res": 0}).item() == "failed"
-        assert np.isnan(ds["std"].sel(res=0).values).all()
-        assert np.isfinite(ds["std"].sel(res=32).values).all()
+        assert set(ds["status"].dims) == {"warp_method", "deform", "res"}
+        where = ds["status"].sel(deform="rotate", warp_method="particle")
+        assert where.sel(res=32).item() == "complete"
+        assert where.sel(res=0).item() == "failed"
+        assert np.isnan(ds["noise_std"].sel(res=0).values).all()
+        assert np.isfinite(ds["noise_std"].sel(res=32).values).all()
     # The command-line entry point.
     cli = subprocess.run(
         [sys.executable, "-m", "noisewarp.collect", str(sweep), "--strict"],
@@ -431,7 +484,7 @@ def test_sweep_with_launcher(run_py, tmp_path, launcher):
     assert [r.status for r in records] == ["complete", "complete"]
     for record in records:
         assert stack_attrs(record.path / "noise.h5")["complete"] == 1
-    assert merged.sizes["res"] == 2 and np.isfinite(merged["std"].values).all()
+    assert merged.sizes["res"] == 2 and np.isfinite(merged["noise_std"].values).all()
 
 
 def test_collect_reports_duplicate_runs(compose, tmp_path):

@@ -39,7 +39,7 @@ from noisewarp.flow import (
     write_flo,
 )
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+DATA = Path(__file__).resolve().parents[1] / "noisewarp" / "data"
 
 AFFINE = [
     Translate(rows=0.3, cols=-1.7),
@@ -483,7 +483,7 @@ def test_load_flow_npy(tmp_path):
 
 
 def test_shipped_sample_flow():
-    """data/swirl_forward_32x48.flo: the forward flow of the default swirl at 32 x 48,
+    """noisewarp/data/swirl_forward_32x48.flo: the forward flow of the default swirl at 32 x 48,
     written with ``write_flo(path, flow_from_deformation(Swirl(), 32, 48, "forward"))``."""
     flow = load_flow(DATA / "swirl_forward_32x48.flo")
     assert flow.shape == (32, 48, 2)

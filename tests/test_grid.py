@@ -1,4 +1,4 @@
-"""The grid method (DESIGN 3-4, Algorithm 2): exact areas and statistics against the oracle."""
+"""The grid method (docs/methods.md, Algorithm 2): exact areas and statistics against the oracle."""
 
 import time
 

@@ -75,7 +75,7 @@ def test_identity_reproduces_the_source():
 
 def test_exact_conditional_moments():
     """Sample mean and covariance over keys against the exact ones of the discretised
-    areas a_pq = |K_pq| / n^2 (the grid formula, DESIGN 3, with HIWYN's areas)."""
+    areas a_pq = |K_pq| / n^2 (the grid formula, docs/methods.md, with HIWYN's areas)."""
     size, n, channels = 12, 4, 16
     deformation = MAPS["partly_outside"]
     corners, centres = geometry(deformation, size, size)

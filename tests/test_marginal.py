@@ -1,6 +1,6 @@
 """Marginal law: after 50 warps of every synthetic deformation, frames are white N(0, 1).
 
-DESIGN 3: every output frame is i.i.d. N(0, 1) over pixels and channels. The
+docs/methods.md: every output frame is i.i.d. N(0, 1) over pixels and channels. The
 battery (noisewarp.metrics.assert_white_noise) checks mean, std, skewness,
 kurtosis, KS, lag-1 autocorrelations, cross-channel correlation and spectral
 flatness within 5 standard errors.

@@ -281,7 +281,7 @@ def test_gaussianity_is_fast():
 
 
 def oracle_conditional_mean(prev, tmap):
-    """The particle model from the independent record of ``tests/naive`` (DESIGN 4)."""
+    """The particle model from the independent record of ``tests/naive`` (docs/methods.md)."""
     height, width, channels = prev.shape
     a = record_matrix(particle_record(tmap), height * width)
     flat = prev.reshape(-1, channels).astype(np.float64)
@@ -398,7 +398,9 @@ def test_frame_metrics_and_dataset_round_trip(tmp_path):
     assert dataset.sizes == {"frame": 3}
     assert list(dataset["frame"].values) == [0, 1, 2]
     assert math.isnan(dataset["temporal_corr"][0]) and abs(dataset["temporal_corr"][1]) < 0.05
-    np.testing.assert_allclose(dataset["std"].values, [r["std"] for r in records])
+    np.testing.assert_allclose(dataset["noise_std"].values, [r["std"] for r in records])
+    # ds.std and ds.mean are Dataset methods: the statistics never take those names.
+    assert "std" not in dataset and "mean" not in dataset and "noise_mean" in dataset
     assert dataset["acf_row"].attrs["long_name"].startswith("lag-1")
     path = tmp_path / "metrics.nc"
     dataset.to_netcdf(path, engine="h5netcdf")
@@ -415,11 +417,27 @@ def test_dataset_with_several_dims():
         if (method, frame) != ("grid", 2)
     ]
     dataset = metrics.metrics_dataset(records, dims=("method", "frame"))
-    assert dataset["std"].dims == ("method", "frame")
+    assert dataset["noise_std"].dims == ("method", "frame")
     # ``method`` is also a keyword of ``sel``: select with a dict.
-    assert dataset["std"].sel({"method": "particle", "frame": 2}) == 3.0
-    assert math.isnan(dataset["std"].sel({"method": "grid", "frame": 2}))
+    assert dataset["noise_std"].sel({"method": "particle", "frame": 2}) == 3.0
+    assert math.isnan(dataset["noise_std"].sel({"method": "grid", "frame": 2}))
     with pytest.raises(ValueError, match="repeat"):
         metrics.metrics_dataset(records + records[:1], dims=("method", "frame"))
     with pytest.raises(ValueError, match="missing"):
         metrics.metrics_dataset([{"frame": 0, "std": 1.0}], dims=("method", "frame"))
+
+
+def test_z_scores_of_a_metrics_dataset_are_the_reports():
+    """z_scores judges each frame of a Dataset as white_noise_report judges the frame."""
+    frames = [white((24, 40, 3), seed) for seed in range(3)]
+    frames[2] = frames[2] * 0.9  # too narrow: std's z about -19
+    dataset = metrics.metrics_dataset([metrics.frame_metrics(f) for f in frames])
+    dataset = dataset.assign(height=24, width=40).assign_coords(channels=3)
+    z = metrics.z_scores(dataset)
+    for index, frame in enumerate(frames):
+        report = metrics.white_noise_report(frame)["statistics"]
+        for name in ("mean", "std", "skewness", "excess_kurtosis", "acf_row", "ks_stat"):
+            column = metrics.DATASET_NAMES.get(name, name)
+            assert z[column].values[index] == pytest.approx(report[name]["z"], rel=1e-12)
+    assert abs(z["noise_std"].values[:2]).max() < 5 < abs(z["noise_std"].values[2])
+    assert z.attrs["n_sigma"] == 5.0 and z["noise_std"].dims == ("frame",)

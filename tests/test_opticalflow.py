@@ -18,7 +18,7 @@ from noisewarp.flow import identity_map  # noqa: E402
 from noisewarp.metrics import assert_white_noise  # noqa: E402
 from noisewarp.video import open_video  # noqa: E402
 
-CLIP = Path(__file__).resolve().parent.parent / "data" / "bigbuckbunny.mp4"
+CLIP = Path(__file__).resolve().parent.parent / "noisewarp" / "data" / "bigbuckbunny.mp4"
 SIZE = 256
 # Mean EPE bounds (px); measured on this clip: dis 0.09-0.16, farneback 0.14-0.42, tvl1 < 0.08.
 BOUNDS = {"dis": 0.5, "farneback": 0.75, "tvl1": 0.3}

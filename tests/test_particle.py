@@ -1,4 +1,4 @@
-"""The particle method (DESIGN 4, Algorithm 3): exact statistics against the oracle."""
+"""The particle method (docs/methods.md, Algorithm 3): exact statistics against the oracle."""
 
 import numba
 import numpy as np

@@ -1,4 +1,4 @@
-"""The counter-based normal generator (DESIGN 5)."""
+"""The counter-based normal generator (docs/conventions.md)."""
 
 import numba
 import numpy as np

@@ -11,7 +11,7 @@ pytest.importorskip("av", reason='video tests need PyAV: pip install -e ".[video
 
 from noisewarp.video import VideoError, content_hash, open_video, write_video  # noqa: E402
 
-CLIP = Path(__file__).resolve().parent.parent / "data" / "bigbuckbunny.mp4"
+CLIP = Path(__file__).resolve().parent.parent / "noisewarp" / "data" / "bigbuckbunny.mp4"
 
 
 def smooth_frames(count, height=40, width=56):

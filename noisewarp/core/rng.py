@@ -5,7 +5,7 @@ Every random number in noisewarp is a pure function of ``(seed, frame, purpose)`
 indices. Nothing carries state from one draw to the next, so results do not
 depend on the number of threads, on how work is chunked, or on the order in
 which pixels are visited, and a run resumed at frame ``k`` repeats the
-uninterrupted run exactly (DESIGN section 5).
+uninterrupted run exactly (docs/conventions.md).
 
 Generator
     A SplitMix64 stream per ``(seed, frame, purpose)``: word ``m`` of the stream

@@ -1,4 +1,4 @@
-"""Simple noise warps that integral warping improves on (DESIGN section 4).
+"""Simple noise warps that integral warping improves on (docs/methods.md).
 
 They exist to show what goes wrong without it, behind the same interface as the
 real methods:

@@ -12,7 +12,7 @@ __all__ = ["Conditional", "conditional_buffers", "target_summary"]
 
 
 class Conditional(NamedTuple):
-    """E[Y | X] of one warp under the method's own model (DESIGN section 3).
+    """E[Y | X] of one warp under the method's own model (docs/methods.md).
 
     With Y_p = sum_q c_pq x_q + (noise independent of X), ``mean[p]`` is
     sum_q c_pq x_q and ``carried[p]`` is sum_q c_pq^2: the fraction of Var Y_p that

@@ -4,7 +4,7 @@ Target pixel p's warped region R_p is the quadrilateral of its four mapped
 corners T(i, j), T(i, j+1), T(i+1, j+1), T(i+1, j). Its exact overlap
 a_pq = |R_p ∩ Omega_q| with every source cell q it touches
 (``noisewarp.core.area``, float64) forms the partition record; each source
-splits x_q into Brownian-bridge increments of lengths a_pq (DESIGN section 3),
+splits x_q into Brownian-bridge increments of lengths a_pq (docs/methods.md),
 
     I = (a / t)(x_q - b) + sqrt(a (t - a) / t) g,  g ~ N(0, 1),
 
@@ -74,20 +74,23 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from noisewarp.core.area import (
-    AREA_EPS,
-    edge_piece,
-    edge_setup,
-    lobe_edges,
-    lobe_pieces,
-    orientation,
-    pieces_ramp,
-    polygon_signed_area,
-    quad_lobes,
-    ramp,
-    strictly_convex,
-)
 from noisewarp.core.bridge import bridge_split
+from noisewarp.core.quad import (
+    OUT_SLOT,
+    OVERCLAIM_TOL,
+    REST_EPS,
+    box,
+    cell_count,
+    check_sizes,
+    conditional_target,
+    covered,
+    gather_target,
+    inside,
+    overclaimed,
+    quad_entries,
+    small_entries,
+    small_quad,
+)
 from noisewarp.core.rng import fill_normals
 from noisewarp.cpu.diagnostics import conditional_buffers, target_summary
 from noisewarp.cpu.sort import scan_offsets
@@ -95,38 +98,8 @@ from noisewarp.cpu.workspace import grow
 
 __all__ = ["grid_warp", "grid_record", "OVERCLAIM_TOL", "REST_EPS"]
 
-# S_q above 1 + OVERCLAIM_TOL is a fold-over (rounding of an exact tiling stays ~1e-15).
-OVERCLAIM_TOL = 1e-9
-# Unclaimed remainders 1 - S_q at or below this are rounding, not area: no z_rest drawn.
-REST_EPS = 1e-12
-# Out-of-frame area at or below this fraction of |R_p| is rounding of A_in = |R_p|.
-OUT_EPS = 1e-12
-# Source id of the record slot that holds a target's out-of-frame area A_out.
-OUT_SLOT = -2
 # Chunks of target rows per thread in the fused walk-and-gather pass.
 CHUNKS_PER_THREAD = 8
-
-
-@njit(inline="always", cache=True)
-def _box(r0, c0, r1, c1, r2, c2, r3, c3):
-    """Bounding box (rmin, rmax, cmin, cmax) of the quad v0 v1 v2 v3 (selects only)."""
-    return (
-        min(min(r0, r1), min(r2, r3)),
-        max(max(r0, r1), max(r2, r3)),
-        min(min(c0, c1), min(c2, c3)),
-        max(max(c0, c1), max(c2, c3)),
-    )
-
-
-@njit(inline="always", cache=True)
-def _extent(corners, i, j):
-    """Bounding box (rmin, rmax, cmin, cmax) of target (i, j)'s quad."""
-    return _box(
-        corners[i, j, 0], corners[i, j, 1],
-        corners[i, j + 1, 0], corners[i, j + 1, 1],
-        corners[i + 1, j + 1, 0], corners[i + 1, j + 1, 1],
-        corners[i + 1, j, 0], corners[i + 1, j, 1],
-    )  # fmt: skip
 
 
 @njit(cache=True)
@@ -151,30 +124,6 @@ def _row_quad(top_r, top_c, bottom_r, bottom_c, j):
     )  # fmt: skip
 
 
-@njit(inline="always", cache=True)
-def _clamped_range(lo, hi, size):
-    """Integer cells [floor(lo), ceil(hi)) clamped to [0, size); clamps as floats first,
-    so a map far outside the frame cannot overflow an int."""
-    first = max(math.floor(lo), 0.0)
-    last = min(math.ceil(hi), float(size))
-    if last <= first:
-        return 0, 0
-    return np.int64(first), np.int64(last)
-
-
-@njit(inline="always", cache=True)
-def _inside(rmin, rmax, cmin, cmax, height, width):
-    """Whether the bounding box lies in the frame (then A_out = 0 without computing it).
-    A select, not branches, for the loops that vectorise."""
-    return (rmin >= 0.0) & (rmax <= height) & (cmin >= 0.0) & (cmax <= width)
-
-
-@njit(inline="always", cache=True)
-def _cell_count(lo, hi, size):
-    """``_clamped_range``'s number of cells as a float, branch-free (for vectorised loops)."""
-    return max(min(np.ceil(hi), size) - max(np.floor(lo), 0.0), 0.0)
-
-
 @njit(parallel=True, nogil=True, cache=True)
 def _bounds(corners, height, width, bound, row_total):
     """The slots each target needs: the cells of its bounding box inside the frame,
@@ -193,10 +142,10 @@ def _bounds(corners, height, width, bound, row_total):
         slots = np.empty(width)
         for j in range(np.uint64(width)):
             r0, c0, r1, c1, r2, c2, r3, c3 = _row_quad(top_r, top_c, bottom_r, bottom_c, j)
-            rmin, rmax, cmin, cmax = _box(r0, c0, r1, c1, r2, c2, r3, c3)
-            inside = _inside(rmin, rmax, cmin, cmax, fheight, fwidth)
-            cells = _cell_count(rmin, rmax, fheight) * _cell_count(cmin, cmax, fwidth)
-            slots[j] = cells + (0.0 if inside else 1.0)
+            rmin, rmax, cmin, cmax = box(r0, c0, r1, c1, r2, c2, r3, c3)
+            within = inside(rmin, rmax, cmin, cmax, fheight, fwidth)
+            cells = cell_count(rmin, rmax, fheight) * cell_count(cmin, cmax, fwidth)
+            slots[j] = cells + (0.0 if within else 1.0)
         run = 0
         base = i * width + 1
         for j in range(width):
@@ -221,65 +170,8 @@ def _add_row_bases(bound, row_total, width):
             bound[p] += shift
 
 
-@njit(inline="always", cache=True)
-def _local_lobes(corners, i, j, row0, col0):
-    """``quad_lobes`` of target (i, j) with the origin moved to the integer point
-    (row0, col0) near the quad (exact), so that the area arithmetic runs on
-    numbers of order one whatever the frame size."""
-    return quad_lobes(
-        corners[i, j, 0] - row0, corners[i, j, 1] - col0,
-        corners[i, j + 1, 0] - row0, corners[i, j + 1, 1] - col0,
-        corners[i + 1, j + 1, 0] - row0, corners[i + 1, j + 1, 1] - col0,
-        corners[i + 1, j, 0] - row0, corners[i + 1, j, 1] - col0,
-    )  # fmt: skip
-
-
 # Rows of ``_small_quads``' output.
 _FAST, _ROW0, _COL0, _X0, _A00, _A01, _X1, _A10, _A11 = range(9)
-
-
-@njit(inline="always", cache=True)
-def _slab_2(e0, e1, e2, e3, row, col0, width):
-    """The quad's (lobe A's) cells in the slab [row, row+1]: ``(fits, x, left, right)``,
-    whether it spans at most two columns there (rounding can stretch a piece a
-    hair past the bounding box), the first column (relative to col0) and the
-    areas of cells x and x + 1 before the orientation sign; 0 where the quad has
-    no width in the slab. The same arithmetic as ``_fill``'s slab loop (floors
-    stay floats: no conversion of a far-off coordinate to an integer)."""
-    l0, lo0, hi0 = edge_piece(e0[0], e0[1], e0[2], e0[3], e0[5], row)
-    l1, lo1, hi1 = edge_piece(e1[0], e1[1], e1[2], e1[3], e1[5], row)
-    l2, lo2, hi2 = edge_piece(e2[0], e2[1], e2[2], e2[3], e2[5], row)
-    l3, lo3, hi3 = edge_piece(e3[0], e3[1], e3[2], e3[3], e3[5], row)
-    big = 1.0e308
-    span_lo = min(
-        min(lo0 if l0 != 0.0 else big, lo1 if l1 != 0.0 else big),
-        min(lo2 if l2 != 0.0 else big, lo3 if l3 != 0.0 else big),
-    )
-    span_hi = max(
-        max(hi0 if l0 != 0.0 else -big, hi1 if l1 != 0.0 else -big),
-        max(hi2 if l2 != 0.0 else -big, hi3 if l3 != 0.0 else -big),
-    )
-    first = max(np.floor(span_lo + col0), 0.0)
-    last = min(np.ceil(span_hi + col0), float(width))
-    some = (span_hi > span_lo) & (last > first)
-    fits = (last - first <= 2.0) | ~some
-    x = first - col0 if some else 0.0
-    here = (
-        ramp(l0, lo0, hi0, e0[4], x)
-        + ramp(l1, lo1, hi1, e1[4], x)
-        + ramp(l2, lo2, hi2, e2[4], x)
-        + ramp(l3, lo3, hi3, e3[4], x)
-    )
-    x1 = x + 1.0
-    right = (
-        ramp(l0, lo0, hi0, e0[4], x1)
-        + ramp(l1, lo1, hi1, e1[4], x1)
-        + ramp(l2, lo2, hi2, e2[4], x1)
-        + ramp(l3, lo3, hi3, e3[4], x1)
-    )
-    right = right if x1 < span_hi else 0.0
-    left = here - right
-    return fits, x, left if some else 0.0, right if some else 0.0
 
 
 @njit(cache=True)
@@ -289,7 +181,8 @@ def _small_quads(top_r, top_c, bottom_r, bottom_c, height, width, cells):
     smooth map near identity or zooming in. Written without branches and indexed
     with unsigned integers, so that the loop vectorises (8 quads per AVX-512
     instruction); ``_fill`` writes these quads' entries from ``cells`` and runs
-    its general slab loop for the others. Same arithmetic, same doubles.
+    its general slab loop for the others (``core.quad.small_quad`` per quad, the same
+    doubles as the slab loop).
 
     ``top_*``/``bottom_*`` [W + 1] are the rows and columns of the row's upper and
     lower corners; ``cells[:, j]`` = (fast, row0, col0, x0, a00, a01, x1, a10, a11),
@@ -297,123 +190,17 @@ def _small_quads(top_r, top_c, bottom_r, bottom_c, height, width, cells):
     """
     for j in range(np.uint64(width)):
         r0, c0, r1, c1, r2, c2, r3, c3 = _row_quad(top_r, top_c, bottom_r, bottom_c, j)
-        rmin, rmax, cmin, cmax = _box(r0, c0, r1, c1, r2, c2, r3, c3)
-        row0 = np.floor(rmin)
-        col0 = np.floor(cmin)
-        inside = _inside(rmin, rmax, cmin, cmax, height, width)
-        small = (np.ceil(rmax) - row0 <= 2.0) & (np.ceil(cmax) - col0 <= 2.0)
-        r0 -= row0
-        r1 -= row0
-        r2 -= row0
-        r3 -= row0
-        c0 -= col0
-        c1 -= col0
-        c2 -= col0
-        c3 -= col0
-        convex = strictly_convex(r0, c0, r1, c1, r2, c2, r3, c3)
-        e0 = edge_setup(r0, c0, r1, c1)
-        e1 = edge_setup(r1, c1, r2, c2)
-        e2 = edge_setup(r2, c2, r3, c3)
-        e3 = edge_setup(r3, c3, r0, c0)
-        sign = orientation(polygon_signed_area(r0, c0, r1, c1, r2, c2, r3, c3))
-        fits0, x, left, right = _slab_2(e0, e1, e2, e3, 0.0, col0, width)
-        fits1, x1, left1, right1 = _slab_2(e0, e1, e2, e3, 1.0, col0, width)
-        cells[_FAST, j] = 1.0 if inside & small & convex & fits0 & fits1 else 0.0
+        fast, row0, col0, x, a00, a01, x1, a10, a11 = small_quad(r0, c0, r1, c1, r2, c2, r3, c3,
+                                                                 height, width)  # fmt: skip
+        cells[_FAST, j] = 1.0 if fast else 0.0
         cells[_ROW0, j] = row0
         cells[_COL0, j] = col0
         cells[_X0, j] = x
-        cells[_A00, j] = sign * left
-        cells[_A01, j] = sign * right
+        cells[_A00, j] = a00
+        cells[_A01, j] = a01
         cells[_X1, j] = x1
-        cells[_A10, j] = sign * left1
-        cells[_A11, j] = sign * right1
-
-
-@njit(inline="always", cache=True)
-def _put(sources, areas, slot, source, area):
-    """Write entry (source, area) at ``slot`` if the area is above ``AREA_EPS``; the next slot."""
-    if area > AREA_EPS:
-        sources[slot] = source
-        areas[slot] = area
-        return slot + 1
-    return slot
-
-
-@njit(inline="always", cache=True)
-def _small_entries(cells, j, width, sources, areas, slot):
-    """Write a ``_FAST`` quad's entries from ``_small_quads``' ``cells[:, j]``; the next slot."""
-    row = np.int64(cells[_ROW0, j]) * width
-    col = np.int64(cells[_COL0, j] + cells[_X0, j])
-    slot = _put(sources, areas, slot, row + col, cells[_A00, j])
-    slot = _put(sources, areas, slot, row + col + 1, cells[_A01, j])
-    row += width
-    col = np.int64(cells[_COL0, j] + cells[_X1, j])
-    slot = _put(sources, areas, slot, row + col, cells[_A10, j])
-    return _put(sources, areas, slot, row + col + 1, cells[_A11, j])
-
-
-@njit(cache=True)
-def _quad_entries(corners, i, j, height, width, sources, areas, slot):
-    """Write target (i, j)'s entries from ``slot`` on, slab by slab, any quad: the cells
-    between the columns the quad spans in the slab get ramp(x) - ramp(x + 1)
-    (``noisewarp.core.area``), one ramp per cell boundary. A quad leaving the frame
-    keeps A_out in ``slot`` itself, marked ``OUT_SLOT``. Returns the next slot."""
-    first_slot = slot
-    rmin, rmax, cmin, cmax = _extent(corners, i, j)
-    inside = _inside(rmin, rmax, cmin, cmax, height, width)
-    if not inside:
-        slot += 1
-    row0 = np.floor(rmin)
-    col0 = np.floor(cmin)
-    q = _local_lobes(corners, i, j, row0, col0)
-    sign_a = orientation(q[16])
-    sign_b = orientation(q[17])
-    total = abs(q[16]) + abs(q[17])
-    ea = lobe_edges(q[0], q[1], q[2], q[3], q[4], q[5], q[6], q[7])
-    eb = ea
-    if sign_b != 0.0:
-        eb = lobe_edges(q[8], q[9], q[10], q[11], q[12], q[13], q[14], q[15])
-    row_lo, row_hi = _clamped_range(rmin, rmax, height)
-    area_in = 0.0
-    if sign_a != 0.0:
-        for row in range(row_lo, row_hi):
-            local_row = row - row0
-            sa = lobe_pieces(ea, local_row)
-            sb = sa
-            span_lo = sa[12]
-            span_hi = sa[13]
-            if sign_b != 0.0:
-                sb = lobe_pieces(eb, local_row)
-                span_lo = min(span_lo, sb[12])
-                span_hi = max(span_hi, sb[13])
-            if not span_hi > span_lo:
-                continue
-            first, last = _clamped_range(span_lo + col0, span_hi + col0, width)
-            # Coverage of the column strip [x, x+1) = ramp(x) - ramp(x + 1);
-            # ramp is 0 right of the span.
-            x = first - col0
-            ramp_a = pieces_ramp(ea, sa, x)
-            ramp_b = pieces_ramp(eb, sb, x) if sign_b != 0.0 else 0.0
-            for col in range(first, last):
-                x += 1.0
-                next_a = pieces_ramp(ea, sa, x) if x < span_hi else 0.0
-                area = sign_a * (ramp_a - next_a)
-                ramp_a = next_a
-                if sign_b != 0.0:
-                    next_b = pieces_ramp(eb, sb, x) if x < span_hi else 0.0
-                    area = max(area, 0.0) + max(sign_b * (ramp_b - next_b), 0.0)
-                    ramp_b = next_b
-                if area > AREA_EPS:
-                    sources[slot] = row * width + col
-                    areas[slot] = area
-                    area_in += area
-                    slot += 1
-    if not inside:
-        # Out-of-frame area: whatever of |R_p| the frame's cells did not account for.
-        outside = total - area_in
-        sources[first_slot] = OUT_SLOT
-        areas[first_slot] = outside if outside > OUT_EPS * total else 0.0
-    return slot
+        cells[_A10, j] = a10
+        cells[_A11, j] = a11
 
 
 @njit(inline="always")
@@ -509,7 +296,7 @@ def _fill(corners, height, width, offsets, sources, areas, chunk_rows, counts, s
     A target whose box leaves the frame keeps A_out in its first slot, marked
     with source ``OUT_SLOT`` (negative, so the sort skips it); unused slots are -1.
     Quads within 2 x 2 cells take their areas from the vectorised ``_small_quads``,
-    the others from the general slab loop (``_quad_entries``): the same numbers.
+    the others from the general slab loop (``core.quad.quad_entries``): the same numbers.
 
     Works in chunks of target rows (``chunk_rows[t]`` to ``chunk_rows[t + 1]``)
     and, while each row's entries are in cache, counts them for the sort by
@@ -525,10 +312,14 @@ def _fill(corners, height, width, offsets, sources, areas, chunk_rows, counts, s
             _small_quads(top_r, top_c, bottom_r, bottom_c, height, width, cells)
             for j in range(width):
                 p = i * width + j
+                slot = offsets[p]
                 if cells[_FAST, j] != 0.0:
-                    slot = _small_entries(cells, j, width, sources, areas, offsets[p])
+                    slot = small_entries(sources, areas, slot, width, cells[_ROW0, j],
+                                         cells[_COL0, j], cells[_X0, j], cells[_A00, j],
+                                         cells[_A01, j], cells[_X1, j], cells[_A10, j],
+                                         cells[_A11, j])  # fmt: skip
                 else:
-                    slot = _quad_entries(corners, i, j, height, width, sources, areas, offsets[p])
+                    slot = quad_entries(corners, i, j, height, width, sources, areas, slot)
                 for e in range(slot, offsets[p + 1]):
                     sources[e] = -1
                     areas[e] = 0.0
@@ -628,7 +419,7 @@ def _walk_row(i, noise, sources, areas, start, order, offset, gamma, row_span, e
         over = 0
         empty = 0
         for j in range(width):
-            over += claimed[j] > 1.0 + OVERCLAIM_TOL
+            over += overclaimed(claimed[j])
             empty += count[j] == 0
         row_stats[i, 0] = over
         row_stats[i, 1] = empty
@@ -640,8 +431,8 @@ def _walk_row(i, noise, sources, areas, start, order, offset, gamma, row_span, e
     for j in range(width):
         cursor[j] = ndraw
         scale[j] = 1.0
-        closed = claimed[j] >= 1.0 - REST_EPS
-        if claimed[j] > 1.0 + OVERCLAIM_TOL:
+        closed = covered(claimed[j])
+        if overclaimed(claimed[j]):
             scale[j] = 1.0 / claimed[j]
         if count[j] > 0:
             ndraw += (count[j] - 1 if closed else count[j]) * nc
@@ -682,26 +473,6 @@ def _walk_row(i, noise, sources, areas, start, order, offset, gamma, row_span, e
             left[j] = rest
         if own:
             scaled[e - e0] = a
-
-
-@njit(cache=True)
-def _conditional_target(p, offsets, sources, scaled, e0, source_flat, inv, cond_mean,
-                        cond_carried, mean):  # fmt: skip
-    """E[Y_p | X] and sum_q a_pq^2 / A_p of one gathered target from its entries
-    (``mean`` is scratch of length C; A_out adds to A_p only, through ``inv``)."""
-    nc = mean.size
-    mean[:] = 0.0
-    square = 0.0
-    for e in range(offsets[p], offsets[p + 1]):
-        q = sources[e]
-        if q >= 0:
-            area = scaled[e - e0]
-            square += area * area
-            for c in range(nc):
-                mean[c] += area * source_flat[q, c]
-    for c in range(nc):
-        cond_mean[p, c] = mean[c] * inv
-    cond_carried[p] = square * inv * inv
 
 
 @njit(parallel=True, nogil=True, cache=True)
@@ -758,19 +529,8 @@ def _warp_chunks(noise, offsets, sources, areas, start, order, bridge_offset, br
             stats[2] = 0.0
             stats[3] = 0.0
             for p in range(i * width, (i + 1) * width):
-                for c in range(nc):
-                    acc[c] = 0.0
-                area_in = 0.0
-                outside = 0.0
-                for e in range(offsets[p], offsets[p + 1]):
-                    q = sources[e]
-                    if q < 0:
-                        if q == OUT_SLOT:
-                            outside = areas[e]
-                        continue
-                    area_in += scaled[e - e0]
-                    for c in range(nc):
-                        acc[c] += inc[e - e0, c]
+                area_in, outside = gather_target(p, offsets, sources, areas, scaled, inc, e0,
+                                                 acc, nc)  # fmt: skip
                 total = area_in + outside
                 fresh_base = np.uint64(p) * np.uint64(nc)
                 if area_in > 0.0:
@@ -783,7 +543,7 @@ def _warp_chunks(noise, offsets, sources, areas, start, order, bridge_offset, br
                     for c in range(nc):
                         flat[p, c] = acc[c] * inv
                     if wanted:
-                        _conditional_target(p, offsets, sources, scaled, e0, source_flat, inv,
+                        conditional_target(p, offsets, sources, scaled, e0, source_flat, inv,
                                             cond_mean, cond_carried, acc)  # fmt: skip
                 else:
                     stats[0] += 1.0
@@ -825,18 +585,13 @@ def _partition(corners: np.ndarray, height: int, width: int, chunks: int, buffer
     """
     if buffer is None:
         buffer = _fresh
-    if height * width >= 2**31:
-        raise ValueError(f"a {height} x {width} frame has too many pixels for int32 source ids")
+    check_sizes(height, width)
     # int32 offsets: the record is indexed by int32 anyway (the sort's order).
     offsets = buffer("offsets", height * width + 1, np.int32)
     row_total = buffer("row_total", height, np.int64)
     _bounds(corners, height, width, offsets, row_total)
     entries = int(row_total.sum())
-    if entries >= 2**31:
-        raise ValueError(
-            f"the map's quads overlap {entries} source cells in total (more than 2**31): "
-            "it stretches pixels over far too much of the frame to warp with grid"
-        )
+    check_sizes(height, width, entries)
     _add_row_bases(offsets, row_total, width)  # no overflow: the total fits in int32
     sources = buffer("sources", entries, np.int32)
     areas = buffer("areas", entries, np.float64)

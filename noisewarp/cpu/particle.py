@@ -5,7 +5,7 @@ grid neighbours floor(u) + {0, 1}^2 receive bilinear weights w_pq (in the frame
 and > 0 only). Each source q normalises the weights of the particles that
 request it, a_pq = w_pq / W_q with W_q = sum_p w_pq, and splits its noise x_q
 into the increments I_pq of one Brownian bridge from 0 to x_q over consecutive
-intervals of lengths a_pq (DESIGN section 3). A target sums its increments and
+intervals of lengths a_pq (docs/methods.md). A target sums its increments and
 divides by sqrt(A_p), A_p = sum_q a_pq; a target with no neighbour in the frame
 gets fresh noise.
 

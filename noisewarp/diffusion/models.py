@@ -10,7 +10,7 @@ import torch
 
 # The built-in model (trained by ``python -m noisewarp.diffusion.train``), in diffusers'
 # DDPMPipeline layout: model_index.json, unet/, scheduler/.
-BUILTIN_MODEL = Path(__file__).resolve().parents[2] / "data" / "builtin-unet"
+BUILTIN_MODEL = Path(__file__).resolve().parents[1] / "data" / "builtin-unet"
 
 
 def builtin_unet_config(sample_size: int = 48) -> dict:

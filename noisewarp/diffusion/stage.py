@@ -307,8 +307,12 @@ class Diffuser:
 
     def _dataset(self, records: dict, summary: dict):
         import xarray as xr
+        import yaml
 
-        coords = {"frame": np.arange(self.frames), **self.spec.coords()}
+        from noisewarp.collect import run_coords
+
+        place, _ = run_coords(yaml.safe_load(self.spec.config_yaml))  # as metrics.nc has it
+        coords = {"frame": np.arange(self.frames), **place}
         variables = {key: ("frame", values) for key, values in records.items()}
         attrs = {
             "config": self.spec.config_yaml,

@@ -1,4 +1,5 @@
-"""Train the built-in model: ``python -m noisewarp.diffusion.train --out data/builtin-unet``.
+"""Train the built-in model: ``python -m noisewarp.diffusion.train`` (into
+``noisewarp/data/builtin-unet``; ``--out DIR`` elsewhere).
 
 A small ``UNet2DModel`` (``models.builtin_unet_config``) learns v-prediction on random
 crops of real colour images (``images.training_images``), with an exponential moving

@@ -1,4 +1,4 @@
-"""Is it white noise, and how much of it moves with the motion? (DESIGN section 8.)
+"""Is it white noise, and how much of it moves with the motion? (docs/outputs.md.)
 
 Two families of figures:
 
@@ -38,6 +38,7 @@ motion) and :mod:`~noisewarp.metrics.dataset` (per-frame records as an
 # ruff: noqa: F401  (re-exports)
 from noisewarp.metrics._common import (
     _LAGS,
+    DATASET_NAMES,
     DESCRIPTIONS,
     SPATIAL_STATISTICS,
     TEMPORAL_STATISTICS,
@@ -54,6 +55,7 @@ from noisewarp.metrics.nulls import (
     null_expectations,
     standard_errors,
     white_noise_report,
+    z_scores,
 )
 from noisewarp.metrics.spatial import gaussianity
 from noisewarp.metrics.temporal import (
@@ -70,6 +72,7 @@ __all__ = [
     "null_expectations",
     "standard_errors",
     "white_noise_report",
+    "z_scores",
     "format_report",
     "assert_white_noise",
     "carried_metrics",

@@ -59,6 +59,9 @@ DESCRIPTIONS = {
     "expected_carried_variance": "mean of sum_q a_pq^2 / A_p: carried variance the map predicts",
 }
 
+# Statistics whose names are Dataset methods (ds.mean, ds.std): their names in a Dataset.
+DATASET_NAMES = {"mean": "noise_mean", "std": "noise_std"}
+
 # Lag-1 neighbour offsets (d_row, d_col).
 _LAGS = {"acf_row": (0, 1), "acf_col": (1, 0), "acf_diag": (1, 1), "acf_antidiag": (1, -1)}
 

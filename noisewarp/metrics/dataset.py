@@ -8,7 +8,7 @@ from numbers import Number
 
 import numpy as np
 
-from noisewarp.metrics._common import DESCRIPTIONS
+from noisewarp.metrics._common import DATASET_NAMES, DESCRIPTIONS
 from noisewarp.metrics.spatial import gaussianity
 from noisewarp.metrics.temporal import carried_metrics, temporal_metrics
 
@@ -77,7 +77,8 @@ def metrics_dataset(
     -------
     xarray.Dataset
         One variable per statistic (the union over records; missing values are
-        nan), each with a ``long_name`` where known. Save with
+        nan), each with a ``long_name`` where known; ``mean`` and ``std`` are named
+        ``noise_mean`` and ``noise_std`` (``DATASET_NAMES``). Save with
         ``ds.to_netcdf(path, engine="h5netcdf")``.
     """
     import pandas as pd
@@ -109,7 +110,9 @@ def metrics_dataset(
     dataset = xr.Dataset.from_dataframe(table.set_index(list(dims)))
     for name, variable in dataset.data_vars.items():
         if name in DESCRIPTIONS:
-            variable.attrs["long_name"] = DESCRIPTIONS[name]
+            variable.attrs.update(long_name=DESCRIPTIONS[name], units="1")
+    # ds.mean and ds.std are Dataset methods: the statistics get names that cannot shadow.
+    dataset = dataset.rename({k: v for k, v in DATASET_NAMES.items() if k in dataset})
     dataset.attrs.update(
         {
             "title": "noisewarp noise metrics",

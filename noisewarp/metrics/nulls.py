@@ -26,6 +26,8 @@ from scipy import stats
 
 from noisewarp.metrics._common import (
     _LAGS,
+    DATASET_NAMES,
+    SPATIAL_STATISTICS,
     _bartlett,
     _batch_shape,
     _lag_pairs,
@@ -34,6 +36,7 @@ from noisewarp.metrics._common import (
 from noisewarp.metrics.spatial import gaussianity
 
 __all__ = [
+    "z_scores",
     "null_expectations",
     "standard_errors",
     "white_noise_report",
@@ -370,3 +373,46 @@ def assert_white_noise(frame: np.ndarray, n_sigma: float = 5.0, label: str = "")
             f"failed: {', '.join(report['failed'])}\n{format_report(report, only_failed=True)}"
         )
     return report
+
+
+def z_scores(dataset, n_sigma: float = 5.0):
+    """Every judged statistic of a metrics Dataset as the white-noise report's z-score.
+
+    ``dataset`` is one run's ``metrics.nc`` or a collected sweep (it needs the
+    statistics, ``height``, ``width`` and ``channels``). Each frame is judged by
+    :func:`white_noise_report`'s rules against its own exact null: (value - E) / SE
+    (skewness and kurtosis through their normalising transforms), N(0, 1) under the null;
+    statistics judged by a p-value give Phi^-1(1 - p/2), distributed as |N(0, 1)|.
+    Returns a Dataset of the same dims, one variable per statistic (NaN where a frame was
+    not measured), with ``n_sigma`` (the report's threshold) as an attribute.
+    """
+    import xarray as xr
+
+    names = [n for n in SPATIAL_STATISTICS if DATASET_NAMES.get(n, n) in dataset]
+    values = [dataset[DATASET_NAMES.get(n, n)] for n in names]
+    shape = [dataset[k] for k in ("height", "width", "channels")]
+    *values, height, width, channels = xr.broadcast(*values, *shape)
+    template = values[0]
+    judged = [n for n in ("mean", "std", "skewness", "excess_kurtosis", *_LAGS, "ks_stat",
+                          "spectrum_flatness", "cross_channel_corr", "spectrum_max_dev")
+              if n in names or f"{n[:-5]}_pvalue" in names]  # fmt: skip
+    out = {n: np.full(template.shape, np.nan) for n in judged}
+    flat = [np.asarray(v.values, dtype=np.float64).ravel() for v in values]
+    sizes = [np.asarray(a.values, dtype=np.float64).ravel() for a in (height, width, channels)]
+    for index in range(template.size):
+        record = {name: column[index] for name, column in zip(names, flat, strict=True)}
+        size = tuple(column[index] for column in sizes)
+        if not (np.isfinite(record.get("nonfinite", np.nan)) and np.isfinite(size).all()):
+            continue  # a frame not measured, or a run that is missing
+        rows = _judge(record, tuple(int(n) for n in size), n_sigma)["statistics"]
+        for name in judged:
+            out[name].flat[index] = rows[name]["z"]
+    result = xr.Dataset(
+        {DATASET_NAMES.get(n, n): (template.dims, z) for n, z in out.items()},
+        coords=template.coords,
+    )
+    for name, variable in result.data_vars.items():
+        variable.attrs.update(long_name=f"z-score of {name} against the i.i.d. N(0, 1) null",
+                              units="1")  # fmt: skip
+    result.attrs["n_sigma"] = float(n_sigma)
+    return result

@@ -225,7 +225,7 @@ def _spectrum_statistics(sums: np.ndarray, counts: np.ndarray) -> dict[str, floa
 
 
 def gaussianity(frame: np.ndarray) -> dict[str, float]:
-    """Spatial white-noise statistics of one noise frame (DESIGN section 8).
+    """Spatial white-noise statistics of one noise frame (docs/outputs.md).
 
     Parameters
     ----------

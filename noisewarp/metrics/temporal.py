@@ -134,7 +134,7 @@ def conditional_mean(
     u = T(p) - (0.5, 0.5) (in the frame, weight w_pq > 0), each source normalises
     a_pq = w_pq / sum_p' w_p'q, and E[Y_p | X] = sum_q a_pq x_q / sqrt(A_p),
     A_p = sum_q a_pq, with 0 where A_p = 0 (fresh noise). Other methods use their own
-    areas (DESIGN sections 3-4). Computed by the method's kernel (float32 noise).
+    areas (docs/methods.md). Computed by the method's kernel (float32 noise).
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""Reference grid partition record (DESIGN 3-4): polygon clipping in plain Python.
+"""Reference grid partition record (docs/methods.md): polygon clipping in plain Python.
 
 Written for reading rather than speed, and independently of the kernel's edge
 integrals: each target's quadrilateral (split into its two triangles where it
@@ -144,7 +144,7 @@ def sample(x: np.ndarray, a: np.ndarray, area_out: np.ndarray, draws: int, seed:
            bridge: bool = True, fresh: bool = True) -> np.ndarray:  # fmt: skip
     """``draws`` warps of the flat source ``x`` from the dense area matrix ``a`` [P, Q] (numpy).
 
-    The bridge of DESIGN 3 in matrix form: z_pq ~ N(0, a_pq), z_rest ~ N(0, 1 - S_q),
+    The bridge of docs/methods.md in matrix form: z_pq ~ N(0, a_pq), z_rest ~ N(0, 1 - S_q),
     I_pq = z_pq + a_pq (x_q - sum_p z_pq - z_rest), Y_p = (sum_q I_pq + sqrt(A_out)
     xi_p) / sqrt(A_in + A_out). ``bridge=False`` and ``fresh=False`` are deliberately
     broken variants (independent pieces; no fresh term) for the tests that show

@@ -1,4 +1,4 @@
-"""Reference particle partition record and the exact conditional moments (DESIGN 3-4).
+"""Reference particle partition record and the exact conditional moments (docs/methods.md).
 
 Plain Python loops, written for reading rather than speed.
 """
@@ -45,7 +45,7 @@ def record_matrix(record: dict[tuple[int, int], float], npix: int) -> np.ndarray
 def conditional_moments(
     a: np.ndarray, x: np.ndarray, out_area: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """E[Y | X] and Cov[Y | X] from the dense area matrix (DESIGN 3).
+    """E[Y | X] and Cov[Y | X] from the dense area matrix (docs/methods.md).
 
     ``a[p, q]`` = a_pq, ``x`` the flat source channel, ``out_area[p]`` = A_out
     (zero for particle). Targets with A_p = 0 are fresh: mean 0, variance 1.

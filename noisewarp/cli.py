@@ -1,0 +1,72 @@
+"""The command line: ``noisewarp-run method=particle res=1024`` (also ``python -m noisewarp``
+and, in a checkout, ``python run.py``).
+
+A Hydra app on the configs shipped in ``noisewarp/conf``; ``--config-dir DIR`` adds a
+directory of your own groups (``DIR/method/mine.yaml``), ``-m`` sweeps. Bad values are
+one-line errors (the traceback with ``HYDRA_FULL_ERROR=1``), and a sweep exits with
+status 1 when any of its jobs did not complete (``docs/cluster.md``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from noisewarp import experiment
+from noisewarp.config import ConfigError
+from noisewarp.io import StackError, StackMismatchError
+from noisewarp.motion import FlowFileError
+from noisewarp.status import SweepReport, cancelled_on_sigterm, write_status
+from noisewarp.video import VideoError
+
+__all__ = ["CONFIG_DIR", "main"]
+
+CONFIG_DIR = Path(__file__).resolve().parent / "conf"
+# Errors in the user's config or inputs whose message says everything: one line, not a
+# traceback.
+USER_ERRORS = (ConfigError, StackError, StackMismatchError, FlowFileError, VideoError)
+
+log = logging.getLogger("run")
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def _app(cfg: DictConfig) -> dict | None:
+    status, error = "interrupted", None
+    try:
+        with cancelled_on_sigterm():
+            if cfg.get("diffusion") is not None:  # stage=diffuse: noise, then the model
+                from noisewarp.diffusion.stage import run as diffuse
+
+                summary = diffuse(cfg)
+            else:
+                summary = experiment.run(cfg)
+        status = "complete"
+        return summary
+    except Exception as exc:
+        status, error = getattr(exc, "status", "failed"), exc
+        if not experiment.in_multirun():
+            if isinstance(exc, USER_ERRORS) and not os.environ.get("HYDRA_FULL_ERROR"):
+                print(f"noisewarp: error: {exc}", file=sys.stderr)
+                raise SystemExit(2) from None
+            raise
+        # One failing job must not stop a sweep: status.json records it for collect.
+        log.exception("run %s", status)
+        return None
+    finally:
+        write_status(cfg, status, error)
+
+
+def main() -> None:
+    """The console script: run (or sweep), then exit 1 if any job of a sweep failed."""
+    _app()
+    if SweepReport.not_complete:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The Hydra configs shipped with noisewarp (``noisewarp-run``'s config module)."""

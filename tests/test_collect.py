@@ -1,0 +1,140 @@
+"""A collected sweep read the way docs/outputs.md and the README tell an analyst to:
+every dim selectable with ``ds.sel(name=value)``, no name shadowing a Dataset method,
+options as coordinates, attributes and units kept, NaN for "not applicable", height
+and width per run, and the sample crops kept apart from the metrics table."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from noisewarp.collect import collect, open_collected
+from noisewarp.experiment import build_spec, run
+
+REPO = Path(__file__).resolve().parents[1]
+FLO = REPO / "noisewarp" / "data" / "swirl_forward_32x48.flo"
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, compose_any):
+    """grid and hiwyn (n = 2, 4) on rotate, particle on a forward .flo and on a one-field
+    .npy stack asked for more frames than it has, and a job that failed: collected."""
+    compose_config = compose_any
+    root = tmp_path_factory.mktemp("sweep")
+    common = ("frames=3", "output.previews=false")
+    runs = {
+        "grid": ("method=grid", "deform=rotate", "res=24"),
+        "hiwyn2": ("method=hiwyn", "method.options.n=2", "deform=rotate", "res=24"),
+        "hiwyn4": ("method=hiwyn", "method.options.n=4", "deform=rotate", "res=24"),
+        "flo": ("deform=flow", f"deform.path={FLO}", "deform.direction=forward"),
+    }
+    for name, overrides in runs.items():
+        run(compose_config(*common, *overrides, output_dir=root / name))
+    flows = np.zeros((1, 16, 20, 2), np.float32)
+    flows[..., 0] = 0.5
+    np.save(root / "one.npy", flows)
+    run(compose_config(*common, "deform=flow", f"deform.path={root / 'one.npy'}",
+                       output_dir=root / "npy"))  # fmt: skip
+    failed = root / "failed"
+    cfg = compose_config(*common, "method=particle", "deform=swirl", "res=24", output_dir=failed)
+    (failed / ".hydra").mkdir(parents=True)
+    (failed / ".hydra" / "config.yaml").write_text(build_spec(cfg).config_yaml)
+    (failed / "status.json").write_text(json.dumps({"status": "failed", "error": "boom"}))
+    collect(root, root / "collected.nc", quiet=True)
+    return root
+
+
+def test_every_dim_is_selectable_and_no_name_shadows_the_dataset(sweep):
+    with xr.open_dataset(sweep / "collected.nc", engine="h5netcdf") as ds:
+        keywords = set(inspect.signature(xr.Dataset.sel).parameters)
+        for dim in ds.dims:
+            assert dim not in keywords, dim
+            first = ds[dim].values[0]
+            assert dim not in ds.sel({dim: first}).dims or ds.sel(**{dim: [first]}).sizes[dim] == 1
+        shadowing = [n for n in ds.variables if hasattr(xr.Dataset, n)]
+        assert shadowing == [], shadowing
+        assert {"warp_method", "deform", "frame"} <= set(ds.dims)
+        grid = ds.sel(warp_method="grid", deform="rotate")
+        assert "warp_method" not in grid.dims
+        assert np.isfinite(grid["noise_std"].sel(res=24, n=4)).all()
+
+
+def test_options_are_coordinates(sweep):
+    ds = open_collected(sweep / "collected.nc")
+    # n is swept: a dim; grid does not depend on it and appears at every n.
+    assert list(ds["n"].values) == [2, 4]
+    hiwyn = ds["noise_std"].sel(warp_method="hiwyn", deform="rotate", res=24)
+    assert np.isfinite(hiwyn.sel(n=2)).all() and np.isfinite(hiwyn.sel(n=4)).all()
+    assert not np.array_equal(hiwyn.sel(n=2).values[1:], hiwyn.sel(n=4).values[1:])
+    grid = ds["noise_std"].sel(warp_method="grid", deform="rotate", res=24)
+    np.testing.assert_array_equal(grid.sel(n=2), grid.sel(n=4))
+    # Parameters the sweep does not vary: coordinates along deform, NaN where absent.
+    assert ds["degrees"].dims == ("deform",)
+    assert ds["degrees"].sel(deform="rotate") == 2.0
+    assert np.isnan(ds["degrees"].sel(deform="flow:one"))
+    assert all("(" not in str(label) for label in ds["deform"].values)
+
+
+def test_attributes_units_and_nan_convention(sweep):
+    ds = open_collected(sweep / "collected.nc")
+    assert ds["noise_std"].attrs["long_name"].startswith("standard deviation")
+    assert ds["time_s"].attrs["units"] == "s"
+    assert ds["rss_mb"].attrs["units"] == "MiB"
+    assert ds["height"].attrs["units"] == "pixels"
+    # hiwyn's "not applicable" counts are NaN, never -1.
+    for name, variable in ds.data_vars.items():
+        if variable.dtype.kind == "f":
+            assert not (variable == -1).any(), name
+    assert np.isnan(ds["overclaimed_sources"].sel(warp_method="hiwyn")).all()
+
+
+def test_height_width_and_res_only_where_set(sweep):
+    ds = open_collected(sweep / "collected.nc")
+    assert list(ds["res"].values) == [24]  # the flow files' size is no res
+    flo = ds.sel(warp_method="particle", deform="flow:swirl_forward_32x48", res=24, n=2)
+    assert (flo["height"].item(), flo["width"].item()) == (32, 48)
+    assert ds["height"].sel(warp_method="grid", deform="rotate", res=24, n=2).item() == 24
+    # The forward flow's inversion residual per frame, in pixels; none elsewhere.
+    residual = flo["inversion_residual"].values
+    assert np.isnan(residual[0]) and np.isfinite(residual[1]) and residual[1] < 0.1  # one field
+    assert ds["inversion_residual"].attrs["units"] == "pixels"
+    assert np.isnan(ds["inversion_residual"].sel(deform="rotate")).all()
+
+
+def test_samples_are_kept_apart_from_the_metrics_table(sweep):
+    with xr.open_dataset(sweep / "collected.nc", engine="h5netcdf") as ds:
+        assert "sample_noise" not in ds and "sample" not in ds.dims
+        assert len(ds.to_dataframe()) == int(np.prod(list(ds.sizes.values())))
+    with xr.open_dataset(sweep / "collected.nc", engine="h5netcdf", group="samples") as samples:
+        crops = samples["sample_noise"].sel(warp_method="grid", deform="rotate", res=24, n=2)
+        # 24 x 24 crops beside the flow run's 32 x 48: padded with NaN.
+        assert np.isfinite(crops.isel(sample_y=slice(0, 24), sample_x=slice(0, 24))).all()
+
+
+def test_failed_runs_and_warnings_are_reported(sweep):
+    ds = open_collected(sweep / "collected.nc")
+    failed = ds.sel(warp_method="particle", deform="swirl", res=24, n=2)
+    assert failed["status"].item() == "failed" and failed["error"].item() == "boom"
+    assert np.isnan(failed["noise_std"]).all()
+    summary = json.loads((sweep / "npy" / "summary.json").read_text())
+    assert summary["frames"] == 2 and "frames=3 asked" in summary["warnings"][0]
+    with xr.open_dataset(sweep / "npy" / "metrics.nc", engine="h5netcdf") as metrics:
+        assert "holds 1 flow fields" in metrics.attrs["warnings"]
+
+
+def test_collected_files_of_0_1_are_read_with_a_warning(sweep, tmp_path):
+    with xr.open_dataset(sweep / "collected.nc", engine="h5netcdf") as ds:
+        old = ds.load().rename({"warp_method": "method", "noise_std": "std"})
+    old.to_netcdf(tmp_path / "old.nc", engine="h5netcdf")
+    with pytest.warns(DeprecationWarning, match="method, std"):
+        upgraded = open_collected(tmp_path / "old.nc")
+    assert "noise_std" in upgraded and "warp_method" in upgraded.dims
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        open_collected(sweep / "collected.nc")  # today's files: no warning
