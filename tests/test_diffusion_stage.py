@@ -111,7 +111,7 @@ def test_stage_writes_outputs_and_is_deterministic(compose, tiny_pixel_model, tm
     frames = sorted((directory / "frames").glob("*.png"))
     assert len(frames) == 4
     with xr.open_dataset(directory / "diffusion.nc", engine="h5netcdf") as result:
-        assert result.sizes["frame"] == 4 and result["method"].item() == "particle"
+        assert result.sizes["frame"] == 4 and result["warp_method"].item() == "particle"
         assert np.isfinite(result["warping_error"][1:]).all()
         assert np.isfinite(result["ssim"]).all() and np.isfinite(result["quality"]).all()
     # Same stack, model and config: the same video, bit for bit.
