@@ -18,6 +18,8 @@ __all__ = [
     "is_device_array",
     "as_device",
     "blocks",
+    "check_channels",
+    "device_workspace",
     "zero",
     "exclusive_scan",
     "row_scan",
@@ -51,6 +53,27 @@ def as_device(array, dtype, what: str):
             raise ValueError(f"{what} on the GPU must be C-contiguous")
         return view
     return cuda.to_device(np.ascontiguousarray(array, dtype=dtype))
+
+
+_held: dict[str, tuple[tuple, object]] = {}
+
+
+def device_workspace(kind: str, shape: tuple, build):
+    """The device buffers of ``kind`` (a driver) for ``shape``, built by ``build()`` when
+    the shape changes; only the latest shape of each kind is kept on the device."""
+    held = _held.get(kind)
+    if held is None or held[0] != shape:
+        _held.pop(kind, None)  # free the old buffers before building new ones
+        held = _held[kind] = (shape, build())
+    return held[1]
+
+
+def check_channels(channels: int) -> None:
+    """The kernels' local arrays hold at most MAX_CHANNELS channels."""
+    if channels > config.MAX_CHANNELS:
+        raise ValueError(
+            f"the CUDA kernels take at most {config.MAX_CHANNELS} channels, got {channels}"
+        )
 
 
 def blocks(count: int, threads: int) -> int:

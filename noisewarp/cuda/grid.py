@@ -59,7 +59,15 @@ from noisewarp.core.quad import (
 from noisewarp.core.rng import normal_with, ziggurat_tables
 from noisewarp.cpu.diagnostics import target_summary
 from noisewarp.cuda import config
-from noisewarp.cuda.arrays import blocks, exclusive_scan, is_device_array, row_scan, zero
+from noisewarp.cuda.arrays import (
+    blocks,
+    check_channels,
+    device_workspace,
+    exclusive_scan,
+    is_device_array,
+    row_scan,
+    zero,
+)
 from noisewarp.cuda.particle import TABLE, _scatter, _sort_cells, _stage_tables
 from noisewarp.flow import corner_point
 
@@ -393,17 +401,10 @@ class GridWorkspace:
         )
 
 
-_workspaces: dict[tuple[int, int, int], GridWorkspace] = {}
-
-
 def workspace(height: int, width: int, channels: int) -> GridWorkspace:
     """The device buffers for this frame size (only the latest size is kept)."""
-    key = (height, width, channels)
-    held = _workspaces.get(key)
-    if held is None:
-        _workspaces.clear()
-        held = _workspaces[key] = GridWorkspace(height, width, channels)
-    return held
+    shape = (height, width, channels)
+    return device_workspace("grid", shape, lambda: GridWorkspace(*shape))
 
 
 def grid_warp(noise, centres, corners, bridge_stream, fresh_stream, out=None, conditional=None):
@@ -416,8 +417,7 @@ def grid_warp(noise, centres, corners, bridge_stream, fresh_stream, out=None, co
     the CPU driver's diagnostics, ``entries`` included.
     """
     height, width, channels = noise.shape
-    if channels > MAX_CHANNELS:
-        raise ValueError(f"the CUDA kernels take at most {MAX_CHANNELS} channels, got {channels}")
+    check_channels(channels)
     check_sizes(height, width)
     ws = workspace(height, width, channels)
     if out is None:

@@ -42,6 +42,8 @@ from noisewarp.cuda.arrays import (
     block_min_max,
     block_sum,
     blocks,
+    check_channels,
+    device_workspace,
     exclusive_scan,
     row_scan,
     zero,
@@ -126,9 +128,20 @@ def _sort_cells(start, order):
 
 
 @cuda.jit(device=True)
-def _next_piece(order, a, a_end, b, b_end):
-    """Whether the next piece comes from list a (else b): the lower target index."""
-    return b >= b_end or (a < a_end and order[a] < order[b])
+def _cell_pair(start, i, j, half, width):
+    """The ranges of ``order`` holding the requesters of source (i, j) in cell row
+    i - ``half``: cell column j (neighbour k = 2 half), then j - 1 (k = 2 half + 1)."""
+    base = (i + 1 - half) * (width + 1) + j
+    return start[base + 1], start[base + 2], start[base], start[base + 1]
+
+
+@cuda.jit(device=True)
+def _take_piece(order, a, a_end, b, b_end, half):
+    """The next piece of two cells merged by target index (the CPU's order): its
+    target p, its neighbour index k and the advanced positions (a, b)."""
+    if b >= b_end or (a < a_end and order[a] < order[b]):
+        return order[a], 2 * half, a + 1, b
+    return order[b], 2 * half + 1, a, b + 1
 
 
 @cuda.jit
@@ -154,20 +167,9 @@ def _source_total(q, order, start, frac, width, channels, total, count, draws):
     tot = 0.0
     n = 0
     for half in range(2):  # cell row i (neighbours k = 0, 1), then i - 1 (k = 2, 3)
-        base = (i + 1 - half) * (width + 1) + j
-        a = start[base + 1]
-        a_end = start[base + 2]
-        b = start[base]
-        b_end = start[base + 1]
+        a, a_end, b, b_end = _cell_pair(start, i, j, half, width)
         while a < a_end or b < b_end:
-            if _next_piece(order, a, a_end, b, b_end):
-                p = order[a]
-                k = 2 * half
-                a += 1
-            else:
-                p = order[b]
-                k = 2 * half + 1
-                b += 1
+            p, k, a, b = _take_piece(order, a, a_end, b, b_end, half)
             w = bilinear_weight(frac[p, 0], frac[p, 1], k)
             if w > 0.0:
                 tot += w
@@ -204,20 +206,9 @@ def _source_bridges(noise, order, start, frac, total, count, cursor, offset, gam
     remaining = tot
     counter = np.uint64(i) * np.uint64(2 * height * width * channels) + np.uint64(cursor[q])
     for half in range(2):
-        base = (i + 1 - half) * (width + 1) + j
-        a = start[base + 1]
-        a_end = start[base + 2]
-        b = start[base]
-        b_end = start[base + 1]
+        a, a_end, b, b_end = _cell_pair(start, i, j, half, width)
         while a < a_end or b < b_end:
-            if _next_piece(order, a, a_end, b, b_end):
-                p = order[a]
-                k = 2 * half
-                a += 1
-            else:
-                p = order[b]
-                k = 2 * half + 1
-                b += 1
+            p, k, a, b = _take_piece(order, a, a_end, b, b_end, half)
             w = bilinear_weight(frac[p, 0], frac[p, 1], k)
             if not w > 0.0:
                 continue
@@ -378,17 +369,10 @@ class ParticleWorkspace:
         self.tables = tuple(cuda.to_device(t) for t in ziggurat_tables())
 
 
-_workspaces: dict[tuple[int, int, int], ParticleWorkspace] = {}
-
-
 def workspace(height: int, width: int, channels: int) -> ParticleWorkspace:
     """The device buffers for this frame size (only the latest size is kept)."""
-    key = (height, width, channels)
-    held = _workspaces.get(key)
-    if held is None:
-        _workspaces.clear()
-        held = _workspaces[key] = ParticleWorkspace(height, width, channels)
-    return held
+    shape = (height, width, channels)
+    return device_workspace("particle", shape, lambda: ParticleWorkspace(*shape))
 
 
 def particle_warp(noise, tmap, bridge_stream, fresh_stream, out=None, conditional=None):
@@ -402,8 +386,7 @@ def particle_warp(noise, tmap, bridge_stream, fresh_stream, out=None, conditiona
     mostly their fixed cost (benchmarks/NOTES.md).
     """
     height, width, channels = noise.shape
-    if channels > MAX_CHANNELS:
-        raise ValueError(f"the CUDA kernels take at most {MAX_CHANNELS} channels, got {channels}")
+    check_channels(channels)
     ws = workspace(height, width, channels)
     if out is None:
         out = cuda.device_array((height, width, channels), np.float32)

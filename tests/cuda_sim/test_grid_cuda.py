@@ -107,9 +107,9 @@ def test_integer_translation_is_exact_and_keys_matter():
 def test_record_grows_between_frames():
     """The record's buffers are kept and regrown when a frame needs more slots; every
     frame still matches the CPU."""
-    from noisewarp.cuda import grid
+    from noisewarp.cuda import arrays, grid
 
-    grid._workspaces.clear()
+    arrays._held.pop("grid", None)  # start from an empty record
     noise = nw.initial_noise(H, W, C, seed=8)
     sizes = []
     for deformation in (Translate(rows=0.5), Zoom(factor=0.5), Rotate(degrees=40.0)):
