@@ -458,6 +458,7 @@ def _finish(spec: RunSpec, observer: _Observer, warmup_s: float) -> dict:
         "channels": spec.channels,
         "frames": spec.frames,
         "seed": spec.seed,
+        "backend": spec.backend,
         "warmup_s": warmup_s,
         "threads": observer.threads,
         "time_per_frame_s": median(times),
@@ -544,7 +545,7 @@ def _write_metrics(spec: RunSpec, observer: _Observer, summary: Mapping) -> None
                  "threads", "height", "width"):  # fmt: skip
         dataset[name] = summary[name]
     dataset["max_rss_mb"] = summary["peak_rss_mb"]
-    dataset["machine"] = machine()
+    dataset["machine"] = machine(spec.backend)
     for name, (long_name, units) in RUN_VARIABLES.items():
         if name in dataset:
             dataset[name].attrs.update(long_name=long_name, **({"units": units} if units else {}))
@@ -556,8 +557,9 @@ def _write_metrics(spec: RunSpec, observer: _Observer, summary: Mapping) -> None
     os.replace(tmp, out.metrics)
 
 
-def machine() -> str:
-    """The CPU, its count and numba's version: what the times in metrics.nc were measured on."""
+def machine(backend: str = "cpu") -> str:
+    """The CPU, its count and numba's version (and the GPU when the kernels ran on one):
+    what the times in metrics.nc were measured on."""
     import platform
 
     import numba
@@ -572,7 +574,13 @@ def machine() -> str:
     except OSError:
         pass
     cpus = f"{os.cpu_count()} CPUs ({available_cpus()} for this job)"
-    return f"{model}, {cpus}, numba {numba.__version__}"
+    where = f"{model}, {cpus}, numba {numba.__version__}"
+    if backend == "cuda":
+        from numba import cuda
+
+        name = getattr(cuda.get_current_device(), "name", "(numba's CUDA simulator)")
+        where += f", GPU {name.decode() if isinstance(name, bytes) else name} (numba.cuda)"
+    return where
 
 
 def _sample_crops(samples: np.ndarray, frames: list[int]):

@@ -138,6 +138,8 @@ def test_thread_count_follows_the_allocation(compose, monkeypatch):
         assert available_cpus() == 1
         summary = run(compose(*SMALL))
         assert summary["threads"] == 1 and numba.get_num_threads() == 1
+        # backend=auto is recorded as what ran (no GPU here: the CPU kernels).
+        assert summary["backend"] == nw.resolve_backend("auto")
         summary = run(compose(*SMALL, "backend.threads=2", "output.overwrite=true"))
         assert summary["threads"] == min(2, numba.config.NUMBA_NUM_THREADS)
         monkeypatch.delenv("SLURM_CPUS_PER_TASK")
