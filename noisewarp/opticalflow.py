@@ -175,6 +175,9 @@ def _tvl1(source, target, s):
     return np.stack([cols, rows], axis=-1)
 
 
+RAFT_MIN_SIDE = 128
+
+
 @functools.lru_cache(maxsize=2)
 def _raft_model(weights: str, model: str, stamp: float):
     """A torchvision RAFT with the local state_dict ``weights`` (``stamp``: file mtime)."""
@@ -199,7 +202,9 @@ def _raft(source, target, s):
     torch = require("torch")
     net = _raft_model(str(s["weights"]), s["model"], os.path.getmtime(s["weights"]))
     height, width = source.shape[:2]
-    pad = ((0, -height % 8), (0, -width % 8), (0, 0))
+    # RAFT needs sides that are multiples of 8 and at least 128 (its correlation pyramid).
+    pad = ((0, max(-height % 8, RAFT_MIN_SIDE - height)),
+           (0, max(-width % 8, RAFT_MIN_SIDE - width)), (0, 0))  # fmt: skip
 
     def tensor(image):
         image = np.asarray(image, dtype=np.float32)
