@@ -111,6 +111,18 @@ def test_defaults_need_no_input_file(compose):
     assert cfg.output.stack and cfg.output.metrics
 
 
+def test_estimator_settings_as_the_readme_gives_them(compose):
+    """``deform.settings={...}`` replaces the (empty) settings whole: struct mode must not
+    refuse the estimator's keys; an unknown key is the estimator's clear error."""
+    spec = build_spec(compose("deform.settings={preset: fast}"))
+    assert spec.motion.settings == {"preset": "fast"}
+    cfg = compose("deform.estimator=raft", "deform.settings={weights: /x/raft.pth, model: small}")
+    settings = OmegaConf.to_container(cfg.deform.settings)
+    assert settings == {"weights": "/x/raft.pth", "model": "small"}
+    with pytest.raises(ConfigError, match="presett"):
+        build_spec(compose("deform.settings={presett: fast}"))
+
+
 def test_unknown_group_option_lists_the_valid_ones(compose):
     with pytest.raises(MissingConfigException) as error:
         compose("method=bogus")
