@@ -614,10 +614,14 @@ def flow_to_noise_map(
     for name, value in (("noise_height", noise_height), ("noise_width", noise_width)):
         if isinstance(value, bool) or int(value) != value or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    centres = _pixel_centres(int(noise_height), int(noise_width))
+    if (noise_height, noise_width) == (height, width):  # no averaging, no scaling
+        return np.add(centres, flow_rc)
     mean = _footprint_mean(flow_rc, int(noise_height), int(noise_width))
     mean[..., 0] *= noise_height / height
     mean[..., 1] *= noise_width / width
-    return _pixel_centres(int(noise_height), int(noise_width)) + mean
+    mean += centres
+    return mean
 
 
 def blend_fresh(warped: np.ndarray, gamma: float, key: Key | int) -> np.ndarray:

@@ -500,6 +500,26 @@ def test_collect_reports_duplicate_runs(compose, tmp_path):
     assert merged.sizes["res"] == 1
 
 
+def test_flow_colour_wheel_is_hsv_with_full_saturation():
+    """flow_to_rgb: hue the direction content moves (atan2(-dy, -dx)), value the speed over
+    the 99th percentile; checked against matplotlib's independent hsv_to_rgb."""
+    from matplotlib.colors import hsv_to_rgb
+
+    from noisewarp.preview import flow_to_rgb
+
+    flow = np.random.default_rng(3).standard_normal((40, 50, 2)).astype(np.float32) * 4
+    rgb = flow_to_rgb(flow)
+    dx, dy = flow[..., 0].astype(np.float64), flow[..., 1].astype(np.float64)
+    speed = np.hypot(dx, dy)
+    hsv = np.stack([(np.arctan2(-dy, -dx) / (2 * np.pi)) % 1.0, np.ones_like(speed),
+                    np.clip(speed / np.percentile(speed, 99), 0, 1)], axis=-1)  # fmt: skip
+    expected = np.rint(hsv_to_rgb(hsv) * 255)
+    assert rgb.dtype == np.uint8 and np.abs(rgb - expected).max() <= 1
+    # Content moving right (backward flow pointing left) is red; still pixels are black.
+    still_and_right = flow_to_rgb(np.array([[[0.0, 0.0], [-2.0, 0.0]]]), scale=2.0)
+    np.testing.assert_array_equal(still_and_right[0], [[0, 0, 0], [255, 0, 0]])
+
+
 def test_previews_are_bounded_and_show_the_motion(tmp_path):
     from noisewarp.preview import PreviewRecorder, noise_to_uint8
 
