@@ -18,6 +18,7 @@ from noisewarp.core.rng import Key, Purpose
 from noisewarp.warp import (
     METHODS,
     Conditional,
+    ConditionalSums,
     Diagnostics,
     Geometry,
     NoiseWarper,
@@ -36,6 +37,7 @@ __all__ = [
     "Purpose",
     "METHODS",
     "Conditional",
+    "ConditionalSums",
     "Diagnostics",
     "Geometry",
     "NoiseWarper",

@@ -99,11 +99,24 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+# After a parallel region numba's OpenMP workers spin for GOMP's default 300,000 pauses
+# (10-20 ms on AMD cores) before they sleep, holding cores that the metrics' FFT threads
+# then wait for. A short spin keeps back-to-back regions fast and frees the cores.
+OPENMP_SPIN = "10000"
+
+
 def configure_threads(threads: int | None) -> int:
     """Set the kernels' thread count: ``threads`` (``backend.threads``) if given, else
-    :func:`available_cpus`, at most numba's pool size; return the count in use."""
-    import numba
+    :func:`available_cpus`, at most numba's pool size; return the count in use.
 
+    Before numba starts its threads, also set ``GOMP_SPINCOUNT`` to :data:`OPENMP_SPIN`
+    unless the environment sets it or ``OMP_WAIT_POLICY`` (the OpenMP runtime reads them
+    once, when it loads)."""
+    import numba
+    from numba.np.ufunc import parallel
+
+    if not parallel._is_initialized and not {"GOMP_SPINCOUNT", "OMP_WAIT_POLICY"} & set(os.environ):
+        os.environ["GOMP_SPINCOUNT"] = OPENMP_SPIN
     wanted = threads if threads is not None else available_cpus()
     count = max(1, min(wanted, numba.config.NUMBA_NUM_THREADS))
     numba.set_num_threads(count)
@@ -169,9 +182,13 @@ class _Observer:
             return False
         return index % self.spec.output.metrics_every == 0 or index == self.last
 
-    def wants_conditional(self, index: int) -> bool:
-        """Whether the warp to frame ``index`` must report E[Y | X] (temporal metrics)."""
-        return index > 0 and self.wants_metrics(index)
+    def wants_conditional(self, index: int) -> bool | str:
+        """What the warp to frame ``index`` must report of E[Y | X] for the temporal
+        metrics: nothing (False), its sums (``"sums"``), or its arrays (True) when a
+        noise blend rescales them after the warp."""
+        if index == 0 or not self.wants_metrics(index):
+            return False
+        return True if self.spec.blend else "sums"
 
     def add(self, index, frame, conditional, step, time_s, map_s, diagnostics) -> dict:
         """Measure frame ``index``: ``conditional`` is the kernel's E[Y | X] given the

@@ -17,11 +17,12 @@ import numpy as np
 
 from noisewarp.core.checks import as_map, as_noise_frame
 from noisewarp.core.rng import Key, Purpose, normals
-from noisewarp.cpu.diagnostics import Conditional
+from noisewarp.cpu.diagnostics import Conditional, ConditionalSums
 from noisewarp.deform import Deformation
 
 __all__ = [
     "Conditional",
+    "ConditionalSums",
     "Diagnostics",
     "Geometry",
     "Method",
@@ -114,7 +115,9 @@ class Method:
     """A warping method: ``kernel(noise, geometry, key, options, conditional) -> (frame,
     stats)``, plus a third element, the ``Conditional`` E[Y | X] of the method's own
     model, when ``conditional`` is true. ``kernel`` is the CPU kernel; ``kernels`` maps
-    each backend the method has (``"cpu"``, ``"cuda"``) to its kernel."""
+    each backend the method has (``"cpu"``, ``"cuda"``) to its kernel. A CPU kernel with
+    the attribute ``conditional_sums = True`` also takes ``conditional="sums"`` and then
+    returns a ``ConditionalSums`` instead of the arrays."""
 
     name: str
     kernel: Kernel
@@ -245,10 +248,12 @@ def warp(
         ``cuda`` without one is an error (``resolve_backend``).
     return_diagnostics : bool
         Also return a ``Diagnostics``.
-    return_conditional : bool
+    return_conditional : bool or "sums"
         Also return a ``Conditional``: E[Y | X] under this method's own model
         (``mean`` [H, W, C]) and the fraction of each pixel's variance that ``noise``
         explains (``carried`` [H, W]), computed by the kernel from its own areas.
+        ``"sums"``: only the sums the temporal metrics need (``ConditionalSums``),
+        which a kernel can keep without writing the arrays.
     **options
         Method options (for example ``n`` for hiwyn).
 
@@ -256,6 +261,10 @@ def warp(
     -------
     ndarray [H, W, C] float32, followed by the Diagnostics and the Conditional when asked
     """
+    if return_conditional not in (False, True, "sums"):
+        raise ValueError(
+            f"return_conditional must be False, True or 'sums', got {return_conditional!r}"
+        )
     resolved = resolve_backend(backend, method)
     noise = _as_frame(noise, resolved)
     height, width, _ = noise.shape
@@ -296,6 +305,15 @@ def _warp_validated(noise, geometry, method, key, backend, conditional, options,
             f"method {method!r} got unknown option(s) {sorted(unknown)}; valid: {valid}"
         )
     merged = {**spec.options, **options}
+    if conditional == "sums":
+        if backend == "cpu" and getattr(spec.kernel, "conditional_sums", False):
+            out, stats, sums = spec.kernel(noise, geometry, key, merged, "sums")
+            return out, Diagnostics(**_split_stats(stats)), sums
+        # Kernels without their own sums: the arrays, reduced (on the host).
+        out, diagnostics, moments = _warp_validated(
+            noise, geometry, method, key, backend, True, options, out
+        )
+        return out, diagnostics, _sums_of(out, moments)
     if backend == "cuda":
         from noisewarp.cuda.adapter import warp_on_device
 
@@ -328,6 +346,14 @@ def _split_stats(stats: dict) -> dict:
     core = {k: stats[k] for k in _CORE_FIELDS if k in stats}
     core["extra"] = {k: v for k, v in stats.items() if k not in _CORE_FIELDS}
     return core
+
+
+def _sums_of(frame, moments: Conditional) -> ConditionalSums:
+    """``ConditionalSums`` of a frame and its ``Conditional`` (host or device arrays)."""
+    if _is_device(frame):
+        frame = frame.copy_to_host() if hasattr(frame, "copy_to_host") else np.asarray(frame)
+        moments = Conditional(*(m.copy_to_host() for m in moments))
+    return ConditionalSums.of(frame, moments)
 
 
 def _host_conditional(pixels: int, channels: int) -> Conditional:
@@ -422,17 +448,32 @@ class NoiseWarper:
             held = store[turn] = make(pixels, channels)
         return held
 
-    def step(self, deformation: np.ndarray | Deformation, conditional: bool = False):
+    def step(self, deformation: np.ndarray | Deformation, conditional: bool | str = False):
         """Warp the current frame along ``deformation``; return and keep the new frame.
 
         ``diagnostics`` then describes this step; with ``conditional=True``,
         ``conditional`` holds E[Y | X] of the new frame given the previous one (else None).
         Its arrays are the warper's own, reused two steps later: copy them to keep them.
+        ``conditional="sums"`` keeps only their ``ConditionalSums``.
         """
+        if conditional not in (False, True, "sums"):
+            raise ValueError(f"conditional must be False, True or 'sums', got {conditional!r}")
         height, width, channels = self.shape
         key = Key(self.seed, self.frame + 1)
         geometry = Geometry.from_input(deformation, height, width, self.frame)
         turn = self.frame % 2
+        sums = conditional == "sums"
+        if (
+            sums
+            and self.backend == "cpu"
+            and getattr(_method(self.method).kernel, "conditional_sums", False)
+        ):
+            out, self.diagnostics, self.conditional = _warp_validated(
+                self.noise, geometry, self.method, key, self.backend, "sums", self.options
+            )
+            self.noise = out
+            self.frame += 1
+            return out
         if conditional:
             conditional = self._buffers_for(
                 self._buffers, turn, height * width, channels, _host_conditional
@@ -444,6 +485,8 @@ class NoiseWarper:
                 self.noise, geometry, self.method, key, self.backend, conditional, self.options
             )
             self.noise = out
+        if sums:  # a kernel without its own sums: reduce the arrays it filled
+            self.conditional = _sums_of(out, self.conditional)
         self.frame += 1
         return out
 

@@ -126,3 +126,32 @@ def test_models_differ_under_contraction():
                           return_conditional=True)  # fmt: skip
         carried[method] = float(cond.carried.mean())
     assert abs(carried["particle"] - carried["grid"]) > 0.1, carried
+
+
+@pytest.mark.parametrize("method", sorted(nw.METHODS))
+@pytest.mark.parametrize("name", ["rotate_zoom", "partly_outside"])
+def test_sums_give_the_metrics_of_the_arrays(method, name):
+    """``return_conditional="sums"`` (the run's path: a kernel's own per-row sums, or the
+    arrays reduced) gives the temporal metrics of the full ``Conditional`` to rounding,
+    and the same frame; so does ``NoiseWarper.step(conditional="sums")``."""
+    from noisewarp.metrics import carried_metrics
+
+    x = nw.initial_noise(40, 56, 3, seed=4)
+    key = nw.Key(2, 1)
+    out, cond = nw.warp(x, MAPS[name], method=method, key=key, return_conditional=True)
+    again, sums = nw.warp(x, MAPS[name], method=method, key=key, return_conditional="sums")
+    np.testing.assert_array_equal(again, out)
+    assert isinstance(sums, nw.ConditionalSums)
+    expected = carried_metrics(out, cond)
+    for metrics in (carried_metrics(out, sums),):
+        for field, value in expected.items():
+            assert metrics[field] == pytest.approx(value, rel=1e-6, abs=1e-9), field
+    np.testing.assert_allclose(
+        sums, nw.ConditionalSums.of(out, cond), rtol=1e-6, atol=1e-6 * out.size
+    )
+    warper = nw.NoiseWarper(40, 56, 3, method=method, seed=2, noise=x)
+    frame = warper.step(MAPS[name], conditional="sums")
+    np.testing.assert_array_equal(frame, out)
+    np.testing.assert_allclose(warper.conditional, sums, rtol=1e-9, atol=1e-9)
+    with pytest.raises(ValueError, match="sums"):
+        nw.warp(x, MAPS[name], method=method, return_conditional="mean")

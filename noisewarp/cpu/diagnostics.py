@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Conditional", "conditional_buffers", "target_summary"]
+__all__ = ["Conditional", "ConditionalSums", "conditional_buffers", "target_summary"]
 
 
 class Conditional(NamedTuple):
@@ -30,6 +30,38 @@ class Conditional(NamedTuple):
         return Conditional(
             self.mean.reshape(height, width, -1), self.carried.reshape(height, width)
         )
+
+
+class ConditionalSums(NamedTuple):
+    """What the temporal metrics need of a ``Conditional``, without its frame-sized arrays.
+
+    Over every pixel p and channel c of one warp, with y the warped frame and m its
+    E[Y | X]: ``mean`` = sum m, ``mean_sq`` = sum m^2, ``cross`` = sum y m, and
+    ``carried`` = sum_p sum_q c_pq^2. A kernel accumulates them per row of targets and
+    adds the rows in order (the result does not depend on the thread count); sum y and
+    sum y^2 come from the frame itself.
+    """
+
+    mean: float
+    mean_sq: float
+    cross: float
+    carried: float
+
+    @classmethod
+    def of(cls, frame: np.ndarray, conditional: Conditional) -> ConditionalSums:
+        """The sums of a ``Conditional`` (frame or flat layout) and its frame [H, W, C]."""
+        y = np.asarray(frame, dtype=np.float64).reshape(-1)
+        m = np.asarray(conditional.mean, dtype=np.float64).reshape(-1)
+        return cls(float(m.sum()), float(m @ m), float(y @ m),
+                   float(np.sum(conditional.carried, dtype=np.float64)))  # fmt: skip
+
+    @classmethod
+    def from_rows(cls, rows: np.ndarray) -> ConditionalSums:
+        """Add a kernel's per-row partial sums [rows, SUMS] (row by row, a fixed order)."""
+        return cls(*(float(v) for v in np.asarray(rows, dtype=np.float64).sum(axis=0)))
+
+
+SUMS = 4  # columns of a kernel's per-row ConditionalSums partials
 
 
 def conditional_buffers(pixels: int, channels: int, wanted) -> Conditional:

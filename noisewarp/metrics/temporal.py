@@ -18,6 +18,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from noisewarp.cpu.diagnostics import ConditionalSums
+
 __all__ = ["carried_metrics", "conditional_mean", "temporal_metrics", "temporal_correlation"]
 
 # Fixed blocks (not threads) of the parallel sums, so the result does not depend on
@@ -50,12 +52,23 @@ def _pearson_sums(actual, predicted, sums):
         sums[k, 4] = sab
 
 
-def _correlation(actual: np.ndarray, predicted: np.ndarray) -> float:
-    """Pearson r of two equally long arrays (0.0 when either is constant)."""
-    sums = np.empty((_BLOCKS, 5))
-    _pearson_sums(actual.reshape(-1), predicted.reshape(-1), sums)
-    n = actual.size
-    sa, sb, saa, sbb, sab = (float(v) for v in sums.sum(axis=0))
+@njit(parallel=True, cache=True, nogil=True)
+def _frame_sums(values, sums):
+    """Per block k: sums of x and x^2 of ``values`` (flat) in ``sums[k]``."""
+    n = values.size
+    blocks = sums.shape[0]
+    for k in prange(blocks):
+        s = ss = 0.0
+        for i in range(k * n // blocks, (k + 1) * n // blocks):
+            x = np.float64(values[i])
+            s += x
+            ss += x * x
+        sums[k, 0] = s
+        sums[k, 1] = ss
+
+
+def _pearson(n, sa, sb, saa, sbb, sab) -> float:
+    """Pearson r from the sums of a, b, a^2, b^2, ab (0.0 when either is constant)."""
     if n == 0 or math.isnan(sa + sb + saa + sbb + sab):
         return math.nan
     ab = sab - sa * sb / n
@@ -68,6 +81,28 @@ def _correlation(actual: np.ndarray, predicted: np.ndarray) -> float:
     return max(-1.0, min(1.0, ab / denominator))
 
 
+def _correlation(actual: np.ndarray, predicted: np.ndarray) -> float:
+    """Pearson r of two equally long arrays (0.0 when either is constant)."""
+    sums = np.empty((_BLOCKS, 5))
+    _pearson_sums(actual.reshape(-1), predicted.reshape(-1), sums)
+    return _pearson(actual.size, *(float(v) for v in sums.sum(axis=0)))
+
+
+def _carried_from_sums(following: np.ndarray, sums: ConditionalSums) -> dict[str, float]:
+    """:func:`carried_metrics` from a kernel's ``ConditionalSums`` and the frame's own sums."""
+    frame = np.ascontiguousarray(following).reshape(-1)
+    partial = np.empty((_BLOCKS, 2))
+    _frame_sums(frame, partial)
+    sy, syy = (float(v) for v in partial.sum(axis=0))
+    corr = _pearson(frame.size, sy, sums.mean, syy, sums.mean_sq, sums.cross)
+    pixels = frame.size // following.shape[-1] if following.ndim == 3 else frame.size
+    return {
+        "temporal_corr": corr,
+        "carried_variance": corr * corr,
+        "expected_carried_variance": sums.carried / pixels if pixels else math.nan,
+    }
+
+
 def carried_metrics(following: np.ndarray, conditional, mask=None) -> dict[str, float]:
     """How much of frame t the frame t+1 carries, given the kernel's E[Y | X].
 
@@ -75,9 +110,10 @@ def carried_metrics(following: np.ndarray, conditional, mask=None) -> dict[str, 
     ----------
     following : np.ndarray
         Frame t+1, [H, W, C].
-    conditional : noisewarp.Conditional
+    conditional : noisewarp.Conditional or ConditionalSums
         What the kernel reported for this step: ``mean`` [H, W, C] = E[Y | X] and
-        ``carried`` [H, W] = sum_q c_pq^2.
+        ``carried`` [H, W] = sum_q c_pq^2, or only their sums (``warp(...,
+        return_conditional="sums")``: the same figures to rounding, without the arrays).
     mask : np.ndarray, optional
         bool [H, W]: only these pixels (e.g. the moving ones).
 
@@ -90,8 +126,12 @@ def carried_metrics(following: np.ndarray, conditional, mask=None) -> dict[str, 
         ``expected_carried_variance``: the fraction the map predicts for i.i.d.
         unit-variance input, the mean of ``carried`` over pixels.
     """
-    mean = np.asarray(conditional.mean)
     following = np.asarray(following)
+    if isinstance(conditional, ConditionalSums):
+        if mask is not None:
+            raise ValueError("a mask needs the Conditional's arrays, not its sums")
+        return _carried_from_sums(following, conditional)
+    mean = np.asarray(conditional.mean)
     if following.shape != mean.shape:
         raise ValueError(
             f"frame t+1 has shape {following.shape} but its conditional mean {mean.shape}"
