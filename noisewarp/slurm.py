@@ -5,7 +5,7 @@ submitit learns a job's state from ``sacct``. Without SLURM accounting, or for a
 cancelled while still pending (which never runs our code, so writes no ``status.json``),
 it cannot tell that the job has ended and waits forever. Here the jobs are also followed
 with ``squeue``: a job that has left the queue without submitit's result file (after
-submitit's grace period of 15 s for the file to appear on a shared filesystem) has ended,
+15 s for the file to appear on a shared filesystem, once for the whole sweep) has ended,
 and its run gets a ``status.json`` written by the submitting process: ``cancelled`` when
 SLURM says so or when it never started, else ``failed`` with what SLURM and the job's log
 say. sacct's state is used wherever it has one.
@@ -38,6 +38,8 @@ _ACTIVE = {"READY", "PENDING", "RUNNING", "UNKNOWN", "REQUEUED", "COMPLETING", "
            "REQUEUE_FED", "REQUEUE_HOLD", "SPECIAL_EXIT"}  # fmt: skip
 # How often the watcher asks SLURM at most, in seconds (submitit's SLURM default is 600).
 POLL_S = 60
+# How long an ended job's result file may take to appear (submitit waits as long per job).
+RESULT_GRACE_S = 15
 
 
 class QueueWatcher(SlurmInfoWatcher):
@@ -165,13 +167,40 @@ def launch(launcher, job_overrides, initial_job_idx: int):
     for job in jobs:
         job.watcher = watcher  # this sweep's jobs only; submitit's shared watcher is untouched
         watcher.register_job(job.job_id)
+    for job in jobs:
+        job.wait()  # until its result file appears, or SLURM says it has ended
+    # One grace period for the whole sweep (not one per job, as job.results() would wait):
+    # result files written just now may take a moment to show on a shared filesystem.
+    grace = time.time() + RESULT_GRACE_S
+    while time.time() < grace and not all(_has_result(job) for job in jobs):
+        time.sleep(1)
     returns = []
     for job, (overrides, _, idx, _, _) in zip(jobs, job_params, strict=True):
-        try:
-            returns.append(job.results()[0])
-        except (UncompletedJobError, FailedJobError) as e:
-            returns.append(_ended_without_result(launcher, job, overrides, idx, e, submitted))
+        if _has_result(job):
+            try:
+                returns.append(job.results()[0])
+                continue
+            except (UncompletedJobError, FailedJobError) as e:  # the job raised outside our app
+                error = e
+        else:
+            state = job.watcher.get_state(job.job_id, mode="cache")
+            error = f"no result file {job.paths.result_pickle} (SLURM state {state})"
+        returns.append(_ended_without_result(launcher, job, overrides, idx, error, submitted))
     return returns
+
+
+def _has_result(job) -> bool:
+    """Whether every task of ``job`` left submitit's result file (its folder touched first,
+    as submitit does, so that NFS shows new files)."""
+    for task in (job.task(i) for i in range(job.num_tasks)):
+        folder = task.paths.folder
+        try:
+            folder.chmod(folder.stat().st_mode)
+        except OSError:
+            pass
+        if not task.paths.result_pickle.exists():
+            return False
+    return True
 
 
 def _ended_without_result(launcher, job, overrides, idx, error, submitted: float):
@@ -210,7 +239,7 @@ def _ended_without_result(launcher, job, overrides, idx, error, submitted: float
         if isinstance(error, FailedJobError):
             status, why = "failed", "the job raised outside the run: " + _last_line(error)
         else:
-            status, why = outcome(state, job.paths.stdout.exists(), reason)
+            status, why = outcome(state, job.task(0).paths.stdout.exists(), reason)
         why = f"SLURM job {job.job_id}: {why}"
         if status == "cancelled":
             why += "; rerun the same command to resume"
@@ -219,8 +248,11 @@ def _ended_without_result(launcher, job, overrides, idx, error, submitted: float
             hydra_dir.mkdir(parents=True, exist_ok=True)
             OmegaConf.save(task, hydra_dir / "config.yaml")
             OmegaConf.save(OmegaConf.create(list(overrides)), hydra_dir / "overrides.yaml")
-        write_status(None, status, why, directory=run_dir, slurm_job_id=job.job_id,
-                     slurm_state=state, submitit=str(error))  # fmt: skip
+        extra = {"slurm_job_id": job.job_id, "slurm_state": state, "submitit": str(error)}
+        stderr = (job.task(0).stderr() or "").strip().splitlines()
+        if stderr:  # the end of the job's log: what killed it, often
+            extra["log"] = "\n".join(stderr[-20:])
+        write_status(None, status, why, directory=run_dir, **extra)
         log.warning("%s %s: %s", status, run_dir, why)
     ret = JobReturn(overrides=list(overrides), cfg=task, hydra_cfg=config,
                     working_dir=str(run_dir), task_name=str(config.hydra.job.name),
