@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Start a single-node SLURM cluster on localhost (munged, slurmctld, slurmd), for the
-# `hydra/launcher=submitit_slurm` test. Idempotent: daemons already answering are left alone.
+# SLURM tests (tests/test_slurm.py). Idempotent: daemons already answering are left alone.
 #
 # Needs Debian's packages:  apt-get update && apt-get install -y slurm-wlm munge
 # Runs as root, without systemd (containers, CI). Exits 0 once the node is idle; otherwise

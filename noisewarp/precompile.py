@@ -15,7 +15,7 @@ The cache on a cluster
 
         export NUMBA_CACHE_DIR=/shared/noisewarp/numba-cache
         python -m noisewarp.precompile --methods particle grid
-        python run.py -m method=particle,grid ... hydra/launcher=submitit_slurm
+        python run.py -m method=particle,grid ... hydra/launcher=noisewarp_slurm
 
     Without it every job pays the first-call compile again (tens of seconds per
     method; ``benchmarks/compile_time.py`` measures it). numba files a kernel

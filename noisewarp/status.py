@@ -1,10 +1,15 @@
 """``status.json``: how each run of a sweep ended (complete, failed, cancelled,
-interrupted), for ``noisewarp.collect``; and the sweep's report when it ends."""
+interrupted), for ``noisewarp.collect``; and the sweep's report when it ends.
+
+``cancelled`` covers every way SLURM stops a job: ``scancel`` (running or still
+pending), its time limit and preemption; ``error`` says which (``noisewarp.slurm`` writes
+the record of a job that never ran our code)."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -31,25 +36,42 @@ def in_multirun() -> bool:
         return False
 
 
-def write_status(cfg, status: str, error: BaseException | None = None) -> Path | None:
-    """Write ``status.json`` (complete / failed / interrupted) in the run's output directory,
-    so ``noisewarp.collect`` can report failed runs. Never raises."""
+def write_status(
+    cfg,
+    status: str,
+    error: BaseException | str | None = None,
+    directory: Path | None = None,
+    **extra,
+) -> Path | None:
+    """Write ``status.json`` (complete / failed / cancelled / interrupted) in the run's output
+    directory (``directory`` if given), so ``noisewarp.collect`` can report failed runs.
+    ``error`` is the exception (its traceback is kept) or a one-line reason; ``extra`` adds
+    fields (the submitting side adds ``slurm_job_id`` and ``slurm_state``). Never raises."""
     try:
-        try:
-            directory = Path(cfg.output.dir)
-        except Exception:
-            from hydra.core.hydra_config import HydraConfig
+        if directory is None:
+            try:
+                directory = Path(cfg.output.dir)
+            except Exception:
+                from hydra.core.hydra_config import HydraConfig
 
-            directory = Path(HydraConfig.get().runtime.output_dir)
+                directory = Path(HydraConfig.get().runtime.output_dir)
+        directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         record = {"status": status, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        if error is not None:
+        if isinstance(error, BaseException):
             record["error"] = f"{type(error).__name__}: {error}"
             record["traceback"] = "".join(
                 traceback.format_exception(type(error), error, error.__traceback__)
             )
+        elif error:
+            record["error"] = str(error)
+        record.update(extra)
         path = directory / "status.json"
-        path.write_text(json.dumps(record, indent=2) + "\n")
+        # Replaced, not rewritten in place: the run directory's mtime then says the record
+        # is new, which is how SweepReport tells this sweep's runs from older ones.
+        partial = directory / ".status.json.tmp"
+        partial.write_text(json.dumps(record, indent=2) + "\n")
+        partial.replace(path)
         return path
     except Exception:  # pragma: no cover - reporting must never mask the real outcome
         log.exception("could not write status.json")
@@ -57,16 +79,34 @@ def write_status(cfg, status: str, error: BaseException | None = None) -> Path |
 
 
 class Cancelled(Exception):
-    """The job got SIGTERM: ``scancel``, a time limit or preemption."""
+    """The job was stopped by SLURM: ``scancel``, its time limit or preemption."""
 
     status = "cancelled"
+
+
+def _submitit_time_limit_handler():
+    """``(signal, handler)``: submitit's handler of the signal SLURM sends before the time
+    limit (``SUBMITIT_PREEMPT_SIGNAL``, USR2 by default), when one is installed; else
+    ``(None, None)``."""
+    name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
+    signum = getattr(signal, f"SIG{name}", None)
+    if signum is None:
+        return None, None
+    handler = signal.getsignal(signum)
+    if callable(handler) and str(getattr(handler, "__module__", "")).startswith("submitit."):
+        return signum, handler
+    return None, None
 
 
 @contextmanager
 def cancelled_on_sigterm():
     """Turn SIGTERM into :class:`Cancelled` while the block runs, so a cancelled SLURM job
     unwinds (the stack is flushed, frames so far stay resumable), writes ``status.json``
-    and returns to submitit, whose submitting process then stops waiting for it."""
+    and returns to submitit, whose submitting process then stops waiting for it.
+
+    Under submitit, its time-limit signal is also watched: submitit either requeues the
+    job (preemption, or ``max_num_timeout`` left) or raises, which here becomes
+    :class:`Cancelled` with the reason "time limit" instead of a failure."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -75,11 +115,25 @@ def cancelled_on_sigterm():
         raise Cancelled(f"stopped by {signal.Signals(signum).name} (scancel, a time limit "
                         "or preemption); rerun the same command to resume")  # fmt: skip
 
+    usr_signal, submitit_handler = _submitit_time_limit_handler()
+
+    def time_limit(signum, frame):
+        try:
+            submitit_handler(signum, frame)  # requeues and exits, or raises: not requeued
+        except Exception as exc:
+            raise Cancelled(f"time limit: SLURM sent {signal.Signals(signum).name} before the "
+                            f"job's time limit and submitit did not requeue it ({exc}); "
+                            "rerun the same command to resume") from exc  # fmt: skip
+
     previous = signal.signal(signal.SIGTERM, cancel)
+    if usr_signal is not None:
+        signal.signal(usr_signal, time_limit)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if usr_signal is not None:
+            signal.signal(usr_signal, submitit_handler)
 
 
 class SweepReport(Callback):
@@ -91,6 +145,11 @@ class SweepReport(Callback):
 
     def on_multirun_start(self, config, **kwargs) -> None:
         self.started = time.time() - 1.0  # mtimes have a coarse resolution on some disks
+        target = str(config.hydra.launcher.get("_target_", ""))
+        if target.endswith("hydra_submitit_launcher.submitit_launcher.SlurmLauncher"):
+            log.info("hydra/launcher=noisewarp_slurm takes the same settings and also reports "
+                     "jobs cancelled before they started (submitit_slurm can wait for them "
+                     "forever): docs/cluster.md")  # fmt: skip
 
     def on_multirun_end(self, config, **kwargs) -> None:
         from noisewarp.collect import find_runs

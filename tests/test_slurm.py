@@ -1,7 +1,9 @@
-"""A real SLURM run: a single-node cluster on localhost, a sweep through submitit_slurm.
+"""A real SLURM run: a single-node cluster on localhost, sweeps through noisewarp_slurm
+(and submitit_slurm); jobs cancelled while running or pending, and at their time limit.
 
 .ci/start-slurm.sh starts munged, slurmctld and slurmd (Debian's slurm-wlm and munge).
-Where the cluster cannot start, the test is skipped with the script's exact reason.
+The cluster has no accounting (sacct fails), as many small clusters. Where it cannot
+start, the tests are skipped with the script's exact reason.
 """
 
 from __future__ import annotations
@@ -29,10 +31,10 @@ QUICK = ("frames=4", "output.previews=false")  # appended to the README's comman
 
 
 def readme_slurm_command() -> list[str]:
-    """The README's SLURM example (the first ``bash`` block that launches submitit_slurm),
+    """The README's SLURM example (the first ``bash`` block that launches noisewarp_slurm),
     as run.py arguments."""
     blocks = re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), re.S)
-    block = next(b for b in blocks if "hydra/launcher=submitit_slurm" in b)
+    block = next(b for b in blocks if "hydra/launcher=noisewarp_slurm" in b)
     words = shlex.split(block.replace("\\\n", " "), comments=True)
     assert words[:2] == ["python", "run.py"], words
     return words[2:]
@@ -90,8 +92,9 @@ def test_readme_sweep_on_slurm(slurm_env, run_py, tmp_path):
 
 @pytest.mark.slow
 def test_a_cancelled_job_is_reported_and_the_sweep_exits_non_zero(slurm_env, tmp_path):
-    """scancel one job of a sweep: it ends as cancelled in its status.json and in collect,
-    the submitting process stops waiting, says so and exits 1; the other job completes."""
+    """scancel one running job of a sweep: it ends as cancelled in its status.json and in
+    collect, the submitting process stops waiting, says so and exits 1; the other job
+    completes. The job does this itself, so submitit's own launcher suffices."""
     sweep = tmp_path / "cancel"
     env = {**os.environ, **slurm_env}
     # The frames=1000000 job (no stack: nothing grows on disk) runs until cancelled.
@@ -130,3 +133,86 @@ def test_a_cancelled_job_is_reported_and_the_sweep_exits_non_zero(slurm_env, tmp
     _, records = collect(sweep, quiet=True)
     statuses = sorted(r.status for r in records)
     assert statuses == ["cancelled", "complete"], [(r.path, r.status, r.error) for r in records]
+
+
+def _squeue(env, job_id: str) -> dict[str, str]:
+    """{array task id: state} of a job, from squeue."""
+    out = subprocess.run(
+        ["squeue", "--noheader", "--array", f"--jobs={job_id}", "--format=%i|%T"],
+        env=env, capture_output=True, text=True, timeout=60,
+    ).stdout  # fmt: skip
+    return dict(line.split("|", 1) for line in out.split())
+
+
+@pytest.mark.slow
+def test_a_job_cancelled_while_pending_is_reported_and_the_sweep_exits_non_zero(
+    slurm_env, tmp_path
+):
+    """Both jobs are submitted held; one is scancel'ed while still pending (it never runs,
+    and sacct cannot say what became of it), the other is released. The submitting
+    process finds the cancelled one with squeue, writes its status.json, lists it and
+    exits 1, within a bounded time; collect reports it as cancelled."""
+    sweep = tmp_path / "pending"
+    env = {**os.environ, **slurm_env}
+    command = [sys.executable, str(REPO / "run.py"), "-m", "hydra/launcher=noisewarp_slurm",
+               "+hydra.launcher.additional_parameters.hold=true",
+               "hydra.launcher.timeout_min=10", "hydra.launcher.cpus_per_task=1",
+               "deform=translate", "res=32", "frames=3,4", "output.previews=false",
+               "output.progress=false", f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    log = tmp_path / "sweep.log"
+    with log.open("w") as sink:
+        sweeper = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT
+        )
+    array = None
+    try:
+        tasks, deadline = [], time.monotonic() + 180
+        while len(tasks) < 2 and time.monotonic() < deadline and sweeper.poll() is None:
+            time.sleep(1)
+            if (sweep / ".submitit").is_dir():  # submitit's job folders: <array>_<task>
+                tasks = sorted(p.name for p in (sweep / ".submitit").iterdir()
+                               if re.fullmatch(r"\d+_\d+", p.name))  # fmt: skip
+        assert len(tasks) == 2, log.read_text()[-3000:]
+        array = tasks[0].split("_")[0]
+        assert set(_squeue(env, array).values()) == {"PENDING"}, _squeue(env, array)
+        subprocess.run(["scancel", f"{array}_1"], env=env, check=True, timeout=60)  # frames=4
+        subprocess.run(["scontrol", "release", f"{array}_0"], env=env, check=True, timeout=60)
+        sweeper.wait(timeout=240)  # squeue polls (<= 60 s apart) + 15 s for a result file
+    finally:
+        if sweeper.poll() is None:
+            sweeper.kill()
+        if array is not None:  # nothing of this test stays held in the queue
+            subprocess.run(["scancel", array], env=env, timeout=60)
+    output = log.read_text()
+    assert sweeper.returncode == 1, output[-3000:]
+    assert "1 of 2 jobs of the sweep" in output and "before it started" in output, output[-3000:]
+    (cancelled,) = sweep.glob("*frames=4*")
+    status = json.loads((cancelled / "status.json").read_text())
+    assert status["status"] == "cancelled" and status["slurm_job_id"] == f"{array}_1", status
+    _, records = collect(sweep, quiet=True)
+    by_status = {r.status: r for r in records}
+    assert sorted(by_status) == ["cancelled", "complete"], [(r.path, r.status) for r in records]
+    assert by_status["cancelled"].coords["warp_method"] == "particle"  # placed from .hydra/
+    assert "before it started" in by_status["cancelled"].error
+
+
+@pytest.mark.slow
+def test_a_job_at_its_time_limit_ends_cancelled_with_the_reason(slurm_env, run_py, tmp_path):
+    """A 2-minute limit and signal_delay_s=30: slurmctld sends submitit's USR2 30 to 90 s
+    into the job (up to a minute early), well after the run has started and before the
+    limit's SIGTERM; submitit does not requeue it (max_num_timeout=0), and the job ends
+    as cancelled, with the reason "time limit"."""
+    sweep = tmp_path / "limit"
+    result = run_py(
+        "-m", "hydra/launcher=noisewarp_slurm", "hydra.launcher.timeout_min=2",
+        "hydra.launcher.signal_delay_s=30", "hydra.launcher.cpus_per_task=1",
+        "deform=translate", "res=32", "frames=1000000", "output.stack=null",
+        "output.metrics_every=1000", "output.previews=false", f"hydra.sweep.dir={sweep}",
+        env=slurm_env, timeout=400, check=False,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-3000:]
+    assert "1 of 1 jobs of the sweep" in output and "time limit" in output, output[-3000:]
+    (record,) = collect(sweep, quiet=True)[1]
+    # USR2's path, not the limit's SIGTERM ("stopped by SIGTERM (scancel, a time limit ...").
+    assert record.status == "cancelled" and "Cancelled: time limit:" in record.error, record.error
