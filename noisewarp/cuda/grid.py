@@ -69,6 +69,7 @@ from noisewarp.cuda.arrays import (
     zero,
 )
 from noisewarp.cuda.primitives import (
+    bridge_increments,
     device_tables,
     fresh_target,
     scatter,
@@ -221,13 +222,8 @@ def _source_bridges(noise, order, start, areas, claimed, cursor, row_span, offse
                 inc[e, c] = resid[c]
         else:
             frac, sd, left = bridge_split(a, left, 1.0)
-            for c in range(channels):
-                g = np.float32(
-                    normal_with(offset, gamma, counter + np.uint64(c), zig_accept, zig_width)
-                )
-                step = frac * resid[c] + sd * np.float64(g)
-                resid[c] -= step
-                inc[e, c] = step
+            bridge_increments(frac, sd, resid, channels, offset, gamma, counter, inc, e, 0,
+                              zig_accept, zig_width)  # fmt: skip
             counter += np.uint64(channels)
         scaled[e] = a
 

@@ -36,7 +36,6 @@ from numba import cuda, float64
 
 from noisewarp.core.bridge import NEIGHBOURS, bilinear_weight, bridge_split, particle_in_reach
 from noisewarp.core.particle import conditional_target
-from noisewarp.core.rng import normal_with
 from noisewarp.cuda import config
 from noisewarp.cuda.arrays import (
     MAX_THREADS,
@@ -50,6 +49,7 @@ from noisewarp.cuda.arrays import (
     zero,
 )
 from noisewarp.cuda.primitives import (
+    bridge_increments,
     device_tables,
     fresh_target,
     scatter,
@@ -188,13 +188,8 @@ def _source_bridges(noise, order, start, frac, total, count, cursor, offset, gam
             else:
                 slots[p, slot + channels] = w * inv_total
                 share, sd, remaining = bridge_split(w, remaining, inv_total)
-                for c in range(channels):
-                    g = np.float32(
-                        normal_with(offset, gamma, counter + np.uint64(c), zig_accept, zig_width)
-                    )
-                    inc = share * resid[c] + sd * np.float64(g)
-                    resid[c] -= inc
-                    slots[p, slot + c] = inc
+                bridge_increments(share, sd, resid, channels, offset, gamma, counter, slots, p,
+                                  slot, zig_accept, zig_width)  # fmt: skip
                 counter += np.uint64(channels)
 
 

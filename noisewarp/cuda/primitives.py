@@ -1,7 +1,7 @@
 """Device primitives both CUDA drivers share: the bucketing of items by key (a scatter
 after ``arrays.exclusive_scan`` of the counts, then a sort of each bucket by item index),
-the ziggurat's tables in shared memory, fresh noise for a target nothing reaches, and
-the drivers' default stage hook.
+the ziggurat's tables in shared memory, the draws of a bridge piece, fresh noise for a
+target nothing reaches, and the drivers' default stage hook.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from numba import cuda, float32, int64
 
 from noisewarp.core.rng import normal_with, ziggurat_tables
 
-__all__ = ["TABLE", "scatter", "sort_buckets", "device_tables", "shared_tables", "fresh_target",
-           "unmarked", "KERNELS"]  # fmt: skip
+__all__ = ["TABLE", "scatter", "sort_buckets", "device_tables", "shared_tables",
+           "bridge_increments", "fresh_target", "unmarked", "KERNELS"]  # fmt: skip
 
 TABLE = 512  # entries of each ziggurat table (``core.rng.ziggurat_tables``)
 
@@ -65,6 +65,19 @@ def shared_tables(accept, width_table):
         width_shared[t] = width_table[t]
     cuda.syncthreads()
     return accept_shared, width_shared
+
+
+@cuda.jit(device=True)
+def bridge_increments(frac, sd, resid, channels, offset, gamma, counter, dest, row, base,
+                      zig_accept, zig_width):  # fmt: skip
+    """The increments of a non-final bridge piece (``core.bridge.bridge_split``'s frac and
+    sd), channel c from normal counter + c rounded to float32 as the CPU draws them:
+    I_c = frac resid_c + sd g_c into ``dest[row, base + c]``, and resid_c -= I_c."""
+    for c in range(channels):
+        g = np.float32(normal_with(offset, gamma, counter + np.uint64(c), zig_accept, zig_width))
+        inc = frac * resid[c] + sd * np.float64(g)
+        resid[c] -= inc
+        dest[row, base + c] = inc
 
 
 @cuda.jit(device=True)
