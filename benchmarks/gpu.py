@@ -63,51 +63,29 @@ def copy_bandwidth(cuda, gib: float = 2.0) -> float:
     return 2 * a.nbytes / (statistics.median(times) * 1e-3) / 1e9
 
 
-def _stage_times(cuda, module, names, call, repeats: int) -> dict[str, float]:
-    """Median ms of each stage of a driver (``call()`` runs one frame): from one kernel's
-    launch to the next's (a scan between two kernels counts with the kernel before it).
-    ``names`` are the module's kernels to time."""
+def _stage_times(cuda, call, repeats: int) -> dict[str, float]:
+    """Median ms of each stage of a driver: ``call(on_stage=mark)`` runs one frame and
+    names each stage (the driver's ``STAGES``) to ``mark`` just before its first launch,
+    which records a CUDA event there. A stage runs from its event to the next one (a scan
+    between two kernels counts with the stage before it; the last stage, to the return)."""
     marks: list[tuple[str, object]] = []
 
-    def wrap(name, kernel):
-        class Timed:
-            def __getitem__(self, config):
-                launch = kernel[config]
+    def mark(name: str) -> None:
+        event = cuda.event()  # timing is the default (numba's simulator takes no arguments)
+        event.record()
+        marks.append((name, event))
 
-                def run(*args):
-                    event = cuda.event(timing=True)
-                    event.record()
-                    marks.append((name, event))
-                    launch(*args)
-
-                return run
-
-        return Timed()
-
-    saved = {name: getattr(module, name) for name in names}
     per_stage: dict[str, list[float]] = {}
-    try:
-        for name in names:
-            setattr(module, name, wrap(name, saved[name]))
-        for _ in range(repeats):
-            marks.clear()
-            call()
-            end = cuda.event(timing=True)
-            end.record()
-            end.synchronize()
-            marks.append(("end", end))
-            for (name, a), (_, b) in zip(marks, marks[1:], strict=False):
-                per_stage.setdefault(name, []).append(cuda.event_elapsed_time(a, b))
-    finally:
-        for name, kernel in saved.items():
-            setattr(module, name, kernel)
+    for _ in range(repeats):
+        marks.clear()
+        call(on_stage=mark)
+        end = cuda.event()
+        end.record()
+        end.synchronize()
+        marks.append(("end", end))
+        for (name, a), (_, b) in zip(marks, marks[1:], strict=False):
+            per_stage.setdefault(name, []).append(a.elapsed_time(b))
     return {name: statistics.median(v) for name, v in per_stage.items()}
-
-
-PARTICLE_STAGES = ["_bin_cells", "_scatter", "_sort_cells", "_source_totals", "_source_bridges",
-                   "_finish_targets"]  # fmt: skip
-GRID_STAGES = ["_corner_map", "_bounds", "_fill", "_scatter", "_sort_cells", "_source_totals",
-               "_source_bridges", "_finish_targets", "_row_stats"]  # fmt: skip
 
 
 def _held_bytes(ws) -> int:
@@ -154,13 +132,13 @@ def _grid_row(cuda, grid, noise, tmap, d_noise, d_map, d_out, key, streams, row,
     times = _time_device(cuda, run_grid, repeats)
     out["grid_gpu_ms"] = statistics.median(times)
     out["grid_gpu_ms_min"] = min(times)
-    out["stages_ms"] = _stage_times(cuda, grid, GRID_STAGES, run_grid, 10)
+    out["stages_ms"] = _stage_times(cuda, run_grid, 10)
     out["grid_api_host_ms"] = _api_ms(noise, tmap, key, "grid")
     held = _held_bytes(grid.workspace(*noise.shape))
     out["device_mib"] = (held + d_noise.nbytes * 2 + d_map.nbytes) / 2**20
     out["particle_over_grid_gpu"] = row["particle_gpu_ms"] / out["grid_gpu_ms"]
     out["grid_cpu_over_gpu"] = row["grid_cpu_ms"] / out["grid_gpu_ms"]
-    stages = ", ".join(f"{k.strip('_')} {v:.3f}" for k, v in out["stages_ms"].items())
+    stages = ", ".join(f"{k} {v:.3f}" for k, v in out["stages_ms"].items())
     print(f"  grid GPU {out['grid_gpu_ms']:.3f} ms/frame (min {out['grid_gpu_ms_min']:.3f}); "
           f"via warp() with host arrays {out['grid_api_host_ms']:.2f} ms; device memory "
           f"{out['device_mib']:.0f} MiB\n  grid stages: {stages}\n"
@@ -223,7 +201,7 @@ def main() -> None:
         times = _time_device(cuda, run_particle, args.repeats)
         row["particle_gpu_ms"] = statistics.median(times)
         row["particle_gpu_ms_min"] = min(times)
-        row["stages_ms"] = _stage_times(cuda, particle, PARTICLE_STAGES, run_particle, 10)
+        row["stages_ms"] = _stage_times(cuda, run_particle, 10)
         row["particle_api_host_ms"] = _api_ms(noise, tmap, key, "particle")
         # Device memory held: the workspace plus the frame, the map and the output.
         held = _held_bytes(particle.workspace(res, res, channels))
@@ -236,7 +214,7 @@ def main() -> None:
         row["cpu_over_gpu_particle"] = row["particle_cpu_ms"] / row["particle_gpu_ms"]
         row["grid_cpu_over_particle_gpu"] = row["grid_cpu_ms"] / row["particle_gpu_ms"]
         report["maps"][name] = row
-        stages = ", ".join(f"{k.strip('_')} {v:.3f}" for k, v in row["stages_ms"].items())
+        stages = ", ".join(f"{k} {v:.3f}" for k, v in row["stages_ms"].items())
         print(f"\n{name}: particle GPU {row['particle_gpu_ms']:.3f} ms/frame (min "
               f"{row['particle_gpu_ms_min']:.3f}); via warp() with host arrays "
               f"{row['particle_api_host_ms']:.2f} ms\n  stages: {stages}\n"

@@ -51,11 +51,12 @@ def test_cuda_kernels_under_the_simulator():
 
 
 def _kernels():
-    from noisewarp.cuda import arrays, grid, particle
+    from noisewarp.cuda import arrays, grid, particle, primitives
 
     found = dict(particle.KERNELS)
     found.update({f"grid.{name}": entry for name, entry in grid.KERNELS.items()})
     found.update({f"arrays.{name}": entry for name, entry in arrays.KERNELS.items()})
+    found.update({f"primitives.{name}": entry for name, entry in primitives.KERNELS.items()})
     return found
 
 

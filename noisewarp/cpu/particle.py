@@ -44,6 +44,7 @@ import numpy as np
 from numba import njit, prange
 
 from noisewarp.core.bridge import NEIGHBOURS, bilinear_weight, bridge_split, particle_in_reach
+from noisewarp.core.particle import EVERY_NEIGHBOUR, conditional_target
 from noisewarp.core.rng import fill_normals
 from noisewarp.cpu.diagnostics import conditional_buffers, target_summary
 from noisewarp.cpu.sort import counting_sort_into
@@ -224,7 +225,8 @@ def _finish_bucket(b, start, order, slots, noise, points, offset, gamma, out, co
     ``stats`` receives the bucket's (fresh, min, sum, max A_p). Unless they are empty,
     ``cond_mean`` [H*W, C] and ``cond_carried`` [H*W] receive E[Y_p | X] =
     sum_q a_pq x_q / sqrt(A_p) and sum_q a_pq^2 / A_p, from the same slots: the
-    sources are the neighbours of the target's cell (row b - 1) in ``noise``."""
+    sources are the neighbours of the target's cell (row b - 1) in ``noise``
+    (``core.particle.conditional_target``, the GPU's own; a zero slot is no piece)."""
     nc = len(channels)
     stride = nc + 1
     wanted = cond_carried.size > 0
@@ -250,8 +252,9 @@ def _finish_bucket(b, start, order, slots, noise, points, offset, gamma, out, co
             for c in range(nc):
                 out[p, c] = acc[c] * inv
             if wanted:
-                _conditional_target(p, b - 1, slots, local, noise, points, inv, cond_mean,
-                                    cond_carried, acc, channels)  # fmt: skip
+                cell_col = np.int64(math.floor(points[p, 1] - 0.5))
+                conditional_target(p, b - 1, cell_col, EVERY_NEIGHBOUR, slots, local, noise,
+                                   inv, cond_mean, cond_carried, acc, nc)  # fmt: skip
         else:
             stats[0] += 1.0
             fill_normals(offset, gamma, np.uint64(p * nc), out[p])
@@ -261,30 +264,6 @@ def _finish_bucket(b, start, order, slots, noise, points, offset, gamma, out, co
         stats[1] = min(stats[1], area)
         stats[2] += area
         stats[3] = max(stats[3], area)
-
-
-@njit(inline="always")
-def _conditional_target(p, cell_row, slots, local, noise, points, inv, cond_mean, cond_carried,
-                        mean, channels):  # fmt: skip
-    """E[Y_p | X] and sum_q a_pq^2 / A_p of one finished target from its slot row
-    ``slots[local]`` (``mean`` is scratch; ``channels`` as in ``_claim_row``)."""
-    nc = len(channels)
-    stride = nc + 1
-    cell_col = np.int64(math.floor(points[p, 1] - 0.5))
-    for c in range(nc):
-        mean[c] = 0.0
-    square = 0.0
-    for k in range(NEIGHBOURS):
-        area = np.float64(slots[local, k * stride + nc])
-        if area > 0.0:  # a piece: a zero slot is no neighbour in the frame
-            row = cell_row + (k >> 1)
-            col = cell_col + (k & 1)
-            square += area * area
-            for c in range(nc):
-                mean[c] += area * noise[row, col, c]
-    for c in range(nc):
-        cond_mean[p, c] = mean[c] * inv
-    cond_carried[p] = square * inv * inv
 
 
 @njit(parallel=True, nogil=True, cache=True)

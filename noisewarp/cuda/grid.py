@@ -14,8 +14,8 @@ each source its own thread:
    It counts each source's entries (integer atomics).
 3. A scan of the counts and a scatter of the entries into per-source buckets (which
    counts them back to zero for the next frame), each sorted by entry index
-   (``cuda.particle``'s bucket kernels): the CPU's stable sort, so a source's pieces
-   come in entry order.
+   (``cuda.primitives``' ``scatter`` and ``sort_buckets``): the CPU's stable sort, so a
+   source's pieces come in entry order.
 4. ``_source_totals`` (per source): S_q summed in that order and the normals its
    bridge draws: k - 1 per channel for a covered source (S_q >= 1 - REST_EPS, or
    over-claimed), k when the unclaimed remainder is the undrawn last stretch.
@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import cuda, float32, float64, int32, int64
+from numba import cuda, float64, int32
 
 from noisewarp.core.bridge import bridge_split
 from noisewarp.core.quad import (
@@ -56,7 +56,7 @@ from noisewarp.core.quad import (
     small_entries,
     small_quad,
 )
-from noisewarp.core.rng import normal_with, ziggurat_tables
+from noisewarp.core.rng import normal_with
 from noisewarp.cpu.diagnostics import target_summary
 from noisewarp.cuda import config
 from noisewarp.cuda.arrays import (
@@ -68,13 +68,25 @@ from noisewarp.cuda.arrays import (
     row_scan,
     zero,
 )
-from noisewarp.cuda.particle import TABLE, _scatter, _sort_cells, _stage_tables
+from noisewarp.cuda.primitives import (
+    bridge_increments,
+    device_tables,
+    fresh_target,
+    scatter,
+    shared_tables,
+    sort_buckets,
+    unmarked,
+)
 from noisewarp.flow import corner_point
 
-__all__ = ["grid_warp", "GridWorkspace", "KERNELS"]
+__all__ = ["grid_warp", "GridWorkspace", "KERNELS", "STAGES"]
 
 MAX_CHANNELS = config.MAX_CHANNELS
 HEADROOM = 1.125  # room added when the record grows (as ``cpu.workspace.grow``)
+# The driver's stages in launch order, as ``grid_warp`` names them to ``on_stage``
+# (``corner_map`` only when it interpolates the corners).
+STAGES = ("corner_map", "bounds", "fill", "scatter", "sort", "source_totals", "source_bridges",
+          "finish_targets", "row_stats")  # fmt: skip
 
 # The shared functions that take arrays, as device functions (numba's simulator runs
 # their Python).
@@ -180,9 +192,7 @@ def _source_bridges(noise, order, start, areas, claimed, cursor, row_span, offse
     ``_walk_row``; ``inc[e]`` receives the increments of entry e, ``scaled[e]`` its
     (over-claim rescaled) area. Counters: i * E * C + (the row's draws before q,
     ``cursor[q]``)."""
-    zig_accept = cuda.shared.array(TABLE, int64)
-    zig_width = cuda.shared.array(TABLE, float32)
-    _stage_tables(accept, width_table, zig_accept, zig_width)
+    zig_accept, zig_width = shared_tables(accept, width_table)
     q = cuda.grid(1)
     height, width, channels = noise.shape
     if q >= height * width:
@@ -212,13 +222,8 @@ def _source_bridges(noise, order, start, areas, claimed, cursor, row_span, offse
                 inc[e, c] = resid[c]
         else:
             frac, sd, left = bridge_split(a, left, 1.0)
-            for c in range(channels):
-                g = np.float32(
-                    normal_with(offset, gamma, counter + np.uint64(c), zig_accept, zig_width)
-                )
-                step = frac * resid[c] + sd * np.float64(g)
-                resid[c] -= step
-                inc[e, c] = step
+            bridge_increments(frac, sd, resid, channels, offset, gamma, counter, inc, e, 0,
+                              zig_accept, zig_width)  # fmt: skip
             counter += np.uint64(channels)
         scaled[e] = a
 
@@ -230,9 +235,7 @@ def _finish_targets(source_flat, offsets, sources, areas, inc, scaled, fresh_off
     """Per target p: Y_p = (sum_q I_pq + sqrt(A_out) xi_p) / sqrt(A_in + A_out), summed in
     entry order (xi_p alone where A_in = 0), A_p into ``area[p]``, whether it is fresh,
     and E[Y_p | X] = sum_q a_pq x_q / sqrt(A_p) with sum_q a_pq^2 / A_p if asked."""
-    zig_accept = cuda.shared.array(TABLE, int64)
-    zig_width = cuda.shared.array(TABLE, float32)
-    _stage_tables(accept, width_table, zig_accept, zig_width)
+    zig_accept, zig_width = shared_tables(accept, width_table)
     p = cuda.grid(1)
     height, width, channels = out.shape
     if p >= height * width:
@@ -244,7 +247,6 @@ def _finish_targets(source_flat, offsets, sources, areas, inc, scaled, fresh_off
     total = area_in + outside
     area[p] = total
     fresh_base = np.uint64(p) * np.uint64(channels)
-    wanted = cond_carried.size > 0
     if area_in > 0.0:
         fresh[p] = 0
         if outside > 0.0:
@@ -256,18 +258,13 @@ def _finish_targets(source_flat, offsets, sources, areas, inc, scaled, fresh_off
         inv = 1.0 / math.sqrt(total)
         for c in range(channels):
             out[i, j, c] = acc[c] * inv
-        if wanted:
+        if cond_carried.size:
             _conditional_target(p, offsets, sources, scaled, 0, source_flat, inv, cond_mean,
                                 cond_carried, acc)  # fmt: skip
     else:
         fresh[p] = 1
-        for c in range(channels):
-            out[i, j, c] = normal_with(fresh_offset, fresh_gamma, fresh_base + np.uint64(c),
-                                       zig_accept, zig_width)  # fmt: skip
-        if wanted:
-            for c in range(channels):
-                cond_mean[p, c] = 0.0
-            cond_carried[p] = 0.0
+        fresh_target(p, i, j, fresh_offset, fresh_gamma, out, cond_mean, cond_carried,
+                     zig_accept, zig_width)  # fmt: skip
 
 
 WARP = 32
@@ -332,7 +329,6 @@ KERNELS = {
     "_corner_map": (_corner_map, "(float64[:,:,::1], float64[:,:,::1])"),
     "_bounds": (_bounds, "(float64[:,:,::1], int64[::1])"),
     "_fill": (_fill, "(float64[:,:,::1], int64[::1], int32[::1], float64[::1], int64[::1])"),
-    "_scatter_entries": (_scatter, "(int32[::1], int64[::1], int64[::1], int32[::1])"),
     "_source_totals": (_source_totals, "(int32[::1], int64[::1], float64[::1], int64, "
                        "float64[::1], int64[::1])"),
     "_source_bridges": (_source_bridges, "(float32[:,:,::1], int32[::1], int64[::1], "
@@ -372,7 +368,7 @@ class GridWorkspace:
             cuda.device_array(0, np.float32),
         )
         self.scan_scratch: list = []  # both scans are of H*W + 1 values
-        self.tables = tuple(cuda.to_device(t) for t in ziggurat_tables())
+        self.tables = device_tables()
         self.capacity = 0
         self._record: tuple = ()
 
@@ -407,18 +403,22 @@ def workspace(height: int, width: int, channels: int) -> GridWorkspace:
     return device_workspace("grid", shape, lambda: GridWorkspace(*shape))
 
 
-def grid_warp(noise, centres, corners, bridge_stream, fresh_stream, out=None, conditional=None):
+def grid_warp(noise, centres, corners, bridge_stream, fresh_stream, out=None, conditional=None,
+              on_stage=None):  # fmt: skip
     """Warp one frame on the GPU. ``noise`` float32 [H, W, C] and ``centres`` float64
     [H, W, 2] are validated, C-contiguous device arrays; ``corners`` is T at the pixel
     corners [H+1, W+1, 2] (a validated host or device array) or None to interpolate it
     from ``centres`` as the CPU does; ``out`` (optional) receives the frame;
     ``conditional`` is None or a pair of flat device buffers (mean [H*W, C], carried
-    [H*W]) to receive E[Y | X]. Returns ``(out, stats)`` with ``out`` on the device and
-    the CPU driver's diagnostics, ``entries`` included.
+    [H*W]) to receive E[Y | X]; ``on_stage`` (optional) is called with each name of
+    ``STAGES`` it runs just before that stage's first launch (benchmarks/gpu.py records
+    a CUDA event there). Returns ``(out, stats)`` with ``out`` on the device and the CPU
+    driver's diagnostics, ``entries`` included.
     """
     height, width, channels = noise.shape
     check_channels(channels)
     check_sizes(height, width)
+    mark = on_stage or unmarked
     ws = workspace(height, width, channels)
     if out is None:
         out = cuda.device_array((height, width, channels), np.float32)
@@ -427,11 +427,13 @@ def grid_warp(noise, centres, corners, bridge_stream, fresh_stream, out=None, co
     threads = config.THREADS
     grid = blocks(npix, threads)
     if corners is None:
+        mark("corner_map")
         _corner_map[blocks(ws.corners.size // 2, threads), threads](centres, ws.corners)
         corners = ws.corners
     elif not is_device_array(corners):
         ws.corners.copy_to_device(np.ascontiguousarray(corners, dtype=np.float64))
         corners = ws.corners
+    mark("bounds")
     _bounds[blocks(npix + 1, threads), threads](corners, ws.slots)
     exclusive_scan(ws.slots, ws.offsets, ws.scan_scratch)
     entries = int(ws.offsets[npix : npix + 1].copy_to_host()[0])
@@ -440,21 +442,28 @@ def grid_warp(noise, centres, corners, bridge_stream, fresh_stream, out=None, co
     if ws.dirty:
         zero(ws.count)
     ws.dirty = True
+    mark("fill")
     _fill[grid, threads](corners, ws.offsets, sources, areas, ws.count)
     exclusive_scan(ws.count, ws.start, ws.scan_scratch)
-    _scatter[blocks(entries, threads), threads](sources, ws.start, ws.count, order)
+    mark("scatter")
+    scatter[blocks(entries, threads), threads](sources, ws.start, ws.count, order)
     ws.dirty = False
-    _sort_cells[grid, threads](ws.start, order)
+    mark("sort")
+    sort_buckets[grid, threads](ws.start, order)
+    mark("source_totals")
     _source_totals[grid, threads](order, ws.start, areas, channels, ws.claimed, ws.draws)
     row_scan(ws.draws, ws.draw_start, width)
     row_span = np.uint64(entries * channels)  # the CPU's: more than any source row draws
+    mark("source_bridges")
     _source_bridges[grid, threads](noise, order, ws.start, areas, ws.claimed, ws.draw_start,
                                    row_span, *bridge_stream, inc, scaled,
                                    *ws.tables)  # fmt: skip
     source_flat = noise.reshape(npix, channels)
+    mark("finish_targets")
     _finish_targets[grid, threads](source_flat, ws.offsets, sources, areas, inc, scaled,
                                    *fresh_stream, out, ws.area, ws.fresh, cond_mean,
                                    cond_carried, *ws.tables)  # fmt: skip
+    mark("row_stats")
     _row_stats[blocks(height, ROW_WARPS), ROW_WARPS * WARP](ws.area, ws.fresh, ws.claimed,
                                                            ws.start, ws.target_stats,
                                                            ws.source_stats)  # fmt: skip

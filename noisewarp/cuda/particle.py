@@ -8,10 +8,10 @@ into cells and gives each source its own thread:
 1. ``_bin_cells`` (per target): the cell floor(u) (with a one-cell border for u in
    [-1, 0)), its fractional offsets, a count per cell; fresh noise for a particle
    with no neighbour in the frame.
-2. An exclusive scan of the counts and a scatter of the targets into their cells;
-   ``_sort_cells`` orders each cell by target index (the integer atomics of the
-   scatter decide only positions that this sort then fixes: the result is
-   deterministic).
+2. An exclusive scan of the counts and a scatter of the targets into their cells
+   (``cuda.primitives.scatter``); ``sort_buckets`` orders each cell by target index
+   (the integer atomics of the scatter decide only positions that this sort then
+   fixes: the result is deterministic).
 3. ``_source_totals`` (per source q): merges the two cells of each neighbouring
    cell row by target index, which is the CPU's piece order (bucket i + 1, then i;
    targets by index), and sums W_q and the number of pieces.
@@ -21,7 +21,7 @@ into cells and gives each source its own thread:
 5. ``_source_bridges`` walks each bridge in that order (``core.bridge.bridge_split``)
    and writes the increment and a_pq of piece (p, k) into the slot owned by target p.
 6. ``_finish_targets`` (per target): Y_p = sum_k I_pk / sqrt(A_p), in k order, and
-   E[Y_p | X] when asked.
+   E[Y_p | X] when asked (``core.particle.conditional_target``, the CPU's own).
 
 No atomics enter a floating-point sum. The frame, the map, the cells and every
 scratch array stay on the device between frames (``ParticleWorkspace``).
@@ -32,10 +32,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import cuda, float32, float64, int64
+from numba import cuda, float64
 
 from noisewarp.core.bridge import NEIGHBOURS, bilinear_weight, bridge_split, particle_in_reach
-from noisewarp.core.rng import normal_with, ziggurat_tables
+from noisewarp.core.particle import conditional_target
 from noisewarp.cuda import config
 from noisewarp.cuda.arrays import (
     MAX_THREADS,
@@ -48,34 +48,33 @@ from noisewarp.cuda.arrays import (
     row_scan,
     zero,
 )
+from noisewarp.cuda.primitives import (
+    bridge_increments,
+    device_tables,
+    fresh_target,
+    scatter,
+    shared_tables,
+    sort_buckets,
+    unmarked,
+)
 
-__all__ = ["particle_warp", "ParticleWorkspace", "KERNELS"]
+__all__ = ["particle_warp", "ParticleWorkspace", "KERNELS", "STAGES"]
 
 MAX_CHANNELS = config.MAX_CHANNELS
 PAIR_THREADS = 2 * MAX_THREADS  # ``block_min_max`` keeps two values per thread
-TABLE = 512  # entries of each ziggurat table (``core.rng.ziggurat_tables``)
-
-
-@cuda.jit(device=True)
-def _stage_tables(accept, width_table, accept_shared, width_shared):
-    """Copy the ziggurat's tables into the block's shared memory (the whole block calls
-    this before any thread returns): draws index them at random, which constant memory
-    would serialise across a warp."""
-    for t in range(cuda.threadIdx.x, TABLE, cuda.blockDim.x):
-        accept_shared[t] = accept[t]
-        width_shared[t] = width_table[t]
-    cuda.syncthreads()
+# The driver's stages in launch order, as ``particle_warp`` names them to ``on_stage``.
+STAGES = ("bin_cells", "scatter", "sort", "source_totals", "source_bridges", "finish_targets")
+# The shared per-target sum, as a device function (numba's simulator runs its Python).
+_conditional_target = cuda.jit(device=True)(conditional_target.py_func)
 
 
 @cuda.jit
 def _bin_cells(tmap, cell, frac, count, fresh_offset, fresh_gamma, out, cond_mean,
                cond_carried, accept, width_table):  # fmt: skip
     """Per target p: its cell index (or -1 and fresh noise from counter (p, c))."""
-    zig_accept = cuda.shared.array(TABLE, int64)
-    zig_width = cuda.shared.array(TABLE, float32)
-    _stage_tables(accept, width_table, zig_accept, zig_width)
+    zig_accept, zig_width = shared_tables(accept, width_table)
     p = cuda.grid(1)
-    height, width, channels = out.shape
+    height, width = out.shape[0], out.shape[1]
     if p >= height * width:
         return
     i = p // width
@@ -92,39 +91,8 @@ def _bin_cells(tmap, cell, frac, count, fresh_offset, fresh_gamma, out, cond_mea
         cuda.atomic.add(count, c, 1)
     else:
         cell[p] = -1
-        for ch in range(channels):
-            out[i, j, ch] = normal_with(fresh_offset, fresh_gamma, np.uint64(p * channels + ch),
-                                        zig_accept, zig_width)  # fmt: skip
-        if cond_carried.size:
-            for ch in range(channels):
-                cond_mean[p, ch] = 0.0
-            cond_carried[p] = 0.0
-
-
-@cuda.jit
-def _scatter(cell, start, count, order):
-    """Each binned target into a free position of its cell's range, counting the cell
-    back down to zero (ready for the next frame)."""
-    p = cuda.grid(1)
-    if p < cell.size and cell[p] >= 0:
-        c = cell[p]
-        order[start[c] + cuda.atomic.sub(count, c, 1) - 1] = p
-
-
-@cuda.jit
-def _sort_cells(start, order):
-    """Insertion sort of each cell's targets by index (cells hold a few targets)."""
-    c = cuda.grid(1)
-    if c >= start.size - 1:
-        return
-    lo = start[c]
-    for e in range(lo + 1, start[c + 1]):
-        p = order[e]
-        f = e
-        while f > lo and order[f - 1] > p:
-            order[f] = order[f - 1]
-            f -= 1
-        order[f] = p
+        fresh_target(p, i, j, fresh_offset, fresh_gamma, out, cond_mean, cond_carried,
+                     zig_accept, zig_width)  # fmt: skip
 
 
 @cuda.jit(device=True)
@@ -185,9 +153,7 @@ def _source_bridges(noise, order, start, frac, total, count, cursor, offset, gam
                     accept, width_table):  # fmt: skip
     """Per source q: walk its bridge piece by piece, in the order of ``_source_totals``,
     into slot (p, k) of each piece: the increments per channel, then a_pq."""
-    zig_accept = cuda.shared.array(TABLE, int64)
-    zig_width = cuda.shared.array(TABLE, float32)
-    _stage_tables(accept, width_table, zig_accept, zig_width)
+    zig_accept, zig_width = shared_tables(accept, width_table)
     q = cuda.grid(1)
     height, width, channels = noise.shape
     if q >= height * width:
@@ -222,13 +188,8 @@ def _source_bridges(noise, order, start, frac, total, count, cursor, offset, gam
             else:
                 slots[p, slot + channels] = w * inv_total
                 share, sd, remaining = bridge_split(w, remaining, inv_total)
-                for c in range(channels):
-                    g = np.float32(
-                        normal_with(offset, gamma, counter + np.uint64(c), zig_accept, zig_width)
-                    )
-                    inc = share * resid[c] + sd * np.float64(g)
-                    resid[c] -= inc
-                    slots[p, slot + c] = inc
+                bridge_increments(share, sd, resid, channels, offset, gamma, counter, slots, p,
+                                  slot, zig_accept, zig_width)  # fmt: skip
                 counter += np.uint64(channels)
 
 
@@ -237,9 +198,7 @@ def _finish_targets(noise, cell, frac, slots, fresh_offset, fresh_gamma, out, co
                     cond_carried, accept, width_table, partial):  # fmt: skip
     """Per binned target: Y_p = sum_k I_pk / sqrt(A_p) (fresh noise where A_p = 0) and
     E[Y_p | X] if asked; per block, (fresh targets, min, sum, max A_p) into ``partial``."""
-    zig_accept = cuda.shared.array(TABLE, int64)
-    zig_width = cuda.shared.array(TABLE, float32)
-    _stage_tables(accept, width_table, zig_accept, zig_width)
+    zig_accept, zig_width = shared_tables(accept, width_table)
     shared = cuda.shared.array(PAIR_THREADS, float64)
     p = cuda.grid(1)
     area = 0.0
@@ -280,44 +239,26 @@ def _finish_target(p, noise, cell, frac, slots, fresh_offset, fresh_gamma, out, 
     for c in range(channels):
         acc[c] = 0.0
     area = 0.0
+    pieces = 0  # bit k: neighbour k is a piece (its slot is written)
     for k in range(NEIGHBOURS):
         row = cell_row + (k >> 1)
         col = cell_col + (k & 1)
         if row >= 0 and row < height and col >= 0 and col < width:
             if bilinear_weight(fr, fc, k) > 0.0:
+                pieces |= 1 << k
                 area += slots[p, k * stride + channels]
                 for c in range(channels):
                     acc[c] += slots[p, k * stride + c]
-    wanted = cond_carried.size > 0
     if area > 0.0:
         inv = 1.0 / math.sqrt(area)
         for c in range(channels):
             out[i, j, c] = acc[c] * inv
-        if wanted:
-            for c in range(channels):
-                acc[c] = 0.0
-            square = 0.0
-            for k in range(NEIGHBOURS):
-                row = cell_row + (k >> 1)
-                col = cell_col + (k & 1)
-                if row >= 0 and row < height and col >= 0 and col < width:
-                    if bilinear_weight(fr, fc, k) > 0.0:
-                        a = np.float64(slots[p, k * stride + channels])
-                        if a > 0.0:
-                            square += a * a
-                            for c in range(channels):
-                                acc[c] += a * noise[row, col, c]
-            for c in range(channels):
-                cond_mean[p, c] = acc[c] * inv
-            cond_carried[p] = square * inv * inv
+        if cond_carried.size:
+            _conditional_target(p, cell_row, cell_col, pieces, slots, p, noise, inv, cond_mean,
+                                cond_carried, acc, channels)  # fmt: skip
     else:
-        for c in range(channels):
-            out[i, j, c] = normal_with(fresh_offset, fresh_gamma, np.uint64(p * channels + c),
-                                       zig_accept, zig_width)  # fmt: skip
-        if wanted:
-            for c in range(channels):
-                cond_mean[p, c] = 0.0
-            cond_carried[p] = 0.0
+        fresh_target(p, i, j, fresh_offset, fresh_gamma, out, cond_mean, cond_carried,
+                     zig_accept, zig_width)  # fmt: skip
     return area
 
 
@@ -327,8 +268,6 @@ KERNELS = {
     "_bin_cells": (_bin_cells, "(float64[:,:,::1], int64[::1], float64[:,::1], int64[::1], "
                    "uint64, uint64, float32[:,:,::1], float32[:,::1], float32[::1], int64[::1], "
                    "float32[::1])"),
-    "_scatter": (_scatter, "(int64[::1], int64[::1], int64[::1], int32[::1])"),
-    "_sort_cells": (_sort_cells, "(int64[::1], int32[::1])"),
     "_source_totals": (_source_totals, "(int32[::1], int64[::1], float64[:,::1], int64, int64, "
                        "float64[::1], int64[::1], int64[::1], float64[:,::1])"),
     "_source_bridges": (_source_bridges, "(float32[:,:,::1], int32[::1], int64[::1], "
@@ -349,7 +288,7 @@ class ParticleWorkspace:
         self.shape = (height, width, channels)
         self.cell = cuda.device_array(npix, np.int64)
         self.frac = cuda.device_array((npix, 2), np.float64)
-        # Targets per cell; ``_scatter`` counts them back to zero for the next frame
+        # Targets per cell; ``scatter`` counts them back to zero for the next frame
         # (``dirty`` marks a frame stopped in between). The last entry stays 0.
         self.count = cuda.to_device(np.zeros(ncells + 1, dtype=np.int64))
         self.dirty = False
@@ -366,7 +305,7 @@ class ParticleWorkspace:
             cuda.device_array(0, np.float32),
         )
         self.scan_scratch: list = []
-        self.tables = tuple(cuda.to_device(t) for t in ziggurat_tables())
+        self.tables = device_tables()
 
 
 def workspace(height: int, width: int, channels: int) -> ParticleWorkspace:
@@ -375,18 +314,22 @@ def workspace(height: int, width: int, channels: int) -> ParticleWorkspace:
     return device_workspace("particle", shape, lambda: ParticleWorkspace(*shape))
 
 
-def particle_warp(noise, tmap, bridge_stream, fresh_stream, out=None, conditional=None):
+def particle_warp(noise, tmap, bridge_stream, fresh_stream, out=None, conditional=None,
+                  on_stage=None):  # fmt: skip
     """Warp one frame on the GPU. ``noise`` float32 [H, W, C] and ``tmap`` float64
     [H, W, 2] are validated, C-contiguous device arrays; ``out`` (optional) receives the
     frame; ``conditional`` is None or a pair of flat device buffers (mean [H*W, C],
-    carried [H*W]) to receive E[Y | X]. Returns ``(out, stats)`` with ``out`` on the
-    device and the same diagnostics as the CPU driver.
+    carried [H*W]) to receive E[Y | X]; ``on_stage`` (optional) is called with each
+    name of ``STAGES`` just before that stage's first launch (benchmarks/gpu.py records
+    a CUDA event there). Returns ``(out, stats)`` with ``out`` on the device and the
+    same diagnostics as the CPU driver.
 
     Ten launches and one small copy back (the diagnostics): at 1024 x 1024 the time is
     mostly their fixed cost (benchmarks/NOTES.md).
     """
     height, width, channels = noise.shape
     check_channels(channels)
+    mark = on_stage or unmarked
     ws = workspace(height, width, channels)
     if out is None:
         out = cuda.device_array((height, width, channels), np.float32)
@@ -399,19 +342,24 @@ def particle_warp(noise, tmap, bridge_stream, fresh_stream, out=None, conditiona
     if ws.dirty:
         zero(ws.count)
     ws.dirty = True
+    mark("bin_cells")
     _bin_cells[grid, threads](tmap, ws.cell, ws.frac, ws.count, *fresh_stream, out, cond_mean,
                               cond_carried, *ws.tables)  # fmt: skip
     exclusive_scan(ws.count, ws.start, ws.scan_scratch)
-    _scatter[grid, threads](ws.cell, ws.start, ws.count, ws.order)
+    mark("scatter")
+    scatter[grid, threads](ws.cell, ws.start, ws.count, ws.order)
     ws.dirty = False
-    ncells = ws.count.size - 1
-    _sort_cells[blocks(ncells, threads), threads](ws.start, ws.order)
+    mark("sort")
+    sort_buckets[blocks(ws.start.size - 1, threads), threads](ws.start, ws.order)
+    mark("source_totals")
     _source_totals[grid, threads](ws.order, ws.start, ws.frac, width, channels, ws.total,
                                   ws.pieces, ws.draws, ws.partial)  # fmt: skip
     row_scan(ws.draws, ws.draw_start, width)
+    mark("source_bridges")
     _source_bridges[grid, threads](noise, ws.order, ws.start, ws.frac, ws.total, ws.pieces,
                                    ws.draw_start, *bridge_stream, ws.slots,
                                    *ws.tables)  # fmt: skip
+    mark("finish_targets")
     _finish_targets[grid, threads](noise, ws.cell, ws.frac, ws.slots, *fresh_stream, out,
                                    cond_mean, cond_carried, *ws.tables,
                                    ws.partial)  # fmt: skip

@@ -47,6 +47,24 @@ def test_same_frame_as_the_cpu_to_float32_rounding(name):
         assert da.fresh_pixels > 0 and da.unclaimed_sources > 0
 
 
+@pytest.mark.parametrize("name", ["rotate", "out_of_frame"])
+def test_conditional_matches_the_independent_record(name):
+    """E[Y | X] against ``tests/naive``'s record, not the CPU: both backends sum it with
+    ``core.particle.conditional_target``, so parity alone would not see an error there."""
+    from naive.particle import particle_record, record_matrix
+
+    noise = nw.initial_noise(H, W, C, seed=7)
+    _, cond = nw.warp(noise, MAPS[name], key=(3, 1), backend="cuda", return_conditional=True)
+    a = record_matrix(particle_record(MAPS[name].map(H, W)), H * W)
+    area = a.sum(axis=1)
+    root = np.sqrt(np.where(area > 0, area, 1.0))
+    mean = (a @ noise.reshape(-1, C).astype(np.float64)) / root[:, None]
+    carried = (a**2).sum(axis=1) / root**2
+    np.testing.assert_allclose(cond.mean.reshape(-1, C), mean, atol=2e-6)
+    np.testing.assert_allclose(cond.carried.reshape(-1), carried, atol=2e-6)
+    assert np.abs(mean).max() > 0.5 and carried.max() > 0.3  # something to see
+
+
 def test_integer_translation_is_exact_and_keys_matter():
     noise = nw.initial_noise(H, W, C, seed=1)
     shift = Translate(rows=2.0, cols=-3.0)
