@@ -36,6 +36,9 @@ def _particle(noise, geometry: Geometry, key: Key, options: dict, conditional: b
     )
 
 
+_particle.conditional_sums = True  # keeps the temporal metrics' sums without the arrays
+
+
 @register_backend("particle", "cuda")
 def _particle_cuda(noise, geometry: Geometry, key: Key, options: dict, conditional=None, out=None):
     from noisewarp.cuda.particle import particle_warp as particle_warp_cuda

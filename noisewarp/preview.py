@@ -161,22 +161,13 @@ def central_crop(height: int, width: int, size: int) -> tuple[slice, slice]:
 def _bilinear(field: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """Sample ``field`` [h, w, K], given at integer grid nodes, at fractional (rows, cols)
     in node units; NaN outside the grid."""
+    from noisewarp.flow import bilinear_sample
+
     height, width = field.shape[:2]
     inside = (rows >= 0) & (rows <= height - 1) & (cols >= 0) & (cols <= width - 1)
-    r = np.clip(rows, 0, height - 1)
-    c = np.clip(cols, 0, width - 1)
-    r0 = np.minimum(np.floor(r).astype(np.int64), max(height - 2, 0))
-    c0 = np.minimum(np.floor(c).astype(np.int64), max(width - 2, 0))
-    r1 = np.minimum(r0 + 1, height - 1)
-    c1 = np.minimum(c0 + 1, width - 1)
-    fr = (r - r0)[..., None]
-    fc = (c - c0)[..., None]
-    out = (
-        field[r0, c0] * (1 - fr) * (1 - fc)
-        + field[r0, c1] * (1 - fr) * fc
-        + field[r1, c0] * fr * (1 - fc)
-        + field[r1, c1] * fr * fc
-    )
+    # Node (i, j) is bilinear_sample's pixel centre (i + 0.5, j + 0.5).
+    points = np.stack([np.where(inside, rows, 0.0) + 0.5, np.where(inside, cols, 0.0) + 0.5], -1)
+    out = bilinear_sample(field, points)
     out[~inside] = np.nan
     return out
 

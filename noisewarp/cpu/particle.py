@@ -46,7 +46,7 @@ from numba import njit, prange
 from noisewarp.core.bridge import NEIGHBOURS, bilinear_weight, bridge_split, particle_in_reach
 from noisewarp.core.particle import EVERY_NEIGHBOUR, conditional_target
 from noisewarp.core.rng import fill_normals
-from noisewarp.cpu.diagnostics import conditional_buffers, target_summary
+from noisewarp.cpu.diagnostics import SUMS, ConditionalSums, conditional_buffers, target_summary
 from noisewarp.cpu.sort import counting_sort_into
 from noisewarp.cpu.workspace import workspace
 
@@ -218,22 +218,30 @@ def _claim_row(i, noise, start, offset, gamma, upper, lower, upper_col, upper_fr
 
 
 @njit(cache=True)
-def _finish_bucket(b, start, order, slots, noise, points, offset, gamma, out, cond_mean,
-                   cond_carried, stats, channels):  # fmt: skip
+def _finish_bucket(b, start, order, slots, cell_cols, noise, offset, gamma, out, cond_mean,
+                   cond_carried, sums, stats, channels):  # fmt: skip
     """Y_p = sum_q I_pq / sqrt(A_p) for the targets of bucket ``b`` (fresh noise
     from counter (p, c) where A_p = 0). ``out`` is the output as [H*W, C];
     ``stats`` receives the bucket's (fresh, min, sum, max A_p). Unless they are empty,
     ``cond_mean`` [H*W, C] and ``cond_carried`` [H*W] receive E[Y_p | X] =
     sum_q a_pq x_q / sqrt(A_p) and sum_q a_pq^2 / A_p, from the same slots: the
-    sources are the neighbours of the target's cell (row b - 1) in ``noise``
-    (``core.particle.conditional_target``, the GPU's own; a zero slot is no piece)."""
+    sources are the neighbours of the target's cell (row b - 1, column ``cell_cols``
+    in bucket order, from ``_cells``) in ``noise`` (``core.particle.conditional_target``,
+    the GPU's own; a zero slot is no piece).
+    Else, unless it is empty, ``sums`` receives the bucket's ``ConditionalSums`` terms
+    (fresh targets add nothing: their E[Y | X] is 0)."""
     nc = len(channels)
     stride = nc + 1
     wanted = cond_carried.size > 0
-    stats[0] = 0.0
-    stats[1] = np.inf
-    stats[2] = 0.0
-    stats[3] = 0.0
+    summed = not wanted and sums.size > 0
+    # The sums in locals (scalars stay in registers; array elements would not).
+    sum_mean = sum_mean_sq = sum_cross = sum_carried = 0.0
+    target_mean = np.empty((1, nc))
+    target_carried = np.empty(1)
+    fresh = 0.0
+    area_min = np.inf
+    area_sum = 0.0
+    area_max = 0.0
     acc = np.empty(nc)
     first = start[b]
     for e in range(first, start[b + 1]):
@@ -252,24 +260,41 @@ def _finish_bucket(b, start, order, slots, noise, points, offset, gamma, out, co
             for c in range(nc):
                 out[p, c] = acc[c] * inv
             if wanted:
-                cell_col = np.int64(math.floor(points[p, 1] - 0.5))
-                conditional_target(p, b - 1, cell_col, EVERY_NEIGHBOUR, slots, local, noise,
-                                   inv, cond_mean, cond_carried, acc, nc)  # fmt: skip
+                conditional_target(p, b - 1, cell_cols[local], EVERY_NEIGHBOUR, slots, local,
+                                   noise, inv, cond_mean, cond_carried, acc, nc)  # fmt: skip
+            elif summed:
+                conditional_target(0, b - 1, cell_cols[local], EVERY_NEIGHBOUR, slots, local,
+                                   noise, inv, target_mean, target_carried, acc, nc)  # fmt: skip
+                for c in range(nc):
+                    m = target_mean[0, c]
+                    sum_mean += m
+                    sum_mean_sq += m * m
+                    sum_cross += np.float64(out[p, c]) * m
+                sum_carried += target_carried[0]
         else:
-            stats[0] += 1.0
+            fresh += 1.0
             fill_normals(offset, gamma, np.uint64(p * nc), out[p])
             if wanted:
                 cond_mean[p] = 0.0
                 cond_carried[p] = 0.0
-        stats[1] = min(stats[1], area)
-        stats[2] += area
-        stats[3] = max(stats[3], area)
+        area_min = min(area_min, area)
+        area_sum += area
+        area_max = max(area_max, area)
+    stats[0] = fresh
+    stats[1] = area_min
+    stats[2] = area_sum
+    stats[3] = area_max
+    if summed:
+        sums[0] = sum_mean
+        sums[1] = sum_mean_sq
+        sums[2] = sum_cross
+        sums[3] = sum_carried
 
 
 @njit(parallel=True, nogil=True, cache=True)
 def _warp_rows(noise, points, start, order, bridge_offset, bridge_gamma, fresh_offset,
-               fresh_gamma, out, cond_mean, cond_carried, bucket_stats, chunk_unclaimed,
-               ctuple):  # fmt: skip
+               fresh_gamma, out, cond_mean, cond_carried, cond_sums, bucket_stats,
+               chunk_unclaimed, ctuple):  # fmt: skip
     """Passes 3 and 4 fused, per chunk of source rows.
 
     Bucket b (cell row b - 1) is complete once source rows b - 1 and b are done,
@@ -283,7 +308,8 @@ def _warp_rows(noise, points, start, order, bridge_offset, bridge_gamma, fresh_o
     no particle requests; ``ctuple`` is ``(0,) * C`` (see ``_claim_row``);
     ``cond_mean`` and ``cond_carried`` (a ``Conditional``'s flat arrays, empty if not
     asked) receive E[Y | X]. They are separate arguments: a NamedTuple of arrays
-    passed into a prange loop loses its writes in numba 0.68.
+    passed into a prange loop loses its writes in numba 0.68. Else ``cond_sums[b]``
+    ([H + 1, SUMS], or [H + 1, 0] if not asked) receives bucket b's ConditionalSums terms.
     """
     height, width, channels = noise.shape
     stride = channels + 1
@@ -314,13 +340,14 @@ def _warp_rows(noise, points, start, order, bridge_offset, bridge_gamma, fresh_o
                                    ctuple)  # fmt: skip
             if own:
                 chunk_unclaimed[t] += unclaimed
-                _finish_bucket(i, start, order, lower, noise, points, fresh_offset, fresh_gamma,
-                               flat, cond_mean, cond_carried, bucket_stats[i],
-                               ctuple)  # fmt: skip
+                _finish_bucket(i, start, order, lower, lower_col, noise, fresh_offset,
+                               fresh_gamma, flat, cond_mean, cond_carried, cond_sums[i],
+                               bucket_stats[i], ctuple)  # fmt: skip
                 if i == height - 1:
-                    _finish_bucket(height, start, order, upper, noise, points, fresh_offset,
+                    _finish_bucket(height, start, order, upper, upper_col, noise, fresh_offset,
                                    fresh_gamma, flat, cond_mean, cond_carried,
-                                   bucket_stats[height], ctuple)  # fmt: skip
+                                   cond_sums[height], bucket_stats[height],
+                                   ctuple)  # fmt: skip
             lower = upper
             lower_col = upper_col
             lower_frac = upper_frac
@@ -350,7 +377,8 @@ def particle_warp(noise, tmap, bridge_stream, fresh_stream, nchunks, conditional
     splits the work (the result does not depend on it). Returns ``(out, stats)``:
     float32 [H, W, C] and a dict of diagnostics; with ``conditional`` true (or a
     ``Conditional`` of flat buffers to fill), ``(out, stats, Conditional)`` with
-    E[Y | X] of this warp's own areas.
+    E[Y | X] of this warp's own areas; with ``conditional="sums"``, ``(out, stats,
+    ConditionalSums)`` from the same areas, without the arrays.
     """
     height, width, channels = noise.shape
     buf = workspace(
@@ -359,20 +387,24 @@ def particle_warp(noise, tmap, bridge_stream, fresh_stream, nchunks, conditional
         lambda: _buffers(height, width, channels, nchunks),
     )
     out = np.empty((height, width, channels), dtype=np.float32)
-    cond = conditional_buffers(height * width, channels, conditional)
+    summed = isinstance(conditional, str) and conditional == "sums"
+    cond = conditional_buffers(height * width, channels, False if summed else conditional)
+    cond_sums = np.empty((height + 1, SUMS if summed else 0))
     _bin_rows(tmap, buf["key"], *fresh_stream, out, *cond, buf["row_stats"])
     counting_sort_into(buf["key"], buf["counts"], buf["start"], buf["order"])
     chunks = min(height, _CHUNKS_PER_THREAD * nchunks)
     bucket_stats = np.empty((height + 1, 4))
     chunk_unclaimed = np.zeros(chunks, dtype=np.int64)
     _warp_rows(noise, tmap.reshape(-1, 2), buf["start"], buf["order"], *bridge_stream,
-               *fresh_stream, out, *cond, bucket_stats, chunk_unclaimed,
+               *fresh_stream, out, *cond, cond_sums, bucket_stats, chunk_unclaimed,
                (0,) * channels)  # fmt: skip
     stats = {
         **target_summary(np.concatenate([buf["row_stats"], bucket_stats]), height * width),
         "overclaimed_sources": 0,
         "unclaimed_sources": int(chunk_unclaimed.sum()),
     }
+    if summed:
+        return out, stats, ConditionalSums.from_rows(cond_sums)
     if conditional:
         return out, stats, cond.frame(height, width)
     return out, stats

@@ -9,7 +9,7 @@ from numbers import Number
 import numpy as np
 
 from noisewarp.metrics._common import DATASET_NAMES, DESCRIPTIONS
-from noisewarp.metrics.spatial import gaussianity
+from noisewarp.metrics.spatial import gaussianity_and_sums
 from noisewarp.metrics.temporal import carried_metrics, temporal_metrics
 
 __all__ = ["frame_metrics", "metrics_dataset"]
@@ -35,9 +35,9 @@ def frame_metrics(
     """
     if (prev is None) != (tmap is None):
         raise ValueError("temporal metrics need both prev and tmap (or neither)")
-    out = gaussianity(frame)
+    out, frame_sums = gaussianity_and_sums(frame)
     if conditional is not None:
-        out.update(carried_metrics(frame, conditional))
+        out.update(carried_metrics(frame, conditional, frame_sums=frame_sums))
     elif prev is not None:
         out.update(temporal_metrics(prev, frame, tmap, method))
     return out

@@ -255,12 +255,19 @@ def gaussianity(frame: np.ndarray) -> dict[str, float]:
     >>> abs(stats["mean"]) < 0.05 and abs(stats["acf_row"]) < 0.05
     True
     """
+    return gaussianity_and_sums(frame)[0]
+
+
+def gaussianity_and_sums(frame: np.ndarray) -> tuple[dict[str, float], tuple | None]:
+    """:func:`gaussianity` and, from the same passes, (sum x, sum x^2) over the frame's
+    values (None where the reference path ran: non-finite or unusual input)."""
     batch = _as_batch(frame)
     if batch.size and batch.dtype in (np.float32, np.float64):  # native byte order only
-        out = _gaussianity_fast(np.ascontiguousarray(batch))
+        sums: list[float] = []
+        out = _gaussianity_fast(np.ascontiguousarray(batch), sums)
         if out is not None:
-            return out
-    return _gaussianity_reference(batch)
+            return out, tuple(sums)
+    return _gaussianity_reference(batch), None
 
 
 def _gaussianity_reference(batch: np.ndarray) -> dict[str, float]:
@@ -349,8 +356,9 @@ def _spectrum_fast(batch: np.ndarray, blocks: int) -> dict[str, float]:
     return _spectrum_statistics(sums, count * (frames * channels))
 
 
-def _gaussianity_fast(batch: np.ndarray) -> dict[str, float] | None:
+def _gaussianity_fast(batch: np.ndarray, sums_out: list | None = None) -> dict[str, float] | None:
     """:func:`gaussianity` of a contiguous float32/float64 batch in two passes; None if not finite.
+    ``sums_out`` (a list) receives sum x and sum x^2 of the batch.
 
     Pass 1 (:func:`~noisewarp.metrics._kernels.histogram_sums`) gives the channel
     sums and a histogram of the values in bins [l_k, r_k). Pass 2
@@ -391,6 +399,9 @@ def _gaussianity_fast(batch: np.ndarray) -> dict[str, float] | None:
     out["ks_stat"] = _ks_exact(collected, before, n)
     out["ks_pvalue"] = _ks_pvalue(out["ks_stat"], n)
     variance = sums[layout["square"]] / pixels
+    if sums_out is not None:  # sum x^2 = sum_c (sum (x - mean_c)^2 + pixels mean_c^2)
+        sums_out += [float(channel_sums.sum()),
+                     float(np.sum(sums[layout["square"]] + pixels * channel_mean**2))]  # fmt: skip
     # A constant channel has no defined correlation: nan, as in the reference.
     scale = np.where(variance > 0, 1.0 / np.where(variance > 0, variance, 1.0), np.nan)
     for name, lag in _LAGS.items():

@@ -88,12 +88,16 @@ def _correlation(actual: np.ndarray, predicted: np.ndarray) -> float:
     return _pearson(actual.size, *(float(v) for v in sums.sum(axis=0)))
 
 
-def _carried_from_sums(following: np.ndarray, sums: ConditionalSums) -> dict[str, float]:
-    """:func:`carried_metrics` from a kernel's ``ConditionalSums`` and the frame's own sums."""
+def _carried_from_sums(following: np.ndarray, sums: ConditionalSums,
+                       frame_sums: tuple | None = None) -> dict[str, float]:  # fmt: skip
+    """:func:`carried_metrics` from a kernel's ``ConditionalSums`` and the frame's own sums
+    (``frame_sums`` = (sum y, sum y^2) when known, else computed here)."""
     frame = np.ascontiguousarray(following).reshape(-1)
-    partial = np.empty((_BLOCKS, 2))
-    _frame_sums(frame, partial)
-    sy, syy = (float(v) for v in partial.sum(axis=0))
+    if frame_sums is None:
+        partial = np.empty((_BLOCKS, 2))
+        _frame_sums(frame, partial)
+        frame_sums = partial.sum(axis=0)
+    sy, syy = (float(v) for v in frame_sums)
     corr = _pearson(frame.size, sy, sums.mean, syy, sums.mean_sq, sums.cross)
     pixels = frame.size // following.shape[-1] if following.ndim == 3 else frame.size
     return {
@@ -103,7 +107,9 @@ def _carried_from_sums(following: np.ndarray, sums: ConditionalSums) -> dict[str
     }
 
 
-def carried_metrics(following: np.ndarray, conditional, mask=None) -> dict[str, float]:
+def carried_metrics(
+    following: np.ndarray, conditional, mask=None, frame_sums=None
+) -> dict[str, float]:
     """How much of frame t the frame t+1 carries, given the kernel's E[Y | X].
 
     Parameters
@@ -116,6 +122,8 @@ def carried_metrics(following: np.ndarray, conditional, mask=None) -> dict[str, 
         return_conditional="sums")``: the same figures to rounding, without the arrays).
     mask : np.ndarray, optional
         bool [H, W]: only these pixels (e.g. the moving ones).
+    frame_sums : (float, float), optional
+        sum and sum of squares of ``following``, when already known (with sums only).
 
     Returns
     -------
@@ -130,7 +138,7 @@ def carried_metrics(following: np.ndarray, conditional, mask=None) -> dict[str, 
     if isinstance(conditional, ConditionalSums):
         if mask is not None:
             raise ValueError("a mask needs the Conditional's arrays, not its sums")
-        return _carried_from_sums(following, conditional)
+        return _carried_from_sums(following, conditional, frame_sums)
     mean = np.asarray(conditional.mean)
     if following.shape != mean.shape:
         raise ValueError(
