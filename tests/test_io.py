@@ -172,9 +172,13 @@ import sys
 import numpy as np
 from noisewarp.io import StackWriter
 
+from noisewarp.io import _channels_first
+
 frames, size = int(sys.argv[2]), int(sys.argv[3])
 writer = StackWriter(sys.argv[1], (frames, 4, size, size), {"k": 1}, "", ["a"], store_maps=True)
 index = writer.frames_written
+# Load the frame transpose (numba) before "ready": the kills must fall among the writes.
+_channels_first(np.zeros((1, 1, 4), np.float32), np.zeros((4, 1, 1), np.float32))
 print("ready", index, flush=True)
 while index < frames:
     writer.write(index, np.full((size, size, 4), index, np.float32), 0.1, {"a": index},
@@ -211,7 +215,7 @@ def test_sigkill_mid_write_leaves_a_readable_resumable_file(tmp_path):
             text=True,
         )
         child.stdout.readline()  # "ready": imports done, file open
-        time.sleep(rng.uniform(0.0, 0.3 * duration))
+        time.sleep(rng.uniform(0.0, 0.15 * duration))
         if child.poll() is None:
             os.kill(child.pid, signal.SIGKILL)
             kills += 1
