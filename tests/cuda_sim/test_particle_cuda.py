@@ -118,6 +118,20 @@ def test_device_resident_warper_streams_like_the_cpu():
     assert gpu.frame == 3 and isinstance(gpu.noise, np.ndarray)
 
 
+def test_conditional_sums_on_the_device_match_the_cpu():
+    """``return_conditional="sums"`` and ``step(conditional="sums")`` on the CUDA backend
+    (its E[Y | X] reduced on the host), host or device-resident, agree with the CPU's."""
+    noise = nw.initial_noise(H, W, C, seed=6)
+    deformation = Rotate(degrees=13.0)
+    _, cpu = nw.warp(noise, deformation, key=(2, 1), backend="cpu", return_conditional="sums")
+    _, gpu = nw.warp(noise, deformation, key=(2, 1), backend="cuda", return_conditional="sums")
+    np.testing.assert_allclose(gpu, cpu, rtol=1e-5, atol=1e-5)
+    resident = nw.NoiseWarper(H, W, C, seed=2, backend="cuda", noise=cuda.to_device(noise))
+    resident.step(deformation, conditional="sums")
+    assert isinstance(resident.conditional, nw.ConditionalSums)
+    np.testing.assert_allclose(resident.conditional, cpu, rtol=1e-5, atol=1e-5)
+
+
 def test_gaussianity_battery_on_the_cuda_path():
     """Frames warped on the GPU pass the white-noise battery (pooled over a short video)."""
     size, channels, frames = 24, 4, 3
