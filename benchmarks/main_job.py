@@ -114,6 +114,9 @@ def main() -> int:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help="more Hydra overrides, e.g. deform=rotate")
     args = parser.parse_args()
+    # `--methods particle deform=swirl`: argparse hands the override to --methods.
+    args.overrides += [m for m in args.methods if "=" in m]
+    args.methods = [m for m in args.methods if "=" not in m]
     if args.child:
         print(json.dumps(child(args.child, args.res, args.frames, args.overrides)))
         return 0
