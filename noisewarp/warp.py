@@ -306,7 +306,7 @@ def _warp_validated(noise, geometry, method, key, backend, conditional, options,
         )
     merged = {**spec.options, **options}
     if conditional == "sums":
-        if backend == "cpu" and getattr(spec.kernel, "conditional_sums", False):
+        if _native_sums(method, backend):
             out, stats, sums = spec.kernel(noise, geometry, key, merged, "sums")
             return out, Diagnostics(**_split_stats(stats)), sums
         # Kernels without their own sums: the arrays, reduced (on the host).
@@ -346,6 +346,11 @@ def _split_stats(stats: dict) -> dict:
     core = {k: stats[k] for k in _CORE_FIELDS if k in stats}
     core["extra"] = {k: v for k, v in stats.items() if k not in _CORE_FIELDS}
     return core
+
+
+def _native_sums(method: str, backend: str) -> bool:
+    """Whether ``method``'s kernel on ``backend`` keeps ``ConditionalSums`` itself."""
+    return backend == "cpu" and getattr(_method(method).kernel, "conditional_sums", False)
 
 
 def _sums_of(frame, moments: Conditional) -> ConditionalSums:
@@ -462,19 +467,11 @@ class NoiseWarper:
         key = Key(self.seed, self.frame + 1)
         geometry = Geometry.from_input(deformation, height, width, self.frame)
         turn = self.frame % 2
+        # What the kernel fills: its own sums, buffers for E[Y | X] (the sums are then
+        # taken from them), or nothing.
         sums = conditional == "sums"
-        if (
-            sums
-            and self.backend == "cpu"
-            and getattr(_method(self.method).kernel, "conditional_sums", False)
-        ):
-            out, self.diagnostics, self.conditional = _warp_validated(
-                self.noise, geometry, self.method, key, self.backend, "sums", self.options
-            )
-            self.noise = out
-            self.frame += 1
-            return out
-        if conditional:
+        native = sums and _native_sums(self.method, self.backend)
+        if conditional and not native:
             conditional = self._buffers_for(
                 self._buffers, turn, height * width, channels, _host_conditional
             )
@@ -485,7 +482,7 @@ class NoiseWarper:
                 self.noise, geometry, self.method, key, self.backend, conditional, self.options
             )
             self.noise = out
-        if sums:  # a kernel without its own sums: reduce the arrays it filled
+        if sums and not native:
             self.conditional = _sums_of(out, self.conditional)
         self.frame += 1
         return out

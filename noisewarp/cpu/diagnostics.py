@@ -7,8 +7,52 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+from numba import njit, prange
 
-__all__ = ["Conditional", "ConditionalSums", "conditional_buffers", "target_summary"]
+__all__ = [
+    "Conditional",
+    "ConditionalSums",
+    "conditional_buffers",
+    "product_sums",
+    "target_summary",
+]
+
+# Fixed blocks (not threads) of ``product_sums``: the result does not depend on the
+# number of threads.
+_BLOCKS = 64
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _product_sums(a, b, shift_a, shift_b, sums):
+    """Per block k, one pass: sums of a', b', a'^2, b'^2, a'b' in ``sums[k]``, with
+    a' = a - shift_a and b' = b - shift_b (flat arrays of one length)."""
+    n = a.size
+    blocks = sums.shape[0]
+    for k in prange(blocks):
+        sa = sb = saa = sbb = sab = 0.0
+        for i in range(k * n // blocks, (k + 1) * n // blocks):
+            x = a[i] - shift_a
+            y = b[i] - shift_b
+            sa += x
+            sb += y
+            saa += x * x
+            sbb += y * y
+            sab += x * y
+        sums[k, 0] = sa
+        sums[k, 1] = sb
+        sums[k, 2] = saa
+        sums[k, 3] = sbb
+        sums[k, 4] = sab
+
+
+def product_sums(a: np.ndarray, b: np.ndarray, shift_a: float = 0.0, shift_b: float = 0.0):
+    """(sum a', sum b', sum a'^2, sum b'^2, sum a'b') in float64 over two equally long
+    arrays, a' = a - shift_a, b' = b - shift_b (a shift near the data's centre keeps the
+    sums well conditioned); one parallel pass, blocks added in order."""
+    sums = np.empty((_BLOCKS, 5))
+    _product_sums(np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1),
+                  float(shift_a), float(shift_b), sums)  # fmt: skip
+    return tuple(float(v) for v in sums.sum(axis=0))
 
 
 class Conditional(NamedTuple):
@@ -50,10 +94,8 @@ class ConditionalSums(NamedTuple):
     @classmethod
     def of(cls, frame: np.ndarray, conditional: Conditional) -> ConditionalSums:
         """The sums of a ``Conditional`` (frame or flat layout) and its frame [H, W, C]."""
-        y = np.asarray(frame, dtype=np.float64).reshape(-1)
-        m = np.asarray(conditional.mean, dtype=np.float64).reshape(-1)
-        return cls(float(m.sum()), float(m @ m), float(y @ m),
-                   float(np.sum(conditional.carried, dtype=np.float64)))  # fmt: skip
+        _, mean, _, mean_sq, cross = product_sums(frame, conditional.mean)
+        return cls(mean, mean_sq, cross, float(np.sum(conditional.carried, dtype=np.float64)))
 
     @classmethod
     def from_rows(cls, rows: np.ndarray) -> ConditionalSums:

@@ -16,55 +16,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
 
-from noisewarp.cpu.diagnostics import ConditionalSums
+from noisewarp.cpu.diagnostics import ConditionalSums, product_sums
 
 __all__ = ["carried_metrics", "conditional_mean", "temporal_metrics", "temporal_correlation"]
-
-# Fixed blocks (not threads) of the parallel sums, so the result does not depend on
-# the number of threads.
-_BLOCKS = 64
-
-
-@njit(parallel=True, cache=True, nogil=True)
-def _pearson_sums(actual, predicted, sums):
-    """Per block k, one pass: sums of a', b', a'^2, b'^2, a'b' in ``sums[k]``, with
-    a' = a - a[0] and b' = b - b[0] (a shift keeps the float64 sums well conditioned)."""
-    n = actual.size
-    blocks = sums.shape[0]
-    shift_a = np.float64(actual[0]) if n else 0.0
-    shift_b = np.float64(predicted[0]) if n else 0.0
-    for k in prange(blocks):
-        sa = sb = saa = sbb = sab = 0.0
-        for i in range(k * n // blocks, (k + 1) * n // blocks):
-            a = actual[i] - shift_a
-            b = predicted[i] - shift_b
-            sa += a
-            sb += b
-            saa += a * a
-            sbb += b * b
-            sab += a * b
-        sums[k, 0] = sa
-        sums[k, 1] = sb
-        sums[k, 2] = saa
-        sums[k, 3] = sbb
-        sums[k, 4] = sab
-
-
-@njit(parallel=True, cache=True, nogil=True)
-def _frame_sums(values, sums):
-    """Per block k: sums of x and x^2 of ``values`` (flat) in ``sums[k]``."""
-    n = values.size
-    blocks = sums.shape[0]
-    for k in prange(blocks):
-        s = ss = 0.0
-        for i in range(k * n // blocks, (k + 1) * n // blocks):
-            x = np.float64(values[i])
-            s += x
-            ss += x * x
-        sums[k, 0] = s
-        sums[k, 1] = ss
 
 
 def _pearson(n, sa, sb, saa, sbb, sab) -> float:
@@ -83,9 +38,11 @@ def _pearson(n, sa, sb, saa, sbb, sab) -> float:
 
 def _correlation(actual: np.ndarray, predicted: np.ndarray) -> float:
     """Pearson r of two equally long arrays (0.0 when either is constant)."""
-    sums = np.empty((_BLOCKS, 5))
-    _pearson_sums(actual.reshape(-1), predicted.reshape(-1), sums)
-    return _pearson(actual.size, *(float(v) for v in sums.sum(axis=0)))
+    if actual.size == 0:
+        return math.nan
+    # Shifted by the first values: the float64 sums stay well conditioned.
+    shifts = float(actual.flat[0]), float(predicted.flat[0])
+    return _pearson(actual.size, *product_sums(actual, predicted, *shifts))
 
 
 def _carried_from_sums(following: np.ndarray, sums: ConditionalSums,
@@ -94,9 +51,8 @@ def _carried_from_sums(following: np.ndarray, sums: ConditionalSums,
     (``frame_sums`` = (sum y, sum y^2) when known, else computed here)."""
     frame = np.ascontiguousarray(following).reshape(-1)
     if frame_sums is None:
-        partial = np.empty((_BLOCKS, 2))
-        _frame_sums(frame, partial)
-        frame_sums = partial.sum(axis=0)
+        total, _, squares, _, _ = product_sums(frame, frame)
+        frame_sums = total, squares
     sy, syy = (float(v) for v in frame_sums)
     corr = _pearson(frame.size, sy, sums.mean, syy, sums.mean_sq, sums.cross)
     pixels = frame.size // following.shape[-1] if following.ndim == 3 else frame.size
