@@ -10,8 +10,9 @@ real methods:
   targets share values (spatial correlation) and some sources vanish.
 - ``bilinear``: bilinear interpolation of x at T(p). A weighted mean of
   independent values has variance sum w^2 < 1 (blur); ``renormalize=True``
-  divides by sqrt(sum w^2), which restores the variance but not the whiteness
-  (neighbours share sources, so the frame is spatially correlated).
+  divides by sqrt(sum w^2), which restores the variance of one warp of white noise
+  but not the whiteness (neighbours share sources). Warp after warp the sources are
+  correlated, the division over-corrects and the variance grows frame after frame.
 
 Positions outside the frame read fresh N(0, 1) noise, a pure function of the
 integer cell they fall in (so the continuation of the frame is one fixed
