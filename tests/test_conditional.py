@@ -130,13 +130,14 @@ def test_models_differ_under_contraction():
 
 @pytest.mark.parametrize("method", sorted(nw.METHODS))
 @pytest.mark.parametrize("name", ["rotate_zoom", "partly_outside"])
-def test_sums_give_the_metrics_of_the_arrays(method, name):
+@pytest.mark.parametrize("channels", [3, 4])  # particle sums four channels in registers
+def test_sums_give_the_metrics_of_the_arrays(method, name, channels):
     """``return_conditional="sums"`` (the run's path: a kernel's own per-row sums, or the
     arrays reduced) gives the temporal metrics of the full ``Conditional`` to rounding,
     and the same frame; so does ``NoiseWarper.step(conditional="sums")``."""
     from noisewarp.metrics import carried_metrics, frame_metrics
 
-    x = nw.initial_noise(40, 56, 3, seed=4)
+    x = nw.initial_noise(40, 56, channels, seed=4)
     key = nw.Key(2, 1)
     out, cond = nw.warp(x, MAPS[name], method=method, key=key, return_conditional=True)
     again, sums = nw.warp(x, MAPS[name], method=method, key=key, return_conditional="sums")
@@ -150,7 +151,7 @@ def test_sums_give_the_metrics_of_the_arrays(method, name):
     np.testing.assert_allclose(
         sums, nw.ConditionalSums.of(out, cond), rtol=1e-6, atol=1e-6 * out.size
     )
-    warper = nw.NoiseWarper(40, 56, 3, method=method, seed=2, noise=x)
+    warper = nw.NoiseWarper(40, 56, channels, method=method, seed=2, noise=x)
     frame = warper.step(MAPS[name], conditional="sums")
     np.testing.assert_array_equal(frame, out)
     np.testing.assert_allclose(warper.conditional, sums, rtol=1e-9, atol=1e-9)

@@ -217,6 +217,24 @@ def _claim_row(i, noise, start, offset, gamma, upper, lower, upper_col, upper_fr
     return unclaimed
 
 
+@njit(inline="always")
+def _four_channel_mean(cell_row, cell_col, slots, local, noise):
+    """``core.particle.conditional_target`` for C = 4 before its 1 / sqrt(A_p): the sums
+    sum_q a_pq x_q per channel and sum_q a_pq^2, in the same order."""
+    g0 = g1 = g2 = g3 = square = 0.0
+    for k in range(NEIGHBOURS):
+        area = np.float64(slots[local, k * 5 + 4])
+        if area > 0.0:
+            row = cell_row + (k >> 1)
+            col = cell_col + (k & 1)
+            square += area * area
+            g0 += area * noise[row, col, 0]
+            g1 += area * noise[row, col, 1]
+            g2 += area * noise[row, col, 2]
+            g3 += area * noise[row, col, 3]
+    return g0, g1, g2, g3, square
+
+
 @njit(cache=True)
 def _finish_bucket(b, start, order, slots, cell_cols, noise, offset, gamma, out, cond_mean,
                    cond_carried, sums, stats, channels):  # fmt: skip
@@ -262,6 +280,25 @@ def _finish_bucket(b, start, order, slots, cell_cols, noise, offset, gamma, out,
             if wanted:
                 conditional_target(p, b - 1, cell_cols[local], EVERY_NEIGHBOUR, slots, local,
                                    noise, inv, cond_mean, cond_carried, acc, nc)  # fmt: skip
+            elif summed and nc == 4:
+                # Four channels (latent noise): the target's E[Y | X] in scalars, summed in
+                # the general path's order (registers instead of a scratch row).
+                g0, g1, g2, g3, square = _four_channel_mean(b - 1, cell_cols[local], slots,
+                                                            local, noise)  # fmt: skip
+                m0, m1, m2, m3 = g0 * inv, g1 * inv, g2 * inv, g3 * inv
+                sum_mean += m0
+                sum_mean_sq += m0 * m0
+                sum_cross += np.float64(out[p, 0]) * m0
+                sum_mean += m1
+                sum_mean_sq += m1 * m1
+                sum_cross += np.float64(out[p, 1]) * m1
+                sum_mean += m2
+                sum_mean_sq += m2 * m2
+                sum_cross += np.float64(out[p, 2]) * m2
+                sum_mean += m3
+                sum_mean_sq += m3 * m3
+                sum_cross += np.float64(out[p, 3]) * m3
+                sum_carried += square * inv * inv
             elif summed:
                 conditional_target(0, b - 1, cell_cols[local], EVERY_NEIGHBOUR, slots, local,
                                    noise, inv, target_mean, target_carried, acc, nc)  # fmt: skip
