@@ -140,3 +140,21 @@ def test_edit_timesteps():
     assert samplers.edit_timesteps(scheduler, 1.0)[0] == 999
     with pytest.raises(ValueError, match="strength"):
         samplers.edit_timesteps(scheduler, 0.0)
+
+
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction", "sample"])
+def test_predicted_noise_in_every_parameterisation(kind):
+    """``predicted_noise`` turns the exact denoiser's output, in any parameterisation, into
+    the same noise estimate; the sampler's callback sees every model call."""
+    config = dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
+    reference = samplers.ddim_scheduler({**config, "prediction_type": "epsilon"}, 10)
+    scheduler = samplers.ddim_scheduler({**config, "prediction_type": kind}, 10)
+    x = torch.randn((6, *DIM_SHAPE), generator=torch.Generator().manual_seed(2)).double()
+    seen = []
+    samplers.sample(GaussianDenoiser(scheduler, MEAN, COVARIANCE), x, scheduler,
+                    scheduler.timesteps, callback=lambda *args: seen.append(args))  # fmt: skip
+    assert [int(s[1]) for s in seen] == [int(t) for t in scheduler.timesteps]
+    for step, timestep, sample, output in seen:
+        expected = GaussianDenoiser(reference, MEAN, COVARIANCE)(sample, timestep)
+        got = samplers.predicted_noise(scheduler, output, sample, timestep)
+        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9)

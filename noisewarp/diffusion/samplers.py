@@ -79,6 +79,7 @@ def sample(
     timesteps: Sequence | torch.Tensor,
     eta: float = 0.0,
     noise_sampler: NoiseSampler | None = None,
+    callback: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """Run ``scheduler`` (a ``DDIMScheduler``) from ``x`` at ``timesteps[0]`` to x0.
 
@@ -96,6 +97,9 @@ def sample(
     noise_sampler : callable, optional
         ``noise_sampler(step, x)`` -> the step's N(0, I) noise (eta > 0 only);
         default: fresh ``torch.randn``.
+    callback : callable, optional
+        ``callback(step, timestep, x, output)`` after each model call (x is the sample
+        the model saw).
 
     Returns
     -------
@@ -107,9 +111,27 @@ def sample(
         noise_sampler = fresh_noise_sampler()
     for step, timestep in enumerate(timesteps):
         output = model(x, timestep)
+        if callback is not None:
+            callback(step, timestep, x, output)
         noise = noise_sampler(step, x) if eta > 0 else None
         x = scheduler.step(output, timestep, x, eta=eta, variance_noise=noise).prev_sample
     return x
+
+
+def predicted_noise(scheduler, output: torch.Tensor, x: torch.Tensor, timestep) -> torch.Tensor:
+    """The model's estimate of the noise in ``x`` at ``timestep``, from its ``output`` in
+    ``scheduler.config.prediction_type`` (epsilon, v_prediction or sample), with
+    x = sqrt(abar) x0 + sqrt(1 - abar) eps."""
+    abar = scheduler.alphas_cumprod[int(timestep)].to(device=x.device, dtype=x.dtype)
+    alpha, sigma = abar.sqrt(), (1 - abar).sqrt()
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return output
+    if kind == "v_prediction":
+        return alpha * output + sigma * x
+    if kind == "sample":
+        return (x - alpha * output) / sigma
+    raise ValueError(f"unknown prediction_type {kind!r}")
 
 
 def noise_to(scheduler, clean: torch.Tensor, noise: torch.Tensor, timestep) -> torch.Tensor:
