@@ -1,5 +1,6 @@
 """The diffusion stage end to end with tiny models built from configs (no weights
-downloaded): outputs, determinism, per-step warped noise, bad inputs, the latent path."""
+downloaded): outputs, determinism, per-step warped noise, bad inputs, the latent path
+(generate and edit)."""
 
 from __future__ import annotations
 
@@ -203,5 +204,192 @@ def test_latent_pipeline_generates_from_warped_latents(compose, tiny_latent_pipe
     assert {k: v for k, v in again.items() if k not in measured} == {
         k: v for k, v in summary.items() if k not in measured
     }
-    with pytest.raises(ValueError, match="edit needs"):
-        _diffuse(compose, *overrides[:-1], "diffusion.mode=edit", output_dir=tmp_path / "x")
+
+
+def _latent_edit(tiny_latent_pipeline, *overrides, size=256):
+    """Overrides for an edit of the clip at ``size`` x 9/16 of it (256: noise 4 x 18 x 32)
+    through the tiny latent pipeline, 3 frames."""
+    pipeline, prompt = tiny_latent_pipeline
+    return (f"diffusion.model={pipeline}", f"diffusion.prompt_embeds={prompt}", "frames=3",
+            "channels=4", f"deform.size={size}", "deform.latent_factor=8", "diffusion.mode=edit",
+            *overrides)  # fmt: skip
+
+
+def _frames(directory):
+    from PIL import Image
+
+    return [np.asarray(Image.open(p)) for p in sorted((directory / "frames").glob("*.png"))]
+
+
+def test_latent_pipeline_edits_video(compose, tiny_latent_pipeline, tmp_path):
+    """Edit mode with a latent pipeline: frames at the image size (noise x 8), finite
+    metrics measured there with the video's flow."""
+    import xarray as xr
+
+    _, directory = _diffuse(compose, *_latent_edit(tiny_latent_pipeline), output_dir=tmp_path / "a")
+    for name in ("video.mp4", "video.gif", "diffusion.nc", "noise.h5"):
+        assert (directory / name).exists(), name
+    frames = _frames(directory)
+    assert len(frames) == 3 and all(frame.shape == (144, 256, 3) for frame in frames)
+    with xr.open_dataset(directory / "diffusion.nc", engine="h5netcdf") as result:
+        assert result.attrs["mode"] == "edit" and result.sizes["frame"] == 3
+        for name in ("ssim", "quality", "detail_energy"):
+            assert np.isfinite(result[name]).all(), name
+        for name in ("warping_error", "texture_sticking", "input_warping_error"):
+            assert np.isfinite(result[name][1:]).all(), name
+
+
+def test_latent_edit_is_bit_identical_on_rerun(compose, tiny_latent_pipeline, tmp_path):
+    """Same stack, pipeline and config (eta = 1: per-step warped latent streams too): the
+    same frames bit for bit."""
+    overrides = _latent_edit(tiny_latent_pipeline, "diffusion.eta=1.0")
+    _, first = _diffuse(compose, *overrides, output_dir=tmp_path / "a")
+    _, second = _diffuse(compose, *overrides, output_dir=tmp_path / "b")
+    assert all(np.array_equal(a, b) for a, b in zip(_frames(first), _frames(second), strict=True))
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+def test_latent_edit_noises_the_vae_latent_with_the_warped_frame(
+    compose, tiny_latent_pipeline, tmp_path, monkeypatch, prediction
+):
+    """With an oracle UNet (it answers the true noise, the warped frame, in the scheduler's
+    parameterisation) the sampler's first input must be add_noise(encode(frame), warped, t0)
+    and DDIM must land on the frame's VAE round trip; both computed here with diffusers."""
+    import json
+    import shutil
+
+    from diffusers import AutoencoderKL, DDIMScheduler
+
+    from noisewarp.diffusion.data import NoiseStackDataset
+    from noisewarp.diffusion.images import resized, to_model_range
+    from noisewarp.diffusion.latent import LatentModel
+    from noisewarp.motion import BUNDLED_CLIP
+    from noisewarp.video import open_video
+
+    source, prompt = tiny_latent_pipeline
+    pipeline = tmp_path / "pipeline"
+    shutil.copytree(source, pipeline)
+    config_path = pipeline / "scheduler" / "scheduler_config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "prediction_type": prediction}))
+    vae = AutoencoderKL.from_pretrained(pipeline / "vae")
+    alphas = DDIMScheduler.from_pretrained(pipeline / "scheduler").alphas_cumprod
+    video = open_video(BUNDLED_CLIP, frames=3, size=256)
+    with torch.no_grad():
+        clean = [
+            vae.encode(torch.from_numpy(to_model_range(resized(f, 144, 256)))[None])
+            .latent_dist.mode() * vae.config.scaling_factor
+            for f in video
+        ]  # fmt: skip
+        round_trip = [vae.decode(c / vae.config.scaling_factor).sample[0] for c in clean]
+    directory = tmp_path / "edit"
+    steps_per_frame = 2  # diffusion.steps=4, strength=0.5
+    calls = []
+
+    def oracle(x, timestep):
+        frame = len(calls) // steps_per_frame
+        warped = NoiseStackDataset(directory / "noise.h5")[frame][None]
+        calls.append((x.clone(), int(timestep), warped))
+        if prediction == "epsilon":
+            return warped
+        a = alphas[int(timestep)]
+        return a.sqrt() * warped - (1 - a).sqrt() * clean[frame]
+
+    monkeypatch.setattr(LatentModel, "denoiser", lambda self, settings: oracle)
+    overrides = (f"diffusion.model={pipeline}", f"diffusion.prompt_embeds={prompt}", "frames=3",
+                 "channels=4", "deform.size=256", "deform.latent_factor=8")  # fmt: skip
+    _diffuse(compose, *overrides, "diffusion.mode=edit", output_dir=directory)
+    assert len(calls) == 3 * steps_per_frame
+    for frame, output in enumerate(_frames(directory)):
+        x, t0, warped = calls[frame * steps_per_frame]
+        expected = DDIMScheduler.from_pretrained(pipeline / "scheduler").add_noise(
+            clean[frame], warped, torch.tensor([t0])
+        )
+        assert t0 == 499 and torch.allclose(x, expected, atol=1e-6), frame
+        decoded = np.rint(np.clip((round_trip[frame].permute(1, 2, 0).numpy() + 1) / 2, 0, 1) * 255)
+        assert np.abs(output.astype(float) - decoded).max() <= 1, frame
+
+
+def test_latent_denoiser_guides_as_diffusers(tiny_latent_pipeline):
+    """guidance_scale > 1: negative + g * (conditional - negative), one batched UNet call."""
+    from noisewarp.diffusion.latent import LatentDenoiser
+    from noisewarp.diffusion.models import load_model
+
+    unet = load_model(tiny_latent_pipeline[0]).pipeline.unet
+    generator = torch.Generator().manual_seed(0)
+    embeds, negative = torch.randn(2, 1, 3, 8, generator=generator)
+    x = torch.randn(1, 4, 4, 4, generator=generator)
+    guided = LatentDenoiser(unet, embeds, negative, 3.0)(x, 500)
+    positive = LatentDenoiser(unet, embeds)(x, 500)
+    unconditional = LatentDenoiser(unet, negative)(x, 500)
+    expected = unconditional + 3.0 * (positive - unconditional)
+    assert torch.allclose(guided, expected, atol=1e-5)
+    assert not torch.allclose(guided, positive, atol=1e-3)
+
+
+def test_latent_denoiser_encodes_prompt_and_empty_prompt(tiny_latent_pipeline, tmp_path):
+    """With a text encoder: the prompt's embeddings, and the empty prompt's as the negative
+    ones for guidance, as ``pipeline.encode_prompt`` makes them (tiny CLIP from configs)."""
+    import json
+    from types import SimpleNamespace
+
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from noisewarp.diffusion.models import load_model
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "a</w>": 2}
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"),
+                              model_max_length=4)  # fmt: skip
+    torch.manual_seed(0)
+    encoder = CLIPTextModel(CLIPTextConfig(vocab_size=3, hidden_size=8, intermediate_size=16,
+                                           num_hidden_layers=1, num_attention_heads=2,
+                                           max_position_embeddings=4, bos_token_id=0,
+                                           eos_token_id=1, pad_token_id=1)).eval()  # fmt: skip
+    model = load_model(tiny_latent_pipeline[0])
+    model.pipeline.register_modules(text_encoder=encoder, tokenizer=tokenizer)
+    denoiser = model.denoiser(SimpleNamespace(prompt="a", guidance_scale=2.0))
+
+    def embed(text):
+        ids = tokenizer(text, padding="max_length", max_length=4, return_tensors="pt").input_ids
+        with torch.no_grad():
+            return encoder(ids)[0]
+
+    assert denoiser.guided and denoiser.guidance_scale == 2.0
+    assert torch.equal(denoiser.embeds, torch.cat([embed(""), embed("a")]))
+
+
+def test_latent_edit_bad_inputs_are_clear_and_write_nothing(
+    compose, tiny_latent_pipeline, tmp_path, monkeypatch
+):
+    from noisewarp.diffusion import models
+
+    pipeline, prompt = tiny_latent_pipeline
+    edit = _latent_edit(tiny_latent_pipeline)
+    no_embeds = tuple(o for o in edit if not o.startswith("diffusion.prompt_embeds"))
+    no_video = (f"diffusion.model={pipeline}", f"diffusion.prompt_embeds={prompt}", "channels=4",
+                "deform=translate", "diffusion.mode=edit")  # fmt: skip
+    odd = _latent_edit(tiny_latent_pipeline, size=128)  # noise 9 x 16
+    cases = [
+        (no_embeds, "no text encoder and tokenizer: give diffusion.prompt_embeds"),
+        ((*edit, "diffusion.guidance_scale=2"), "guidance_scale=2 needs the empty prompt"),
+        (no_video, "needs a video \\(deform=video\\)"),
+        (odd, "latent_factor\\) is 9 x 16; .* divisible by 2 \\(choose .*deform.latent_factor"),
+    ]
+    for index, (overrides, match) in enumerate(cases):
+        directory = tmp_path / f"bad{index}"
+        with pytest.raises(ValueError, match=match):
+            _diffuse(compose, *overrides, output_dir=directory)
+        assert not directory.exists() or not any(directory.iterdir()), overrides
+    load = models.load_model
+
+    def decoder_only(*args, **kwargs):
+        model = load(*args, **kwargs)
+        model.pipeline.vae.encoder = None
+        return model
+
+    monkeypatch.setattr(models, "load_model", decoder_only)
+    with pytest.raises(ValueError, match="needs a VAE encoder; the pipeline .* decoder only"):
+        _diffuse(compose, *edit, output_dir=tmp_path / "decoder")
+    assert not (tmp_path / "decoder").exists()

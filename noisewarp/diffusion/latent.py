@@ -1,8 +1,10 @@
-"""Latent diffusion pipelines (Stable Diffusion and kin) through their ``latents=`` argument.
+"""Latent diffusion pipelines (Stable Diffusion and kin), as the stage runs them.
 
-The warped frame is the pipeline's initial latent (noise at 1/8 of the image, 4 channels);
-with eta > 0 the pipeline's scheduler is a DDIM scheduler that takes each step's noise from
-the stage's warped streams instead of the pipeline's generator (``SeamDDIMScheduler``).
+Generate: the warped frame is the pipeline's initial latent through its ``latents=``
+argument (noise at 1/8 of the image, 4 channels); with eta > 0 the pipeline's scheduler is
+a DDIM scheduler that takes each step's noise from the stage's warped streams instead of
+the pipeline's generator (``SeamDDIMScheduler``). Edit: the stage's own sampler runs in the
+latent space, on the VAE's encoding of each frame (``encode``, ``denoiser``, ``decode``).
 """
 
 from __future__ import annotations
@@ -73,6 +75,83 @@ class LatentModel:
         self.pipeline.to(device)
         return self
 
+    def check_edit(self, settings) -> None:
+        """A clear error when edit mode cannot run this pipeline with ``settings`` (no VAE
+        encoder, a UNet that takes more than the latent, no source for the prompt)."""
+        pipeline, where = self.pipeline, f"the pipeline {self.path}"
+        if getattr(pipeline.vae, "encoder", None) is None or not hasattr(pipeline.vae, "encode"):
+            raise ValueError(f"diffusion.mode=edit needs a VAE encoder; {where} has a decoder only")
+        latent = int(getattr(pipeline.vae.config, "latent_channels", self.channels))
+        if latent != self.channels:
+            raise ValueError(
+                f"diffusion.mode=edit: {where} has a UNet of {self.channels} input channels and "
+                f"a VAE of {latent} latent channels (an inpainting or depth pipeline?)"
+            )
+        config = pipeline.unet.config
+        extra = [key for key in ("addition_embed_type", "time_cond_proj_dim")
+                 if getattr(config, key, None) is not None]  # fmt: skip
+        if extra:
+            raise ValueError(
+                f"diffusion.mode=edit conditions the UNet on prompt embeddings alone; {where}'s "
+                f"UNet also needs {', '.join(extra)} (Stable Diffusion 1/2-style pipelines only)"
+            )
+        if not self._encodes_prompts():
+            if self.prompt_embeds is None:
+                raise ValueError(
+                    f"{where} has no text encoder and tokenizer: give "
+                    "diffusion.prompt_embeds=PATH.npy"
+                )
+            if settings.guidance_scale > 1:
+                raise ValueError(
+                    f"diffusion.guidance_scale={settings.guidance_scale} needs the empty prompt's "
+                    f"embeddings from a text encoder; {where} has none (use guidance_scale=1)"
+                )
+
+    def _encodes_prompts(self) -> bool:
+        """Whether the pipeline can embed a prompt itself (text encoder and tokenizer)."""
+        pipeline = self.pipeline
+        parts = (getattr(pipeline, "text_encoder", None), getattr(pipeline, "tokenizer", None))
+        return None not in parts and hasattr(pipeline, "encode_prompt")
+
+    @torch.no_grad()
+    def denoiser(self, settings) -> LatentDenoiser:
+        """The UNet as the samplers call it, conditioned on the prompt (``diffusion.prompt``
+        through the text encoder, or ``diffusion.prompt_embeds``), guided as diffusers does."""
+        self.check_edit(settings)
+        unet = self.pipeline.unet
+        guided = settings.guidance_scale > 1
+        embeds = None if self.prompt_embeds is None else self.prompt_embeds.to(unet.device)
+        if not self._encodes_prompts():
+            return LatentDenoiser(unet, embeds)
+        prompt = settings.prompt if embeds is None else None
+        embeds, negative = self.pipeline.encode_prompt(
+            prompt, unet.device, 1, guided, prompt_embeds=embeds
+        )[:2]
+        return LatentDenoiser(unet, embeds, negative if guided else None, settings.guidance_scale)
+
+    @torch.no_grad()
+    def encode(self, image: np.ndarray) -> torch.Tensor:
+        """uint8 [H, W, 3] -> the VAE's scaled latent [1, C, H / factor, W / factor]: the
+        latent distribution's mode (deterministic), shifted and scaled as diffusers does."""
+        from noisewarp.diffusion.images import to_model_range
+
+        vae = self.pipeline.vae
+        pixels = torch.from_numpy(to_model_range(image)).unsqueeze(0)
+        encoded = vae.encode(pixels.to(device=vae.device, dtype=vae.dtype))
+        dist = getattr(encoded, "latent_dist", None)
+        latent = dist.mode() if dist is not None else encoded.latents
+        shift = getattr(vae.config, "shift_factor", None) or 0.0
+        return ((latent - shift) * vae.config.scaling_factor).float()
+
+    @torch.no_grad()
+    def decode(self, latent: torch.Tensor) -> np.ndarray:
+        """A scaled latent [1, C, h, w] -> float [H, W, 3] in [0, 1] (``encode``'s inverse)."""
+        vae = self.pipeline.vae
+        shift = getattr(vae.config, "shift_factor", None) or 0.0
+        latent = latent.to(device=vae.device, dtype=vae.dtype) / vae.config.scaling_factor + shift
+        image = vae.decode(latent).sample[0].float()
+        return np.clip((image.permute(1, 2, 0).cpu().numpy() + 1) / 2, 0, 1)
+
     def image_size(self, height: int, width: int) -> tuple[int, int]:
         return height * self.factor, width * self.factor
 
@@ -99,3 +178,27 @@ class LatentModel:
             output_type="np",
         ).images[0]
         return np.clip(image, 0, 1)
+
+
+class LatentDenoiser:
+    """A pipeline's UNet as ``samplers.sample`` calls it: ``model(x, t)`` -> its output,
+    conditioned on ``embeds``; with ``negative`` embeddings, classifier-free guidance
+    ``negative_out + guidance_scale * (out - negative_out)`` (diffusers' convention)."""
+
+    def __init__(self, unet, embeds, negative=None, guidance_scale: float = 1.0):
+        self.unet, self.guidance_scale = unet, float(guidance_scale)
+        self.guided = negative is not None
+        self.embeds = torch.cat([negative, embeds]) if self.guided else embeds
+        self.embeds = self.embeds.to(device=unet.device, dtype=unet.dtype)
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, timestep) -> torch.Tensor:
+        inputs = torch.cat([x, x]) if self.guided else x
+        timestep = torch.as_tensor(timestep, device=x.device).expand(len(inputs))
+        out = self.unet(
+            inputs.to(self.unet.dtype), timestep, encoder_hidden_states=self.embeds
+        ).sample.to(x.dtype)
+        if self.guided:
+            negative, positive = out.chunk(2)
+            out = negative + self.guidance_scale * (positive - negative)
+        return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 # The built-in model (trained by ``python -m noisewarp.diffusion.train``), in diffusers'
@@ -86,6 +87,20 @@ class PixelModel:
         timestep = torch.as_tensor(timestep, device=x.device).expand(len(x))
         return self.unet(x, timestep).sample
 
+    def denoiser(self, settings) -> PixelModel:
+        """What the samplers call: the model itself (unconditional)."""
+        return self
+
+    def encode(self, image) -> torch.Tensor:
+        """uint8 [H, W, 3] -> the model's input space: [1, 3, H, W] in [-1, 1]."""
+        from noisewarp.diffusion.images import to_model_range
+
+        return torch.from_numpy(to_model_range(image)).unsqueeze(0).to(self.unet.device)
+
+    def decode(self, x: torch.Tensor) -> np.ndarray:
+        """[1, 3, H, W] in the model's space -> float [H, W, 3] in [0, 1]."""
+        return np.clip((x[0].permute(1, 2, 0).cpu().numpy() + 1) / 2, 0, 1)
+
     def check_noise(self, channels: int, height: int, width: int, where: str) -> None:
         check_noise(self, channels, height, width, where, "an RGB pixel model: noise at image size")
 
@@ -100,7 +115,8 @@ def check_noise(model, channels: int, height: int, width: int, where: str, hint:
     if height % model.multiple or width % model.multiple:
         raise ValueError(
             f"{where} is {height} x {width}; the model {model.path} needs sides divisible "
-            f"by {model.multiple} (choose res so both sides are)"
+            f"by {model.multiple} (choose res, or deform.size with deform.latent_factor, so "
+            "both sides are)"
         )
 
 

@@ -2,10 +2,11 @@
 
 The run first writes (or resumes) its noise stack exactly as ``experiment.run`` does, then
 streams it frame by frame through a diffusion model: **generate** (the warped frame is the
-initial noise) or **edit** (SDEdit: each video frame noised to ``strength`` with the warped
-frame, then denoised). With eta > 0 each sampler step takes its noise from its own warped
-stream (one ``NoiseWarper`` per step, seeds derived from the run's seed, moved along the
-same motion), so the per-step noise moves with the video too.
+initial noise) or **edit** (SDEdit: each video frame, or a latent pipeline's VAE encoding of
+it, noised to ``strength`` with the warped frame, then denoised). With eta > 0 each sampler
+step takes its noise from its own warped stream (one ``NoiseWarper`` per step, seeds derived
+from the run's seed, moved along the same motion), so the per-step noise moves with the
+video too.
 
 Writes ``video.mp4``, ``video.gif``, ``frames/NNNNN.png`` and ``diffusion.nc`` (per frame:
 warping error, texture sticking, quality, structural similarity to the input, time), into
@@ -120,12 +121,16 @@ def run(cfg) -> dict:
         model.prompt_embeds = torch.from_numpy(np.load(Path(settings.prompt_embeds).expanduser()))
     spec = build_spec(cfg)
     video = getattr(spec.motion, "reader", None)
-    if settings.mode == "edit" and (video is None or model.kind != "pixel"):
+    if settings.mode == "edit" and video is None:
         raise ValueError(
-            "diffusion.mode=edit needs a video (deform=video) and a pixel-space UNet2DModel; "
-            f"got deform {spec.motion.label} and a {model.kind} model (use diffusion.mode=generate)"
+            f"diffusion.mode=edit needs a video (deform=video); got deform {spec.motion.label} "
+            "(use diffusion.mode=generate)"
         )
-    model.check_noise(spec.channels, spec.height, spec.width, "the noise (channels, res)")
+    if settings.mode == "edit" and model.kind == "latent":
+        model.check_edit(settings)
+    by_factor = video is not None and (cfg.get("deform") or {}).get("latent_factor")
+    sized_by = "video size / deform.latent_factor" if by_factor else "res"
+    model.check_noise(spec.channels, spec.height, spec.width, f"the noise (channels, {sized_by})")
     stack_path = spec.output.stack if settings.stack is None else Path(settings.stack).expanduser()
     identity = {
         "noise": spec.identity(),
@@ -165,6 +170,9 @@ class Diffuser:
         self.scheduler = ddim_scheduler(model.scheduler_config, settings.steps)
         strength = settings.strength if settings.mode == "edit" else 1.0
         self.timesteps = edit_timesteps(self.scheduler, strength)
+        # Latent generation runs the pipeline's own loop (``LatentModel.generate``).
+        own_loop = model.kind == "latent" and settings.mode == "generate"
+        self.denoiser = None if own_loop else model.denoiser(settings)
         channels, self.height, self.width = noise.shape
         self.streams = []
         if settings.eta > 0:
@@ -211,7 +219,6 @@ class Diffuser:
         float [H, W, 3] in [0, 1]."""
         import torch
 
-        from noisewarp.diffusion.images import to_model_range
         from noisewarp.diffusion.samplers import noise_to, sample, stream_noise_sampler
 
         if self.settings.threads:
@@ -223,15 +230,17 @@ class Diffuser:
         if self.streams:
             per_step = np.stack([np.moveaxis(w.noise, -1, 0) for w in self.streams])
             streams = stream_noise_sampler(torch.from_numpy(per_step).unsqueeze(1))
-        if self.model.kind != "pixel":
+        if self.denoiser is None:
             return self.model.generate(warped, self.settings, streams)
         if self.settings.mode == "edit":
-            clean = torch.from_numpy(to_model_range(image)).unsqueeze(0).to(self.device)
+            # The frame in the model's space (pixels, or the VAE's latent) noised to t0.
+            clean = self.model.encode(image).to(self.device)
             start = noise_to(self.scheduler, clean, warped, self.timesteps[0])
         else:
             start = warped * self.scheduler.init_noise_sigma
-        out = sample(self.model, start, self.scheduler, self.timesteps, self.settings.eta, streams)
-        return np.clip((out[0].permute(1, 2, 0).cpu().numpy() + 1) / 2, 0, 1)
+        out = sample(self.denoiser, start, self.scheduler, self.timesteps, self.settings.eta,
+                     streams)  # fmt: skip
+        return self.model.decode(out)
 
     def _records(self, frames_dir: Path, records: dict):
         """Yield the output frames (uint8), recording metrics and writing PNGs on the way."""
