@@ -9,7 +9,9 @@
 Per method and strength, means over frames 1..T-1: warping error (occlusions masked) and
 its ratio to random's and fixed's, over the whole frame and over the moving pixels only
 (``noisewarp.diffusion.metrics.MOVING``), texture sticking, quality (fine-detail energy of
-the output over the input's), SSIM to the input at half size, seconds per frame.
+the output over the input's), the denoiser ratio (the model's noise-prediction error on the
+start over white noise's; whole frame and moving pixels), SSIM to the input at half size,
+seconds per frame.
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ def table(dataset) -> str:
     labels = {m: next(v for v in present if v.startswith(m)) for m in methods}
     lines = [
         "| strength | method | warping error | / random | / fixed | moving: warping error "
-        "| / random | / fixed | texture sticking | quality | SSIM to input | s per frame |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| / random | / fixed | texture sticking | quality | denoiser ratio "
+        "| moving: denoiser ratio | SSIM to input | s per frame |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for strength in strengths:
         at = means.sel({dim: strength}) if dim else means
@@ -54,6 +57,7 @@ def table(dataset) -> str:
             lines.append(
                 f"| {' | '.join(cells)} "
                 f"| {float(row['texture_sticking']):+.3f} | {float(row['quality']):.3f} "
+                f"| {float(row['denoiser_ratio']):.3f} | {float(row['denoiser_ratio_moving']):.3f} "
                 f"| {float(row['ssim']):.3f} | {float(row['time_s']):.2f} |"
             )
     reference = float(means["input_warping_error"].mean())

@@ -52,3 +52,52 @@ def test_warped_noise_edits_steadier_than_fresh_or_fixed(compose, tmp_path):
     assert moving.sel(particle) < 0.8 * moving.sel(fixed), moving.values
     assert sticking.sel(fixed) > sticking.sel(particle) + 0.05, sticking.values
     assert float(merged["ssim"].min()) > 0.6, merged["ssim"].values
+
+
+def test_denoiser_ratio_tells_structured_noise_from_white():
+    """The stage's likelihood proxy (``denoiser_ratio``): about 1 for white noise, clearly
+    above 1 for unit-variance noise with structure, as nearest warping (duplicated pixels)
+    and renormalised bilinear warping (blur) make, and for noise of the wrong variance.
+    Built-in model, frame 0 of the clip at 128 x 72, the default edit level."""
+    import numpy as np
+
+    from noisewarp.diffusion.images import resized
+    from noisewarp.diffusion.metrics import denoiser_ratio
+    from noisewarp.diffusion.models import load_model
+    from noisewarp.diffusion.samplers import (
+        ddim_scheduler,
+        edit_timesteps,
+        noise_error_map,
+        noise_to,
+    )
+    from noisewarp.motion import BUNDLED_CLIP
+    from noisewarp.video import open_video
+
+    model = load_model(None, torch.device("cpu"))
+    scheduler = ddim_scheduler(model.scheduler_config, 20)
+    t0 = edit_timesteps(scheduler, 0.3)[0]
+    clean = model.encode(resized(next(iter(open_video(BUNDLED_CLIP))), 72, 128))
+    generator = torch.Generator().manual_seed(0)
+
+    def white():
+        return torch.randn((1, 3, 72, 128), generator=generator)
+
+    def error(noise):
+        return noise_error_map(model.denoiser(None), scheduler,
+                               noise_to(scheduler, clean, noise, t0), noise, t0)  # fmt: skip
+
+    reference = np.mean([error(white()) for _ in range(2)], axis=0)
+    duplicated = torch.randn((1, 3, 36, 64), generator=generator)
+    duplicated = duplicated.repeat_interleave(2, 2).repeat_interleave(2, 3)
+    blurred = torch.nn.functional.avg_pool2d(white(), 3, stride=1, padding=1,
+                                             count_include_pad=False)  # fmt: skip
+    blurred = blurred / blurred.std()
+    whites = [denoiser_ratio(error(white()), reference) for _ in range(3)]
+    assert all(0.9 < r < 1.1 for r in whites), whites
+    assert denoiser_ratio(error(duplicated), reference) > 1.2
+    assert denoiser_ratio(error(blurred), reference) > 1.2
+    assert denoiser_ratio(error(1.2 * white()), reference) > 1.2
+    top = np.zeros((144, 256), bool)
+    top[:72] = True  # a mask at twice the size picks the top half of the 72 x 128 grid
+    half = error(torch.cat([duplicated[..., :36, :], white()[..., 36:, :]], dim=2))
+    assert denoiser_ratio(half, reference, top) > denoiser_ratio(half, reference, ~top)

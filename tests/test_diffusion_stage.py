@@ -283,7 +283,8 @@ def test_latent_edit_noises_the_vae_latent_with_the_warped_frame(
         ]  # fmt: skip
         round_trip = [vae.decode(c / vae.config.scaling_factor).sample[0] for c in clean]
     directory = tmp_path / "edit"
-    steps_per_frame = 2  # diffusion.steps=4, strength=0.5
+    # diffusion.steps=4 at strength 0.5, then denoiser_ratio's white-noise reference.
+    steps_per_frame = 2 + 1
     calls = []
 
     def oracle(x, timestep):

@@ -21,6 +21,27 @@ DETAIL_SIGMA = 1.0
 MOVING = 0.25
 
 
+# diffusion.nc's per-frame variables: (long_name, units) (docs/outputs.md).
+VARIABLES = {
+    "warping_error": ("mean squared difference of frame t warped by the flow and frame t+1, "
+                      "occlusions masked (colours in [0, 1])", "1"),
+    "warping_error_moving": ("warping_error over the pixels the flow moves by > 0.25 px", "1"),
+    "input_warping_error": ("warping_error of the input video (the flow's floor)", "1"),
+    "texture_sticking": ("correlation of consecutive frames' detail at the same pixel minus "
+                         "along the motion, moving pixels (> 0: sticks to the screen)", "1"),
+    "detail_energy": ("mean squared fine detail (frame minus its Gaussian blur, grey)", "1"),
+    "quality": ("output's detail energy over the input frame's", "1"),
+    "ssim": ("structural similarity of output and input at half size", "1"),
+    "denoiser_ratio": ("denoiser's noise-prediction error on the start over that on a "
+                       "white-noise start (same frame and level); > 1: structure in the noise",
+                       "1"),
+    "denoiser_ratio_moving": ("denoiser_ratio over the pixels the flow moves by > 0.25 px", "1"),
+    "time_s": ("seconds sampling the frame", "s"),
+    "step_s": ("seconds for the frame end to end (sampling, metrics, PNG)", "s"),
+    "rss_mb": ("process resident memory after the frame", "MiB"),
+}  # fmt: skip
+
+
 def warp_previous(frame: np.ndarray, tmap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Frame t resampled (bilinear) at T(p) for every pixel p of frame t+1, and where T(p)
     falls inside frame t."""
@@ -94,6 +115,22 @@ def structural_similarity(a: np.ndarray, b: np.ndarray, scale: int = 2) -> float
     small_a, small_b = (cv2.resize(np.asarray(x, np.float32), size, interpolation=cv2.INTER_AREA)
                         for x in (a, b))  # fmt: skip
     return float(ssim(small_a, small_b, channel_axis=-1, data_range=1.0))
+
+
+def denoiser_ratio(error: np.ndarray, reference: np.ndarray, mask: np.ndarray | None = None):
+    """The denoiser's noise-prediction error on the run's start over that on a white-noise
+    start (same frame and level), both [h, w]: 1 when the model takes the noise for noise,
+    above 1 when it reads structure in it (duplicated pixels, blur, a wrong variance).
+    ``mask`` (any size, e.g. the moving pixels at the image size) restricts it to the
+    cells at least half covered."""
+    if mask is not None:
+        height, width = error.shape
+        cover = cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)
+        keep = cover >= 0.5
+        if keep.sum() < 16:
+            return float("nan")
+        error, reference = error[keep], reference[keep]
+    return float(np.mean(error) / np.mean(reference))
 
 
 def occlusion_at(occluded: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -134,6 +134,20 @@ def predicted_noise(scheduler, output: torch.Tensor, x: torch.Tensor, timestep) 
     raise ValueError(f"unknown prediction_type {kind!r}")
 
 
+def noise_error_map(model: Model, scheduler, x: torch.Tensor, noise: torch.Tensor, timestep,
+                    output: torch.Tensor | None = None):  # fmt: skip
+    """Squared error of the model's noise estimate in ``x`` [1, C, h, w] (the sample at
+    ``timestep`` made with ``noise``), mean over channels: numpy [h, w]. Its mean is the
+    denoising loss, a likelihood proxy of ``x``. ``output``: the model's output on ``x``
+    when already computed."""
+    if output is None:
+        with torch.no_grad():
+            output = model(x, timestep)
+    estimate = predicted_noise(scheduler, output, x, timestep).double()
+    error = (estimate - noise.to(estimate.device).double()) ** 2
+    return error.mean(dim=1)[0].cpu().numpy()
+
+
 def noise_to(scheduler, clean: torch.Tensor, noise: torch.Tensor, timestep) -> torch.Tensor:
     """SDEdit's start: ``clean`` noised to ``timestep`` with the given (warped) noise."""
     return scheduler.add_noise(clean, noise.to(clean.dtype), torch.as_tensor([timestep]))

@@ -77,6 +77,11 @@ def stream_seed(seed: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, 0x6E77, step]).generate_state(1)[0])
 
 
+def reference_seed(seed: int, frame: int) -> int:
+    """The seed of frame ``frame``'s white reference noise (``denoiser_ratio``)."""
+    return int(np.random.SeedSequence([seed, 0x7266, frame]).generate_state(1)[0])
+
+
 def _check_outputs(directory: Path, identity: dict, overwrite: bool) -> dict | None:
     """The finished run's summary when ``directory`` already holds this very run; None when
     free; an error when it holds something else (never replaced unless ``overwrite``)."""
@@ -219,7 +224,12 @@ class Diffuser:
         float [H, W, 3] in [0, 1]."""
         import torch
 
-        from noisewarp.diffusion.samplers import noise_to, sample, stream_noise_sampler
+        from noisewarp.diffusion.samplers import (
+            noise_error_map,
+            noise_to,
+            sample,
+            stream_noise_sampler,
+        )
 
         if self.settings.threads:
             # numba's OpenMP regions (the noise run, the per-step streams) reset the thread
@@ -231,16 +241,33 @@ class Diffuser:
             per_step = np.stack([np.moveaxis(w.noise, -1, 0) for w in self.streams])
             streams = stream_noise_sampler(torch.from_numpy(per_step).unsqueeze(1))
         if self.denoiser is None:
-            return self.model.generate(warped, self.settings, streams)
-        if self.settings.mode == "edit":
-            # The frame in the model's space (pixels, or the VAE's latent) noised to t0.
-            clean = self.model.encode(image).to(self.device)
-            start = noise_to(self.scheduler, clean, warped, self.timesteps[0])
-        else:
+            return self.model.generate(warped, self.settings, streams), None
+        if self.settings.mode != "edit":
             start = warped * self.scheduler.init_noise_sigma
+            out = sample(self.denoiser, start, self.scheduler, self.timesteps, self.settings.eta,
+                         streams)  # fmt: skip
+            return self.model.decode(out), None
+        # The frame in the model's space (pixels, or the VAE's latent) noised to t0.
+        clean = self.model.encode(image).to(self.device)
+        t0 = self.timesteps[0]
+        start = noise_to(self.scheduler, clean, warped, t0)
+        first = {}
+
+        def keep_first(step, timestep, x, output):
+            if step == 0:
+                first["output"] = output
+
         out = sample(self.denoiser, start, self.scheduler, self.timesteps, self.settings.eta,
-                     streams)  # fmt: skip
-        return self.model.decode(out)
+                     streams, callback=keep_first)  # fmt: skip
+        # The denoiser's error on the warped start and on a white-noise start of the same
+        # frame and level (docs/outputs.md: denoiser_ratio).
+        white = torch.randn(warped.shape, generator=torch.Generator().manual_seed(
+            reference_seed(self.spec.seed, index))).to(self.device)  # fmt: skip
+        errors = [noise_error_map(self.denoiser, self.scheduler, start, warped, t0,
+                                  first["output"]),
+                  noise_error_map(self.denoiser, self.scheduler,
+                                  noise_to(self.scheduler, clean, white, t0), white, t0)]  # fmt: skip
+        return self.model.decode(out), errors
 
     def _records(self, frames_dir: Path, records: dict):
         """Yield the output frames (uint8), recording metrics and writing PNGs on the way."""
@@ -257,10 +284,16 @@ class Diffuser:
             if index and self.streams:
                 for warper in self.streams:
                     warper.step(geometry)
-            output = self._frame(index, image)
+            output, errors = self._frame(index, image)
             sampled = time.perf_counter() - started
             source = None if image is None else image / 255.0
             row = {"time_s": sampled, "detail_energy": metrics.detail_energy(output)}
+            if errors is not None:
+                row["denoiser_ratio"] = metrics.denoiser_ratio(*errors)
+                if index and tmap is not None:
+                    row["denoiser_ratio_moving"] = metrics.denoiser_ratio(
+                        *errors, metrics.moving_mask(tmap)
+                    )
             if source is not None:
                 row["quality"] = row["detail_energy"] / max(metrics.detail_energy(source), 1e-12)
                 row["ssim"] = metrics.structural_similarity(output, source)
@@ -322,7 +355,12 @@ class Diffuser:
 
         place, _ = run_coords(yaml.safe_load(self.spec.config_yaml))  # as metrics.nc has it
         coords = {"frame": np.arange(self.frames), **place}
-        variables = {key: ("frame", values) for key, values in records.items()}
+        from noisewarp.diffusion.metrics import VARIABLES
+
+        variables = {}
+        for key, values in records.items():
+            long_name, units = VARIABLES.get(key, (key, "1"))
+            variables[key] = ("frame", values, {"long_name": long_name, "units": units})
         attrs = {
             "config": self.spec.config_yaml,
             "identity": json.dumps(self.identity, sort_keys=True),
