@@ -30,6 +30,12 @@ def _strength_dim(dataset) -> str | None:
     return next((d for d in dataset.dims if d.endswith("strength")), None)
 
 
+def _ratio(value) -> str:
+    """Ratios near 1 to three decimals; bilinear noise's runaway variance in powers of ten."""
+    value = float(value)
+    return f"{value:.3f}" if abs(value) < 100 else f"{value:.1e}"
+
+
 def table(dataset) -> str:
     means = dataset.isel(frame=slice(1, None)).mean("frame").squeeze(drop=True)
     dim = _strength_dim(dataset)
@@ -57,7 +63,7 @@ def table(dataset) -> str:
             lines.append(
                 f"| {' | '.join(cells)} "
                 f"| {float(row['texture_sticking']):+.3f} | {float(row['quality']):.3f} "
-                f"| {float(row['denoiser_ratio']):.3f} | {float(row['denoiser_ratio_moving']):.3f} "
+                f"| {_ratio(row['denoiser_ratio'])} | {_ratio(row['denoiser_ratio_moving'])} "
                 f"| {float(row['ssim']):.3f} | {float(row['time_s']):.2f} |"
             )
     reference = float(means["input_warping_error"].mean())
