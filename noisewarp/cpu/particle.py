@@ -235,6 +235,12 @@ def _four_channel_mean(cell_row, cell_col, slots, local, noise):
     return g0, g1, g2, g3, square
 
 
+@njit(inline="always")
+def _add_mean(totals, mean, value):
+    """(sum m, sum m^2, sum y m) with one more channel's m = E[Y | X] and y = Y."""
+    return totals[0] + mean, totals[1] + mean * mean, totals[2] + np.float64(value) * mean
+
+
 @njit(cache=True)
 def _finish_bucket(b, start, order, slots, cell_cols, noise, offset, gamma, out, cond_mean,
                    cond_carried, sums, stats, channels):  # fmt: skip
@@ -285,19 +291,11 @@ def _finish_bucket(b, start, order, slots, cell_cols, noise, offset, gamma, out,
                 # the general path's order (registers instead of a scratch row).
                 g0, g1, g2, g3, square = _four_channel_mean(b - 1, cell_cols[local], slots,
                                                             local, noise)  # fmt: skip
-                m0, m1, m2, m3 = g0 * inv, g1 * inv, g2 * inv, g3 * inv
-                sum_mean += m0
-                sum_mean_sq += m0 * m0
-                sum_cross += np.float64(out[p, 0]) * m0
-                sum_mean += m1
-                sum_mean_sq += m1 * m1
-                sum_cross += np.float64(out[p, 1]) * m1
-                sum_mean += m2
-                sum_mean_sq += m2 * m2
-                sum_cross += np.float64(out[p, 2]) * m2
-                sum_mean += m3
-                sum_mean_sq += m3 * m3
-                sum_cross += np.float64(out[p, 3]) * m3
+                totals = (sum_mean, sum_mean_sq, sum_cross)
+                totals = _add_mean(totals, g0 * inv, out[p, 0])
+                totals = _add_mean(totals, g1 * inv, out[p, 1])
+                totals = _add_mean(totals, g2 * inv, out[p, 2])
+                sum_mean, sum_mean_sq, sum_cross = _add_mean(totals, g3 * inv, out[p, 3])
                 sum_carried += square * inv * inv
             elif summed:
                 conditional_target(0, b - 1, cell_cols[local], EVERY_NEIGHBOUR, slots, local,
