@@ -10,7 +10,8 @@ __all__ = ["as_noise_frame", "as_map", "count_nonfinite", "check_finite"]
 
 @njit(parallel=True, nogil=True, cache=True)
 def _count_nonfinite_rows(flat2d):
-    out = np.zeros(flat2d.shape[0], dtype=np.int64)
+    # np.empty: every row is written; np.zeros here would be one more loop to compile.
+    out = np.empty(flat2d.shape[0], dtype=np.int64)
     for i in prange(flat2d.shape[0]):
         n = 0
         for v in flat2d[i]:

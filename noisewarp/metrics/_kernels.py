@@ -58,7 +58,39 @@ def _add_row_sums(batch, f, i, out):
         out[c] += total
 
 
+@njit(cache=True, nogil=True)
+def _histogram_block(batch, first, last, counts, sums):
+    """:func:`histogram_sums` of rows ``first`` .. ``last`` - 1 of the batch's B * H rows
+    into one block's ``counts`` (zeroed first) and ``sums`` [C]; returns the block's
+    non-finite count. A call of its own, so numba's parfor passes never see this body."""
+    height, width, channels = batch.shape[1], batch.shape[2], batch.shape[3]
+    counts[:] = 0
+    bad = 0
+    for row in range(first, last):
+        f, i = row // height, row % height
+        _add_row_sums(batch, f, i, sums)
+        for j in range(width):
+            for c in range(channels):
+                value = np.float64(batch[f, i, j, c])
+                if value - value == 0.0:
+                    counts[_bin_of(value)] += 1
+                else:
+                    bad += 1
+    return bad
+
+
 @njit(parallel=True, cache=True, nogil=True)
+def _histogram_blocks(batch, hist, partial, bad):
+    """The blocks of :func:`histogram_sums`, in parallel. Allocation and reduction stay in
+    the Python caller: numba turns every array expression of a parallel function into a
+    loop it compiles apart, and each compiled function costs a fraction of a second."""
+    rows = batch.shape[0] * batch.shape[1]
+    blocks = hist.shape[0]
+    for block in prange(blocks):
+        first, last = _block_rows(block, blocks, rows)
+        bad[block] = _histogram_block(batch, first, last, hist[block], partial[block])
+
+
 def histogram_sums(batch, hist):
     """Per-block value histograms, per-channel sums and the non-finite count of ``batch``.
 
@@ -68,25 +100,10 @@ def histogram_sums(batch, hist):
     the histogram leaves those elements out and ``sums`` is nan or inf: neither is
     meant to be used then.
     """
-    frames, height, width, channels = batch.shape
-    rows = frames * height
     blocks = hist.shape[0]
-    partial = np.zeros((blocks, channels))
+    partial = np.zeros((blocks, batch.shape[3]))
     bad = np.zeros(blocks, dtype=np.int64)
-    for block in prange(blocks):
-        first, last = _block_rows(block, blocks, rows)
-        counts = hist[block]
-        counts[:] = 0
-        for row in range(first, last):
-            f, i = row // height, row % height
-            _add_row_sums(batch, f, i, partial[block])
-            for j in range(width):
-                for c in range(channels):
-                    value = np.float64(batch[f, i, j, c])
-                    if value - value == 0.0:
-                        counts[_bin_of(value)] += 1
-                    else:
-                        bad[block] += 1
+    _histogram_blocks(batch, hist, partial, bad)
     sums = partial[0].copy()
     for block in range(1, blocks):
         sums += partial[block]
@@ -94,15 +111,19 @@ def histogram_sums(batch, hist):
 
 
 @njit(parallel=True, cache=True)
-def reduce_histogram(hist):
-    """Column sums of the per-block histograms (int64; integer sums are exact in any order)."""
+def _reduce_columns(hist, out):
     blocks, bins = hist.shape
-    out = np.zeros(bins, dtype=np.int64)
     for k in prange(bins):
         total = 0
         for block in range(blocks):
             total += hist[block, k]
         out[k] = total
+
+
+def reduce_histogram(hist):
+    """Column sums of the per-block histograms (int64; integer sums are exact in any order)."""
+    out = np.empty(hist.shape[1], dtype=np.int64)
+    _reduce_columns(hist, out)
     return out
 
 
@@ -129,7 +150,87 @@ def fused_layout(channels: int) -> dict[str, slice]:
     }
 
 
-@njit(fastmath={"reassoc", "contract"}, parallel=True, cache=True, nogil=True)
+@njit(fastmath={"reassoc", "contract"}, cache=True, nogil=True)
+def _fused_block(batch, mean, shift, first, last, wanted, collected, position, acc):
+    """:func:`fused_sums` of rows ``first`` .. ``last`` - 1 into one block's ``acc``,
+    collecting its candidate values from ``collected[position]`` on. A call of its own,
+    so numba's parfor passes never see this body."""
+    height, width, channels = batch.shape[1], batch.shape[2], batch.shape[3]
+    current = np.empty((channels, width))
+    below = np.empty((channels, width))
+    if first < last:
+        _centre_row(batch, first // height, first % height, mean, current)
+    for row in range(first, last):
+        f, i = row // height, row % height
+        has_below = i + 1 < height
+        if has_below:
+            _centre_row(batch, f, i + 1, mean, below)
+        central2 = 0.0
+        central3 = 0.0
+        central4 = 0.0
+        for c in range(channels):
+            d = current[c]
+            e_shift = shift[c]
+            square = 0.0
+            lag_row = 0.0
+            for j in range(width):
+                square += d[j] * d[j]
+                e = d[j] + e_shift
+                e2 = e * e
+                central2 += e2
+                central3 += e2 * e
+                central4 += e2 * e2
+            for j in range(width - 1):
+                lag_row += d[j] * d[j + 1]
+            acc[c] += square
+            acc[channels + c] += lag_row
+            if has_below:
+                d_below = below[c]
+                lag_col = 0.0
+                lag_diag = 0.0
+                lag_anti = 0.0
+                for j in range(width):
+                    lag_col += d[j] * d_below[j]
+                for j in range(width - 1):
+                    lag_diag += d[j] * d_below[j + 1]
+                    lag_anti += d[j + 1] * d_below[j]
+                acc[2 * channels + c] += lag_col
+                acc[3 * channels + c] += lag_diag
+                acc[4 * channels + c] += lag_anti
+        acc[5 * channels] += central2
+        acc[5 * channels + 1] += central3
+        acc[5 * channels + 2] += central4
+        pair = 5 * channels + 3
+        for c in range(channels):
+            for c2 in range(c + 1, channels):
+                cross = 0.0
+                for j in range(width):
+                    cross += current[c, j] * current[c2, j]
+                acc[pair] += cross
+                pair += 1
+        for j in range(width):
+            for c in range(channels):
+                value = np.float64(batch[f, i, j, c])
+                if wanted[_bin_of(value)]:
+                    collected[position] = value
+                    position += 1
+        if has_below:
+            current, below = below, current
+        elif row + 1 < last:  # the next row starts a new frame
+            _centre_row(batch, (row + 1) // height, (row + 1) % height, mean, current)
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _fused_blocks(batch, mean, shift, wanted, offsets, collected, partial):
+    """The blocks of :func:`fused_sums`, in parallel (see :func:`_histogram_blocks`)."""
+    rows = batch.shape[0] * batch.shape[1]
+    blocks = partial.shape[0]
+    for block in prange(blocks):
+        first, last = _block_rows(block, blocks, rows)
+        _fused_block(batch, mean, shift, first, last, wanted, collected, offsets[block],
+                     partial[block])  # fmt: skip
+
+
 def fused_sums(batch, mean, shift, blocks, wanted, offsets, collected):
     """Centred moment, lag-product and cross-channel sums in one pass; collects KS candidates.
 
@@ -142,107 +243,52 @@ def fused_sums(batch, mean, shift, blocks, wanted, offsets, collected):
     bin has ``wanted[bin]`` set is written (as float64) to ``collected``,
     block b's values from ``offsets[b]`` on.
     """
-    frames, height, width, channels = batch.shape
-    rows = frames * height
-    pairs = channels * (channels - 1) // 2
-    size = 5 * channels + 3 + pairs
+    channels = batch.shape[3]
+    size = 5 * channels + 3 + channels * (channels - 1) // 2
     partial = np.zeros((blocks, size))
-    for block in prange(blocks):
-        first, last = _block_rows(block, blocks, rows)
-        acc = partial[block]
-        current = np.empty((channels, width))
-        below = np.empty((channels, width))
-        position = offsets[block]
-        if first < last:
-            _centre_row(batch, first // height, first % height, mean, current)
-        for row in range(first, last):
-            f, i = row // height, row % height
-            has_below = i + 1 < height
-            if has_below:
-                _centre_row(batch, f, i + 1, mean, below)
-            central2 = 0.0
-            central3 = 0.0
-            central4 = 0.0
-            for c in range(channels):
-                d = current[c]
-                e_shift = shift[c]
-                square = 0.0
-                lag_row = 0.0
-                for j in range(width):
-                    square += d[j] * d[j]
-                    e = d[j] + e_shift
-                    e2 = e * e
-                    central2 += e2
-                    central3 += e2 * e
-                    central4 += e2 * e2
-                for j in range(width - 1):
-                    lag_row += d[j] * d[j + 1]
-                acc[c] += square
-                acc[channels + c] += lag_row
-                if has_below:
-                    d_below = below[c]
-                    lag_col = 0.0
-                    lag_diag = 0.0
-                    lag_anti = 0.0
-                    for j in range(width):
-                        lag_col += d[j] * d_below[j]
-                    for j in range(width - 1):
-                        lag_diag += d[j] * d_below[j + 1]
-                        lag_anti += d[j + 1] * d_below[j]
-                    acc[2 * channels + c] += lag_col
-                    acc[3 * channels + c] += lag_diag
-                    acc[4 * channels + c] += lag_anti
-            acc[5 * channels] += central2
-            acc[5 * channels + 1] += central3
-            acc[5 * channels + 2] += central4
-            pair = 5 * channels + 3
-            for c in range(channels):
-                for c2 in range(c + 1, channels):
-                    cross = 0.0
-                    for j in range(width):
-                        cross += current[c, j] * current[c2, j]
-                    acc[pair] += cross
-                    pair += 1
-            for j in range(width):
-                for c in range(channels):
-                    value = np.float64(batch[f, i, j, c])
-                    if wanted[_bin_of(value)]:
-                        collected[position] = value
-                        position += 1
-            if has_below:
-                current, below = below, current
-            elif row + 1 < last:  # the next row starts a new frame
-                _centre_row(batch, (row + 1) // height, (row + 1) % height, mean, current)
+    _fused_blocks(batch, mean, shift, wanted, offsets, collected, partial)
     sums = partial[0].copy()
     for block in range(1, blocks):
         sums += partial[block]
     return sums
 
 
+@njit(cache=True, nogil=True)
+def _radial_block(coefficients, bin_map, first, last, out):
+    """:func:`radial_sums` of rows ``first`` .. ``last`` - 1 into one block's ``out``."""
+    height, half, channels = coefficients.shape[1], coefficients.shape[2], coefficients.shape[3]
+    for row in range(first, last):
+        f, i = row // height, row % height
+        for k in range(half):
+            b = bin_map[i, k]
+            if b >= 0:
+                power = 0.0
+                for c in range(channels):
+                    z = coefficients[f, i, k, c]
+                    re = np.float64(z.real)
+                    im = np.float64(z.imag)
+                    power += re * re + im * im
+                out[b] += power
+
+
 @njit(parallel=True, cache=True, nogil=True)
+def _radial_blocks(coefficients, bin_map, partial):
+    """The blocks of :func:`radial_sums`, in parallel (see :func:`_histogram_blocks`)."""
+    rows = coefficients.shape[0] * coefficients.shape[1]
+    blocks = partial.shape[0]
+    for block in prange(blocks):
+        first, last = _block_rows(block, blocks, rows)
+        _radial_block(coefficients, bin_map, first, last, partial[block])
+
+
 def radial_sums(coefficients, bin_map, bins, blocks):
     """Sum of |X_k|^2 (float64, over frames and channels) per radial bin of a half-spectrum.
 
     ``coefficients`` is the ``rfft2`` output [B, H, W//2 + 1, C]; ``bin_map``
     [H, W//2 + 1] holds each coefficient's bin, or -1 where it is left out.
     """
-    frames, height, half, channels = coefficients.shape
-    rows = frames * height
     partial = np.zeros((blocks, bins))
-    for block in prange(blocks):
-        first, last = _block_rows(block, blocks, rows)
-        for row in range(first, last):
-            f, i = row // height, row % height
-            for k in range(half):
-                b = bin_map[i, k]
-                if b >= 0:
-                    power = 0.0
-                    for c in range(channels):
-                        z = coefficients[f, i, k, c]
-                        re = np.float64(z.real)
-                        im = np.float64(z.imag)
-                        power += re * re + im * im
-                    partial[block, b] += power
+    _radial_blocks(coefficients, bin_map, partial)
     sums = partial[0].copy()
     for block in range(1, blocks):
         sums += partial[block]
