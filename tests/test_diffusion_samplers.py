@@ -154,7 +154,7 @@ def test_predicted_noise_in_every_parameterisation(kind):
     samplers.sample(GaussianDenoiser(scheduler, MEAN, COVARIANCE), x, scheduler,
                     scheduler.timesteps, callback=lambda *args: seen.append(args))  # fmt: skip
     assert [int(s[1]) for s in seen] == [int(t) for t in scheduler.timesteps]
-    for step, timestep, sample, output in seen:
+    for _, timestep, sample, output in seen:
         expected = GaussianDenoiser(reference, MEAN, COVARIANCE)(sample, timestep)
         got = samplers.predicted_noise(scheduler, output, sample, timestep)
         torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9)

@@ -261,12 +261,13 @@ class Diffuser:
                      streams, callback=keep_first)  # fmt: skip
         # The denoiser's error on the warped start and on a white-noise start of the same
         # frame and level (docs/outputs.md: denoiser_ratio).
-        white = torch.randn(warped.shape, generator=torch.Generator().manual_seed(
-            reference_seed(self.spec.seed, index))).to(self.device)  # fmt: skip
-        errors = [noise_error_map(self.denoiser, self.scheduler, start, warped, t0,
-                                  first["output"]),
-                  noise_error_map(self.denoiser, self.scheduler,
-                                  noise_to(self.scheduler, clean, white, t0), white, t0)]  # fmt: skip
+        generator = torch.Generator().manual_seed(reference_seed(self.spec.seed, index))
+        white = torch.randn(warped.shape, generator=generator).to(self.device)
+        white_start = noise_to(self.scheduler, clean, white, t0)
+        errors = [
+            noise_error_map(self.denoiser, self.scheduler, start, warped, t0, first["output"]),
+            noise_error_map(self.denoiser, self.scheduler, white_start, white, t0),
+        ]
         return self.model.decode(out), errors
 
     def _records(self, frames_dir: Path, records: dict):
@@ -352,11 +353,10 @@ class Diffuser:
         import yaml
 
         from noisewarp.collect import run_coords
+        from noisewarp.diffusion.metrics import VARIABLES
 
         place, _ = run_coords(yaml.safe_load(self.spec.config_yaml))  # as metrics.nc has it
         coords = {"frame": np.arange(self.frames), **place}
-        from noisewarp.diffusion.metrics import VARIABLES
-
         variables = {}
         for key, values in records.items():
             long_name, units = VARIABLES.get(key, (key, "1"))

@@ -91,6 +91,14 @@ def _histogram_blocks(batch, hist, partial, bad):
         bad[block] = _histogram_block(batch, first, last, hist[block], partial[block])
 
 
+def _in_block_order(partial):
+    """The sum of the rows of ``partial`` [blocks, ...], added in block order."""
+    sums = partial[0].copy()
+    for row in partial[1:]:
+        sums += row
+    return sums
+
+
 def histogram_sums(batch, hist):
     """Per-block value histograms, per-channel sums and the non-finite count of ``batch``.
 
@@ -104,10 +112,7 @@ def histogram_sums(batch, hist):
     partial = np.zeros((blocks, batch.shape[3]))
     bad = np.zeros(blocks, dtype=np.int64)
     _histogram_blocks(batch, hist, partial, bad)
-    sums = partial[0].copy()
-    for block in range(1, blocks):
-        sums += partial[block]
-    return sums, bad.sum()
+    return _in_block_order(partial), bad.sum()
 
 
 @njit(parallel=True, cache=True)
@@ -243,14 +248,9 @@ def fused_sums(batch, mean, shift, blocks, wanted, offsets, collected):
     bin has ``wanted[bin]`` set is written (as float64) to ``collected``,
     block b's values from ``offsets[b]`` on.
     """
-    channels = batch.shape[3]
-    size = 5 * channels + 3 + channels * (channels - 1) // 2
-    partial = np.zeros((blocks, size))
+    partial = np.zeros((blocks, fused_layout(batch.shape[3])["cross"].stop))
     _fused_blocks(batch, mean, shift, wanted, offsets, collected, partial)
-    sums = partial[0].copy()
-    for block in range(1, blocks):
-        sums += partial[block]
-    return sums
+    return _in_block_order(partial)
 
 
 @njit(cache=True, nogil=True)
@@ -289,10 +289,7 @@ def radial_sums(coefficients, bin_map, bins, blocks):
     """
     partial = np.zeros((blocks, bins))
     _radial_blocks(coefficients, bin_map, partial)
-    sums = partial[0].copy()
-    for block in range(1, blocks):
-        sums += partial[block]
-    return sums
+    return _in_block_order(partial)
 
 
 @njit(cache=True, nogil=True)
