@@ -70,6 +70,39 @@ def clip_frames(start: int, frames: int | None, size: int = DEFAULT_SIZE) -> lis
     return [to_model_range(frame) for frame in reader]
 
 
+def panning_shot(folder, frames: int, speed=(1.0, 0.0), size: int = DEFAULT_SIZE,
+                 crop=(270, 480)):  # fmt: skip
+    """A camera pan as PNG frames in ``folder``: a ``crop`` (height, width) window of the
+    clip's first frame (640 x 360) sliding by ``speed`` (x, y) pixels per frame at ``size``
+    (the longer side the stage reads it at), from the top-left corner. The whole frame
+    moves, so there is no still background; fractional offsets are resampled bilinearly
+    at the clip's size, which the stage's area downscaling (3.75x by default) smooths away.
+    """
+    import cv2
+    from PIL import Image
+
+    from noisewarp.video import open_video
+
+    first = next(iter(open_video(BUNDLED_CLIP, frames=1)))
+    height, width = crop
+    scale = max(crop) / size  # clip pixels per stage pixel
+    reach = ((frames - 1) * abs(speed[0]) * scale, (frames - 1) * abs(speed[1]) * scale)
+    if width + reach[0] > first.shape[1] or height + reach[1] > first.shape[0]:
+        raise ValueError(
+            f"a {width} x {height} window moving {speed} px per frame (at {size}) leaves the "
+            f"{first.shape[1]} x {first.shape[0]} frame within {frames} frames"
+        )
+    folder.mkdir(parents=True, exist_ok=False)
+    for k in range(frames):
+        # getRectSubPix takes the window's centre; negative speeds start from the far edge.
+        x = k * speed[0] * scale + (reach[0] if speed[0] < 0 else 0.0)
+        y = k * speed[1] * scale + (reach[1] if speed[1] < 0 else 0.0)
+        centre = (x + (width - 1) / 2, y + (height - 1) / 2)
+        window = cv2.getRectSubPix(first, (width, height), centre)
+        Image.fromarray(window).save(folder / f"{k:03d}.png")
+    return folder
+
+
 def training_images(size: int = DEFAULT_SIZE) -> list[np.ndarray]:
     """The training set: clip frames after the evaluation window, photographs at
     several sizes."""
