@@ -15,6 +15,8 @@ drifts 0.1 px per frame).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import sys
 import tempfile
 from pathlib import Path
@@ -56,7 +58,9 @@ def measure(args: argparse.Namespace, work: Path) -> list[dict]:
             ]  # fmt: skip
             with initialize_config_dir(config_dir=str(REPO / "noisewarp" / "conf"),
                                        version_base="1.3"):  # fmt: skip
-                run(compose("config", overrides=overrides))
+                cfg = compose("config", overrides=overrides)
+            with contextlib.redirect_stdout(io.StringIO()):  # each run's noise summary
+                run(cfg)
         merged, _ = collect(sweep, quiet=True, metrics_file="diffusion.nc")
         error = merged["warping_error"].isel(frame=slice(1, None)).mean("frame").squeeze()
         at = {str(m): float(error.sel(warp_method=m)) for m in error.warp_method.values}
