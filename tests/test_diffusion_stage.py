@@ -148,6 +148,30 @@ def test_ancestral_takes_warped_per_step_noise(compose, tiny_pixel_model, tmp_pa
     assert not all(np.array_equal(a, b) for a, b in zip(frames(first), frames(ddim), strict=True))
 
 
+def test_panning_shot_moves_the_whole_frame(tmp_path):
+    """``images.panning_shot``: each frame is the previous one moved by the speed (an exact
+    copy at whole source pixels), either direction; a pan leaving the clip's frame is a
+    clear error that writes nothing."""
+    from PIL import Image
+
+    from noisewarp.diffusion.images import panning_shot
+
+    def frames(folder):
+        return [np.asarray(Image.open(f)) for f in sorted(folder.glob("*.png"))]
+
+    # 480 x 270 read at 160: 3 source pixels per stage pixel, so 1 px per frame is 3 exactly.
+    right = frames(panning_shot(tmp_path / "right", 3, speed=(1.0, 0.0), size=160))
+    assert len(right) == 3 and right[0].shape == (270, 480, 3)
+    assert np.array_equal(right[1][:, :-3], right[0][:, 3:])
+    assert np.array_equal(right[2][:, :-3], right[1][:, 3:])
+    left = frames(panning_shot(tmp_path / "left", 3, speed=(-1.0, 0.0), size=160))
+    assert np.array_equal(left[1][:, 3:], left[0][:, :-3])
+    assert np.array_equal(left[2], right[0])  # the leftward pan ends where the rightward starts
+    with pytest.raises(ValueError, match="leaves the 640 x 360 frame"):
+        panning_shot(tmp_path / "far", 40, speed=(2.0, 0.0), size=160)
+    assert not (tmp_path / "far").exists()
+
+
 def test_stream_seeds_differ():
     from noisewarp.diffusion.stage import stream_seed
 
