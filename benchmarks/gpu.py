@@ -12,7 +12,8 @@ included), the device memory the warp holds, the bytes it must move at the least
 measured copy bandwidth, the CPU kernels' time on this machine's cores, and the
 ratios. Parity: the largest difference from the CPU kernel for the same key. Grid is
 timed the same way when it has a CUDA kernel (its corners interpolated on the device
-from the map, as ``warp()`` does with a map array), with the particle/grid GPU ratio.
+from the map, as ``warp()`` does with a map array), with the particle/grid GPU ratio, and
+hiwyn (``--hiwyn-n``, 8 by default; fewer repeats, ``--hiwyn-repeats``) with hiwyn/grid.
 """
 
 from __future__ import annotations
@@ -97,10 +98,10 @@ def _held_bytes(ws) -> int:
     return held
 
 
-def _parity(noise, tmap, key, method: str) -> dict[str, float]:
+def _parity(noise, tmap, key, method: str, **options) -> dict[str, float]:
     """Largest difference from the CPU kernel for the same key, and the identical share."""
-    ref = nw.warp(noise, tmap, method=method, key=key, backend="cpu")
-    got = nw.warp(noise, tmap, method=method, key=key, backend="cuda")
+    ref = nw.warp(noise, tmap, method=method, key=key, backend="cpu", **options)
+    got = nw.warp(noise, tmap, method=method, key=key, backend="cuda", **options)
     return {"max_abs_diff_vs_cpu": float(np.abs(got - ref).max()),
             "identical_fraction": float(np.mean(got == ref))}  # fmt: skip
 
@@ -149,6 +150,30 @@ def _grid_row(cuda, grid, noise, tmap, d_noise, d_map, d_out, key, streams, row,
     return out
 
 
+def _hiwyn_row(cuda, hiwyn, noise, tmap, d_noise, d_map, d_out, key, n, row, repeats):
+    """The hiwyn driver's figures for one map at upsampling ``n``, beside grid's."""
+    out = _parity(noise, tmap, key, "hiwyn", n=n)
+    streams = (key.stream(Purpose.SUBPIXEL), key.stream(Purpose.FRESH))
+    run_hiwyn = functools.partial(hiwyn.hiwyn_warp, d_noise, d_map, None, n, *streams,
+                                  out=d_out)  # fmt: skip
+    times = _time_device(cuda, run_hiwyn, repeats)
+    out["n"] = n
+    out["hiwyn_gpu_ms"] = statistics.median(times)
+    out["stages_ms"] = _stage_times(cuda, run_hiwyn, 3)
+    held = _held_bytes(hiwyn.workspace(*noise.shape, n))
+    out["device_mib"] = (held + d_noise.nbytes * 2 + d_map.nbytes) / 2**20
+    grid_ms = row.get("grid", {}).get("grid_gpu_ms")
+    if grid_ms:
+        out["hiwyn_over_grid_gpu"] = out["hiwyn_gpu_ms"] / grid_ms
+    stages = ", ".join(f"{k} {v:.3f}" for k, v in out["stages_ms"].items())
+    versus = f"; hiwyn/grid GPU {out['hiwyn_over_grid_gpu']:.1f}x" if grid_ms else ""
+    print(f"  hiwyn n={n} GPU {out['hiwyn_gpu_ms']:.3f} ms/frame; device memory "
+          f"{out['device_mib']:.0f} MiB{versus}\n  hiwyn stages: {stages}\n"
+          f"  hiwyn parity vs CPU: max |diff| {out['max_abs_diff_vs_cpu']:.2e}, "
+          f"{100 * out['identical_fraction']:.2f}% bit-identical", flush=True)  # fmt: skip
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--res", type=int, default=1024)
@@ -156,6 +181,8 @@ def main() -> None:
     parser.add_argument("--maps", default="rotate,swirl,zoom_out")
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--cpu-repeats", type=int, default=5)
+    parser.add_argument("--hiwyn-n", type=int, default=8, help="hiwyn's upsampling; 0: skip")
+    parser.add_argument("--hiwyn-repeats", type=int, default=10)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
@@ -164,9 +191,11 @@ def main() -> None:
 
     from noisewarp.cuda import particle
 
-    grid = None
+    grid = hiwyn = None
     if "cuda" in nw.METHODS["grid"].backends:
         from noisewarp.cuda import grid
+    if "cuda" in nw.METHODS["hiwyn"].backends and args.hiwyn_n > 0:
+        from noisewarp.cuda import hiwyn
 
     device = cuda.get_current_device()
     free0, total_mem = cuda.current_context().get_memory_info()
@@ -228,6 +257,9 @@ def main() -> None:
         if grid is not None:
             row["grid"] = _grid_row(cuda, grid, noise, tmap, d_noise, d_map, d_out, key,
                                     streams, row, args.repeats)  # fmt: skip
+        if hiwyn is not None:
+            row["hiwyn"] = _hiwyn_row(cuda, hiwyn, noise, tmap, d_noise, d_map, d_out, key,
+                                      args.hiwyn_n, row, args.hiwyn_repeats)  # fmt: skip
     free1, _ = cuda.current_context().get_memory_info()
     report["device_memory_used_mib"] = (free0 - free1) / 2**20
     report["device_memory_total_mib"] = total_mem / 2**20

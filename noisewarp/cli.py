@@ -21,7 +21,7 @@ from noisewarp import experiment
 from noisewarp.config import ConfigError
 from noisewarp.io import StackError, StackMismatchError
 from noisewarp.motion import FlowFileError
-from noisewarp.status import SweepReport, cancelled_on_sigterm, write_status
+from noisewarp.status import Cancelled, SweepReport, cancelled_on_sigterm, write_status
 from noisewarp.video import VideoError
 
 __all__ = ["CONFIG_DIR", "main"]
@@ -48,7 +48,9 @@ def _app(cfg: DictConfig) -> dict | None:
         status = "complete"
         return summary
     except Exception as exc:
-        status, error = getattr(exc, "status", "failed"), exc
+        # A SIGTERM that a library wrapped in its own error (numba's compiler) is still one.
+        error = _cancellation(exc) or exc
+        status = getattr(error, "status", "failed")
         if not experiment.in_multirun():
             if isinstance(exc, USER_ERRORS) and not os.environ.get("HYDRA_FULL_ERROR"):
                 print(f"noisewarp: error: {exc}", file=sys.stderr)
@@ -59,6 +61,17 @@ def _app(cfg: DictConfig) -> dict | None:
         return None
     finally:
         write_status(cfg, status, error)
+
+
+def _cancellation(exc: BaseException) -> Cancelled | None:
+    """The :class:`Cancelled` in ``exc``'s chain of causes, if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, Cancelled):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def main() -> None:

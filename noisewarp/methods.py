@@ -101,16 +101,38 @@ def _grid_cuda(noise, geometry: Geometry, key: Key, options: dict, conditional=N
     n=8,
 )
 def _hiwyn(noise, geometry: Geometry, key: Key, options: dict, conditional: bool = False):
-    n = options["n"]
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"hiwyn: n must be a positive integer (2, 4, 8, ...), got {n!r}")
     return hiwyn_warp(
         noise,
         _corner_map(geometry),
         geometry.centres,
-        int(n),
+        _upsampling(options),
         key.stream(Purpose.SUBPIXEL),
         key.stream(Purpose.FRESH),
+        conditional,
+    )
+
+
+def _upsampling(options: dict) -> int:
+    n = options["n"]
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"hiwyn: n must be a positive integer (2, 4, 8, ...), got {n!r}")
+    return int(n)
+
+
+@register_backend("hiwyn", "cuda")
+def _hiwyn_cuda(noise, geometry: Geometry, key: Key, options: dict, conditional=None, out=None):
+    from noisewarp.cuda.hiwyn import hiwyn_warp as hiwyn_warp_cuda
+
+    n = _upsampling(options)
+    corners = None if geometry.corners is None else _corner_map(geometry)
+    return hiwyn_warp_cuda(
+        noise,
+        geometry.centres,
+        corners,
+        n,
+        key.stream(Purpose.SUBPIXEL),
+        key.stream(Purpose.FRESH),
+        out,
         conditional,
     )
 

@@ -145,7 +145,7 @@ def test_unknown_group_option_lists_the_valid_ones(compose):
         ("seed=-1", "seed must be an integer >= 0"),
         ("backend.name=tpu", "valid: auto, cpu, cuda"),
         ("backend.threads=0", "backend.threads must be null or an integer >= 1"),
-        ("backend.name=cuda method=hiwyn", "hiwyn.*has no CUDA kernel"),
+        ("backend.name=cuda method=nearest", "nearest.*has no CUDA kernel"),
         ("output.metrics_every=0", "output.metrics_every must be an integer >= 1"),
         ("method.name=bogus", "valid: .*particle"),
         ("+method.options.bogus=1", r"no option\(s\) \['bogus'\]"),

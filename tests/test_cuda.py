@@ -30,10 +30,11 @@ def test_backends_without_a_gpu():
 def test_backend_axis_in_the_registry():
     assert nw.METHODS["particle"].backends == ("cpu", "cuda")
     assert nw.METHODS["grid"].backends == ("cpu", "cuda")
-    assert nw.METHODS["hiwyn"].backends == ("cpu",)
-    with pytest.raises(ValueError, match="'hiwyn' has no CUDA kernel.*particle, grid"):
-        nw.resolve_backend("cuda", "hiwyn")
-    assert nw.resolve_backend("auto", "hiwyn") == "cpu"
+    assert nw.METHODS["hiwyn"].backends == ("cpu", "cuda")
+    assert nw.METHODS["nearest"].backends == ("cpu",)
+    with pytest.raises(ValueError, match="'nearest' has no CUDA kernel.*particle, grid, hiwyn"):
+        nw.resolve_backend("cuda", "nearest")
+    assert nw.resolve_backend("auto", "nearest") == "cpu"
 
 
 @pytest.mark.slow
@@ -51,10 +52,11 @@ def test_cuda_kernels_under_the_simulator():
 
 
 def _kernels():
-    from noisewarp.cuda import arrays, grid, particle, primitives
+    from noisewarp.cuda import arrays, grid, hiwyn, particle, primitives
 
     found = dict(particle.KERNELS)
     found.update({f"grid.{name}": entry for name, entry in grid.KERNELS.items()})
+    found.update({f"hiwyn.{name}": entry for name, entry in hiwyn.KERNELS.items()})
     found.update({f"arrays.{name}": entry for name, entry in arrays.KERNELS.items()})
     found.update({f"primitives.{name}": entry for name, entry in primitives.KERNELS.items()})
     return found

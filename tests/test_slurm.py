@@ -129,7 +129,7 @@ def test_a_cancelled_job_is_reported_and_the_sweep_exits_non_zero(slurm_env, tmp
     assert sweeper.returncode == 1, output[-3000:]
     assert "1 of 2 jobs of the sweep" in output and "cancelled" in output
     status = json.loads((long_run / "status.json").read_text())
-    assert status["status"] == "cancelled" and "SIGTERM" in status["error"]
+    assert status["status"] == "cancelled" and "SIGTERM" in status["error"], status
     _, records = collect(sweep, quiet=True)
     statuses = sorted(r.status for r in records)
     assert statuses == ["cancelled", "complete"], [(r.path, r.status, r.error) for r in records]

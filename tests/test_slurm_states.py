@@ -124,3 +124,26 @@ def test_submitits_time_limit_signal_ends_the_run_cancelled():
                 time.sleep(5)
     finally:
         signal.signal(signal.SIGUSR2, previous)
+
+
+def test_a_sigterm_that_a_library_wrapped_still_ends_the_run_cancelled(
+    compose, monkeypatch, tmp_path
+):
+    """SIGTERM raises ``Cancelled`` wherever the run is; a library that catches it and
+    raises its own error (numba's compiler, when the job is cancelled while kernels
+    compile) must not turn the cancellation into a failure in ``status.json``."""
+    import json
+
+    from noisewarp import cli, experiment
+
+    def compiling(cfg):
+        try:
+            raise Cancelled("stopped by SIGTERM (scancel, a time limit or preemption)")
+        except Cancelled as exc:
+            raise RuntimeError("Failed in nopython mode pipeline") from exc
+
+    monkeypatch.setattr(experiment, "run", compiling)
+    with pytest.raises(RuntimeError, match="nopython"):
+        cli._app(compose("deform=translate", "res=16", "frames=2"))
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["status"] == "cancelled" and "SIGTERM" in status["error"], status

@@ -35,7 +35,8 @@ import os
 import numpy as np
 from numba import njit, prange
 
-from noisewarp.core.rng import fill_normals, mix64, normal
+from noisewarp.core.raster import column, crossing, outside_counter, sort4, target_counter
+from noisewarp.core.rng import fill_normals, normal
 from noisewarp.cpu.diagnostics import conditional_buffers
 from noisewarp.cpu.workspace import workspace
 
@@ -70,50 +71,13 @@ def _upsample(noise, n, offset, gamma, field):
 @njit(inline="always", cache=True)
 def _outside(sub_row, sub_col, channel, offset, gamma):
     """Fresh N(0, 1) for a sub-pixel outside the frame (any integer coordinates)."""
-    key = (np.uint64(sub_row & 0xFFFFFFFF) << np.uint64(32)) | np.uint64(sub_col & 0xFFFFFFFF)
-    return normal(offset, gamma, mix64(key) + np.uint64(channel))
+    return normal(offset, gamma, outside_counter(sub_row, sub_col, channel))
 
 
 @njit(cache=True)
 def _fresh_target(p, channel, offset, gamma):
-    """Fresh N(0, 1) for a whole target; the top key bit keeps it apart from sub-pixels."""
-    key = np.uint64(p) | (np.uint64(1) << np.uint64(63))
-    return normal(offset, gamma, mix64(key) + np.uint64(channel))
-
-
-@njit(inline="always", cache=True)
-def _crossing(r0, c0, r1, c1, y):
-    """Column where the edge crosses the line r = y (half-open rule), or inf if it does not.
-
-    The edge counts when exactly one endpoint is above y (r > y); interpolating from
-    the endpoint with the smaller r makes the result independent of direction.
-    """
-    if (r0 > y) == (r1 > y):
-        return math.inf
-    if r0 < r1:
-        return c0 + (y - r0) * (c1 - c0) / (r1 - r0)
-    return c1 + (y - r1) * (c0 - c1) / (r0 - r1)
-
-
-@njit(inline="always", cache=True)
-def _sort4(a, b, c, d):
-    if a > b:
-        a, b = b, a
-    if c > d:
-        c, d = d, c
-    if a > c:
-        a, c = c, a
-    if b > d:
-        b, d = d, b
-    if b > c:
-        b, c = c, b
-    return a, b, c, d
-
-
-@njit(inline="always", cache=True)
-def _column(x, n):
-    """The first sub-pixel column whose centre (k + 0.5) / n is >= x (x within a quad)."""
-    return np.int64(math.ceil(x * n - 0.5))
+    """Fresh N(0, 1) for a whole target."""
+    return normal(offset, gamma, target_counter(p, channel))
 
 
 @njit(cache=True)
@@ -225,31 +189,31 @@ def _rasterise(field, corners, centres, n, offset, gamma, out, counts, row_stats
             s_hi = np.int64(math.ceil(rmax * n - 0.5))
             for s in range(s_lo, s_hi):
                 y = (s + 0.5) / n
-                x0 = _crossing(r0, c0, r1, c1, y)
-                x1 = _crossing(r1, c1, r2, c2, y)
-                x2 = _crossing(r2, c2, r3, c3, y)
-                x3 = _crossing(r3, c3, r0, c0, y)
+                x0 = crossing(r0, c0, r1, c1, y)
+                x1 = crossing(r1, c1, r2, c2, y)
+                x2 = crossing(r2, c2, r3, c3, y)
+                x3 = crossing(r3, c3, r0, c0, y)
                 # Two or four crossings (even-odd rule); the missing ones sort last.
-                a, b, cc, d = _sort4(x0, x1, x2, x3)
+                a, b, cc, d = sort4(x0, x1, x2, x3)
                 if wanted and s >= 0 and s < n_rows:
                     if s // n != source_row:
                         square += _flush_counts(column_count)
                         source_row = s // n
                     if b < math.inf:
-                        _span_sources(noise, n, s, _column(a, n), _column(b, n), n_cols, mean,
+                        _span_sources(noise, n, s, column(a, n), column(b, n), n_cols, mean,
                                       column_count)  # fmt: skip
                     if d < math.inf:
-                        _span_sources(noise, n, s, _column(cc, n), _column(d, n), n_cols, mean,
+                        _span_sources(noise, n, s, column(cc, n), column(d, n), n_cols, mean,
                                       column_count)  # fmt: skip
                 if b < math.inf:
                     added, added_in = _add_span(
-                        field, s, _column(a, n), _column(b, n), acc, offset, gamma
+                        field, s, column(a, n), column(b, n), acc, offset, gamma
                     )
                     count += added
                     inside += added_in
                 if d < math.inf:
                     added, added_in = _add_span(
-                        field, s, _column(cc, n), _column(d, n), acc, offset, gamma
+                        field, s, column(cc, n), column(d, n), acc, offset, gamma
                     )
                     count += added
                     inside += added_in

@@ -70,6 +70,7 @@ from noisewarp.cuda.arrays import (
 )
 from noisewarp.cuda.primitives import (
     bridge_increments,
+    corner_map,
     device_tables,
     fresh_target,
     scatter,
@@ -77,7 +78,6 @@ from noisewarp.cuda.primitives import (
     sort_buckets,
     unmarked,
 )
-from noisewarp.flow import corner_point
 
 __all__ = ["grid_warp", "GridWorkspace", "KERNELS", "STAGES"]
 
@@ -94,7 +94,6 @@ _quad_entries = cuda.jit(device=True)(quad_entries.py_func)
 _small_entries = cuda.jit(device=True)(small_entries.py_func)
 _gather_target = cuda.jit(device=True)(gather_target.py_func)
 _conditional_target = cuda.jit(device=True)(conditional_target.py_func)
-_corner_point = cuda.jit(device=True)(corner_point.py_func)
 
 
 @cuda.jit(device=True)
@@ -105,16 +104,6 @@ def _corners(corners, i, j):
         corners[i + 1, j + 1, 0], corners[i + 1, j + 1, 1], corners[i + 1, j, 0],
         corners[i + 1, j, 1],
     )  # fmt: skip
-
-
-@cuda.jit
-def _corner_map(centres, corners):
-    """T at the pixel corners from T at the centres, as ``flow.corner_map_from_centres``."""
-    k = cuda.grid(1)
-    width = centres.shape[1]
-    if k < corners.shape[0] * (width + 1):
-        i = k // (width + 1)
-        _corner_point(centres, i, k - i * (width + 1), corners)
 
 
 @cuda.jit
@@ -326,7 +315,6 @@ def _row_stats(area, fresh, claimed, start, target_stats, source_stats):
 # Every kernel of this driver with a signature it is launched with, for
 # ``numba.cuda.compile_ptx`` checks (float32 frames, float64 maps).
 KERNELS = {
-    "_corner_map": (_corner_map, "(float64[:,:,::1], float64[:,:,::1])"),
     "_bounds": (_bounds, "(float64[:,:,::1], int64[::1])"),
     "_fill": (_fill, "(float64[:,:,::1], int64[::1], int32[::1], float64[::1], int64[::1])"),
     "_source_totals": (_source_totals, "(int32[::1], int64[::1], float64[::1], int64, "
@@ -428,7 +416,7 @@ def grid_warp(noise, centres, corners, bridge_stream, fresh_stream, out=None, co
     grid = blocks(npix, threads)
     if corners is None:
         mark("corner_map")
-        _corner_map[blocks(ws.corners.size // 2, threads), threads](centres, ws.corners)
+        corner_map[blocks(ws.corners.size // 2, threads), threads](centres, ws.corners)
         corners = ws.corners
     elif not is_device_array(corners):
         ws.corners.copy_to_device(np.ascontiguousarray(corners, dtype=np.float64))

@@ -1,7 +1,7 @@
-"""Device primitives both CUDA drivers share: the bucketing of items by key (a scatter
-after ``arrays.exclusive_scan`` of the counts, then a sort of each bucket by item index),
-the ziggurat's tables in shared memory, the draws of a bridge piece, fresh noise for a
-target nothing reaches, and the drivers' default stage hook.
+"""Device primitives the CUDA drivers share: T at the pixel corners, the bucketing of
+items by key (a scatter after ``arrays.exclusive_scan`` of the counts, then a sort of each
+bucket by item index), the ziggurat's tables in shared memory, the draws of a bridge
+piece, fresh noise for a target nothing reaches, and the drivers' default stage hook.
 """
 
 from __future__ import annotations
@@ -10,11 +10,25 @@ import numpy as np
 from numba import cuda, float32, int64
 
 from noisewarp.core.rng import normal_with, ziggurat_tables
+from noisewarp.flow import corner_point
 
-__all__ = ["TABLE", "scatter", "sort_buckets", "device_tables", "shared_tables",
+__all__ = ["TABLE", "corner_map", "scatter", "sort_buckets", "device_tables", "shared_tables",
            "bridge_increments", "fresh_target", "unmarked", "KERNELS"]  # fmt: skip
 
 TABLE = 512  # entries of each ziggurat table (``core.rng.ziggurat_tables``)
+
+_corner_point = cuda.jit(device=True)(corner_point.py_func)
+
+
+@cuda.jit
+def corner_map(centres, corners):
+    """T at the pixel corners from T at the centres, as ``flow.corner_map_from_centres``
+    (grid and hiwyn, when the deformation gives no exact corners)."""
+    k = cuda.grid(1)
+    width = centres.shape[1]
+    if k < corners.shape[0] * (width + 1):
+        i = k // (width + 1)
+        _corner_point(centres, i, k - i * (width + 1), corners)
 
 
 @cuda.jit
@@ -101,6 +115,7 @@ def unmarked(stage: str) -> None:
 # Every kernel here with the signatures the drivers launch it with (``noisewarp.cuda.ptx``):
 # particle buckets targets by cell (int64 keys), grid entries by source (int32 keys).
 KERNELS = {
+    "corner_map": (corner_map, "(float64[:,:,::1], float64[:,:,::1])"),
     "scatter_cells": (scatter, "(int64[::1], int64[::1], int64[::1], int32[::1])"),
     "scatter_entries": (scatter, "(int32[::1], int64[::1], int64[::1], int32[::1])"),
     "sort_buckets": (sort_buckets, "(int64[::1], int32[::1])"),

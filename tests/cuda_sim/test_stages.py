@@ -9,7 +9,7 @@ from numba import cuda
 
 import noisewarp as nw
 from noisewarp.core.rng import Key, Purpose
-from noisewarp.cuda import grid, particle
+from noisewarp.cuda import grid, hiwyn, particle
 from noisewarp.deform import Rotate
 
 H, W, C = 11, 14, 4
@@ -36,7 +36,11 @@ def _runs():
     def run_grid(**kwargs):
         return grid.grid_warp(noise, tmap, None, *streams, **kwargs)
 
-    return {particle: run_particle, grid: run_grid}
+    def run_hiwyn(**kwargs):
+        subpixel = key.stream(Purpose.SUBPIXEL)
+        return hiwyn.hiwyn_warp(noise, tmap, None, 2, subpixel, streams[1], **kwargs)
+
+    return {particle: run_particle, grid: run_grid, hiwyn: run_hiwyn}
 
 
 def test_stages_are_named_in_order_and_change_nothing():
