@@ -70,6 +70,18 @@ def _draw(offset, gamma, counter, zig_accept, zig_width):
 
 
 @cuda.jit(device=True)
+def _fresh_target(p, i, j, offset, gamma, out, cond_mean, cond_carried, zig_accept, zig_width):
+    """A whole target drawn fresh (its counters ``core.raster.target_counter``), and
+    E[Y_p | X] = 0 if asked."""
+    for c in range(out.shape[2]):
+        out[i, j, c] = _draw(offset, gamma, target_counter(p, c), zig_accept, zig_width)
+    if cond_carried.size:
+        for c in range(out.shape[2]):
+            cond_mean[p, c] = 0.0
+        cond_carried[p] = 0.0
+
+
+@cuda.jit(device=True)
 def _add_span(field, sub_row, k_lo, k_hi, acc, channels, offset, gamma, zig_accept, zig_width):
     """The CPU's ``_add_span``: sub-pixels [k_lo, k_hi) of ``sub_row`` into ``acc``, fresh
     ones outside the frame. Returns (added, how many were in the frame)."""
@@ -193,12 +205,7 @@ def _rasterise(field, corners, centres, n, offset, gamma, out, counts, fresh, no
         # Entirely outside the frame: one fresh N(0, 1) per channel, as the CPU.
         fresh[p] = 1
         counts[p] = 0
-        for c in range(channels):
-            out[i, j, c] = _draw(offset, gamma, target_counter(p, c), zig_accept, zig_width)
-        if wanted:
-            for c in range(channels):
-                cond_mean[p, c] = 0.0
-            cond_carried[p] = 0.0
+        _fresh_target(p, i, j, offset, gamma, out, cond_mean, cond_carried, zig_accept, zig_width)
         return
     acc = cuda.local.array(MAX_CHANNELS, float64)
     mean = cuda.local.array(MAX_CHANNELS, float64)
@@ -249,12 +256,7 @@ def _rasterise(field, corners, centres, n, offset, gamma, out, counts, fresh, no
                 cond_mean[p, c] = np.float64(noise[sr // n, sc // n, c]) / n
             cond_carried[p] = 1.0 / (n * n)
     else:
-        for c in range(channels):
-            out[i, j, c] = _draw(offset, gamma, target_counter(p, c), zig_accept, zig_width)
-        if wanted:
-            for c in range(channels):
-                cond_mean[p, c] = 0.0
-            cond_carried[p] = 0.0
+        _fresh_target(p, i, j, offset, gamma, out, cond_mean, cond_carried, zig_accept, zig_width)
 
 
 # Every kernel of this driver with a signature it is launched with, for
