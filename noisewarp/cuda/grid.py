@@ -64,13 +64,12 @@ from noisewarp.cuda.arrays import (
     check_channels,
     device_workspace,
     exclusive_scan,
-    is_device_array,
     row_scan,
     zero,
 )
 from noisewarp.cuda.primitives import (
     bridge_increments,
-    corner_map,
+    device_corners,
     device_tables,
     fresh_target,
     scatter,
@@ -414,13 +413,7 @@ def grid_warp(noise, centres, corners, bridge_stream, fresh_stream, out=None, co
     npix = height * width
     threads = config.THREADS
     grid = blocks(npix, threads)
-    if corners is None:
-        mark("corner_map")
-        corner_map[blocks(ws.corners.size // 2, threads), threads](centres, ws.corners)
-        corners = ws.corners
-    elif not is_device_array(corners):
-        ws.corners.copy_to_device(np.ascontiguousarray(corners, dtype=np.float64))
-        corners = ws.corners
+    corners = device_corners(centres, corners, ws.corners, mark)
     mark("bounds")
     _bounds[blocks(npix + 1, threads), threads](corners, ws.slots)
     exclusive_scan(ws.slots, ws.offsets, ws.scan_scratch)

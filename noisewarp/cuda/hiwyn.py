@@ -26,8 +26,8 @@ from numba import cuda, float64
 from noisewarp.core.raster import column, crossing, outside_counter, sort4, target_counter
 from noisewarp.core.rng import normal_with
 from noisewarp.cuda import config
-from noisewarp.cuda.arrays import blocks, check_channels, device_workspace, is_device_array
-from noisewarp.cuda.primitives import corner_map, device_tables, shared_tables, unmarked
+from noisewarp.cuda.arrays import blocks, check_channels, device_workspace
+from noisewarp.cuda.primitives import device_corners, device_tables, shared_tables, unmarked
 
 __all__ = ["hiwyn_warp", "HiwynWorkspace", "KERNELS", "STAGES"]
 
@@ -332,13 +332,7 @@ def hiwyn_warp(noise, centres, corners, n, subpixel_stream, fresh_stream, out=No
     cond_mean, cond_carried = conditional if conditional is not None else ws.no_conditional
     npix = height * width
     threads = config.THREADS
-    if corners is None:
-        mark("corner_map")
-        corner_map[blocks(ws.corners.size // 2, threads), threads](centres, ws.corners)
-        corners = ws.corners
-    elif not is_device_array(corners):
-        ws.corners.copy_to_device(np.ascontiguousarray(corners, dtype=np.float64))
-        corners = ws.corners
+    corners = device_corners(centres, corners, ws.corners, mark)
     mark("upsample")
     _upsample[blocks(npix * channels, threads), threads](noise, n, *subpixel_stream, ws.field,
                                                          *ws.tables)  # fmt: skip

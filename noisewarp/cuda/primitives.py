@@ -10,10 +10,12 @@ import numpy as np
 from numba import cuda, float32, int64
 
 from noisewarp.core.rng import normal_with, ziggurat_tables
+from noisewarp.cuda import config
+from noisewarp.cuda.arrays import blocks, is_device_array
 from noisewarp.flow import corner_point
 
-__all__ = ["TABLE", "corner_map", "scatter", "sort_buckets", "device_tables", "shared_tables",
-           "bridge_increments", "fresh_target", "unmarked", "KERNELS"]  # fmt: skip
+__all__ = ["TABLE", "corner_map", "device_corners", "scatter", "sort_buckets", "device_tables",
+           "shared_tables", "bridge_increments", "fresh_target", "unmarked", "KERNELS"]  # fmt: skip
 
 TABLE = 512  # entries of each ziggurat table (``core.rng.ziggurat_tables``)
 
@@ -29,6 +31,21 @@ def corner_map(centres, corners):
     if k < corners.shape[0] * (width + 1):
         i = k // (width + 1)
         _corner_point(centres, i, k - i * (width + 1), corners)
+
+
+def device_corners(centres, corners, buffer, mark):
+    """T at the pixel corners on the device: ``corners`` if it is a device array, copied
+    into ``buffer`` from the host, or (None) interpolated from ``centres`` into ``buffer``,
+    named to ``mark`` as the stage ``corner_map``."""
+    if corners is None:
+        mark("corner_map")
+        threads = config.THREADS
+        corner_map[blocks(buffer.size // 2, threads), threads](centres, buffer)
+        return buffer
+    if not is_device_array(corners):
+        buffer.copy_to_device(np.ascontiguousarray(corners, dtype=np.float64))
+        return buffer
+    return corners
 
 
 @cuda.jit
