@@ -21,8 +21,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -38,7 +36,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def measure(args: argparse.Namespace, work: Path) -> list[dict]:
-    from hydra import compose, initialize_config_dir
+    from hydra import compose
 
     from noisewarp.collect import collect
     from noisewarp.diffusion.images import panning_shot
@@ -56,11 +54,8 @@ def measure(args: argparse.Namespace, work: Path) -> list[dict]:
                 f"diffusion.strength={args.strength}", f"diffusion.steps={args.steps}",
                 "output.progress=false", f"output.dir='{sweep / method}'",
             ]  # fmt: skip
-            with initialize_config_dir(config_dir=str(REPO / "noisewarp" / "conf"),
-                                       version_base="1.3"):  # fmt: skip
-                cfg = compose("config", overrides=overrides)
             with contextlib.redirect_stdout(io.StringIO()):  # each run's noise summary
-                run(cfg)
+                run(compose("config", overrides=overrides))
         merged, _ = collect(sweep, quiet=True, metrics_file="diffusion.nc")
         error = merged["warping_error"].isel(frame=slice(1, None)).mean("frame").squeeze()
         at = {str(m): float(error.sel(warp_method=m)) for m in error.warp_method.values}
@@ -87,8 +82,13 @@ def main(argv=None) -> None:
     import torch
 
     torch.set_num_threads(1)
+    from hydra import initialize_config_dir
+
+    from noisewarp.cli import CONFIG_DIR
+
     with tempfile.TemporaryDirectory(prefix="pan-speed-") as work:
-        rows = measure(args, Path(work))
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            rows = measure(args, Path(work))
     methods = [m for m in args.methods if m not in ("random", "fixed")]
     print(f"strength {args.strength}, {args.steps} DDIM steps, {args.frames} frames, "
           f"means over frames 1..{args.frames - 1}")  # fmt: skip

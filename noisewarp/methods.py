@@ -61,6 +61,12 @@ def _corner_map(geometry: Geometry) -> np.ndarray:
     return corners
 
 
+def _exact_corners(geometry: Geometry) -> np.ndarray | None:
+    """For a CUDA kernel: the exact corner map when the deformation gives one, else None
+    (the device interpolates the corners from the centres)."""
+    return None if geometry.corners is None else _corner_map(geometry)
+
+
 @register_method(
     "grid",
     "Grid-based integral warping (Deng et al. 2025, Alg. 2): exact areas of the mapped "
@@ -81,12 +87,10 @@ def _grid(noise, geometry: Geometry, key: Key, options: dict, conditional: bool 
 def _grid_cuda(noise, geometry: Geometry, key: Key, options: dict, conditional=None, out=None):
     from noisewarp.cuda.grid import grid_warp as grid_warp_cuda
 
-    # Exact corners when the deformation gives them; else the device interpolates them.
-    corners = None if geometry.corners is None else _corner_map(geometry)
     return grid_warp_cuda(
         noise,
         geometry.centres,
-        corners,
+        _exact_corners(geometry),
         key.stream(Purpose.BRIDGE),
         key.stream(Purpose.FRESH),
         out,
@@ -113,6 +117,7 @@ def _hiwyn(noise, geometry: Geometry, key: Key, options: dict, conditional: bool
 
 
 def _upsampling(options: dict) -> int:
+    """hiwyn's n, checked."""
     n = options["n"]
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"hiwyn: n must be a positive integer (2, 4, 8, ...), got {n!r}")
@@ -123,13 +128,11 @@ def _upsampling(options: dict) -> int:
 def _hiwyn_cuda(noise, geometry: Geometry, key: Key, options: dict, conditional=None, out=None):
     from noisewarp.cuda.hiwyn import hiwyn_warp as hiwyn_warp_cuda
 
-    n = _upsampling(options)
-    corners = None if geometry.corners is None else _corner_map(geometry)
     return hiwyn_warp_cuda(
         noise,
         geometry.centres,
-        corners,
-        n,
+        _exact_corners(geometry),
+        _upsampling(options),
         key.stream(Purpose.SUBPIXEL),
         key.stream(Purpose.FRESH),
         out,

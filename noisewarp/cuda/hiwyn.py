@@ -7,8 +7,8 @@ conversion and the same counters, so one key gives the same frame on both backen
 2. ``_rasterise`` (a thread per target): the CPU's per-target body, sub-pixel rows in the
    same order (``core.raster``), Y_p = sum_{K_p} s / sqrt(|K_p|), the sub-pixel containing
    T(p) where K_p is empty, fresh draws outside the frame; |K_p| and whether the target
-   is fresh per target, E[Y_p | X] if asked (sum_q |K_pq|^2 from the spans again, source
-   row by source row, instead of the CPU's per-row column counts).
+   is fresh per target, E[Y_p | X] if asked (sum_q |K_pq|^2 from the spans again, per
+   source row and column of the quad's box, instead of the CPU's per-row column counts).
 
 The field (float32 [H n, W n, C], 1 GiB at 1024 x 1024 x 4 and n = 8) and the
 per-target arrays stay on the device between frames. Sums run in the CPU's order with
@@ -136,44 +136,30 @@ def _spans(r0, c0, r1, c1, r2, c2, r3, c3, n, s):
 
 
 @cuda.jit(device=True)
-def _overlap(lo, hi, n_cols, first, last):
-    """In-frame sub-pixels of [lo, hi) within columns [first, last)."""
-    return max(min(min(hi, n_cols), last) - max(max(lo, 0), first), 0)
+def _overlap(lo, hi, first, last):
+    """Sub-pixels of the span [lo, hi) within the columns [first, last)."""
+    return max(min(hi, last) - max(lo, first), 0)
 
 
 @cuda.jit(device=True)
-def _reach(lo, hi, n_cols, first, last):
-    """[first, last) widened to the in-frame part of [lo, hi), if any."""
-    lo = min(max(lo, 0), n_cols)
-    hi = max(min(hi, n_cols), lo)
-    if hi > lo:
-        return min(first, lo), max(last, hi)
-    return first, last
-
-
-@cuda.jit(device=True)
-def _carried_square(r0, c0, r1, c1, r2, c2, r3, c3, n, s_lo, s_hi, n_rows, n_cols):
-    """sum_q |K_pq|^2 over the in-frame sources, one source row at a time: the columns its
-    sub-rows' spans reach, then each column's count (integers: any order sums exactly)."""
+def _carried_square(r0, c0, r1, c1, r2, c2, r3, c3, n, cmin, cmax, s_lo, s_hi, n_rows, n_cols):
+    """sum_q |K_pq|^2 over the in-frame sources: for each source row, each source column of
+    the quad's bounding box counts its sub-pixels in the row's spans (integers: any order
+    sums exactly)."""
     square = 0.0
+    col_lo = max(np.int64(math.floor(cmin)), 0)
+    col_hi = min(np.int64(math.floor(cmax)), n_cols // n - 1)
     s = max(s_lo, 0)
     stop = min(s_hi, n_rows)
     while s < stop:
         row_end = min(stop, (s // n + 1) * n)
-        first = n_cols
-        last = 0
-        for t in range(s, row_end):
-            lo0, hi0, lo1, hi1 = _spans(r0, c0, r1, c1, r2, c2, r3, c3, n, t)
-            first, last = _reach(lo0, hi0, n_cols, first, last)
-            first, last = _reach(lo1, hi1, n_cols, first, last)
-        if last > first:
-            for col in range(first // n, (last - 1) // n + 1):
-                count = 0
-                for t in range(s, row_end):
-                    lo0, hi0, lo1, hi1 = _spans(r0, c0, r1, c1, r2, c2, r3, c3, n, t)
-                    count += _overlap(lo0, hi0, n_cols, col * n, (col + 1) * n)
-                    count += _overlap(lo1, hi1, n_cols, col * n, (col + 1) * n)
-                square += count * count
+        for col in range(col_lo, col_hi + 1):
+            count = 0
+            for t in range(s, row_end):
+                lo0, hi0, lo1, hi1 = _spans(r0, c0, r1, c1, r2, c2, r3, c3, n, t)
+                count += _overlap(lo0, hi0, col * n, (col + 1) * n)
+                count += _overlap(lo1, hi1, col * n, (col + 1) * n)
+            square += count * count
         s = row_end
     return square
 
@@ -237,8 +223,8 @@ def _rasterise(field, corners, centres, n, offset, gamma, out, counts, fresh, no
         for c in range(channels):
             out[i, j, c] = acc[c] * inv
         if wanted:
-            square = _carried_square(r0, c0, r1, c1, r2, c2, r3, c3, n, s_lo, s_hi, n_rows,
-                                     n_cols)  # fmt: skip
+            square = _carried_square(r0, c0, r1, c1, r2, c2, r3, c3, n, cmin, cmax, s_lo, s_hi,
+                                     n_rows, n_cols)  # fmt: skip
             for c in range(channels):
                 cond_mean[p, c] = mean[c] * inv / n
             cond_carried[p] = square / (n * n * count)
