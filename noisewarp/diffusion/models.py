@@ -14,7 +14,7 @@ import torch
 BUILTIN_MODEL = Path(__file__).resolve().parents[1] / "data" / "builtin-unet"
 
 
-def builtin_unet_config(sample_size: int = 48) -> dict:
+def builtin_unet_config(sample_size: int = 32) -> dict:
     """A small RGB ``UNet2DModel`` (about 3 M parameters): four levels, attention only at
     the coarsest (1/8), so 128 x 72 frames (divisible by 8) run at 40-70 ms on one core."""
     return dict(

@@ -6,7 +6,8 @@ crops of real colour images (``images.training_images``), with an exponential mo
 average of its weights, which is what is saved (``save_pretrained``, safetensors, float16
 to keep the file small). The loss of every logged step goes to ``loss.csv`` beside it.
 One torch thread by default: on a small machine shared with other work, one thread runs
-several times faster than two competing for the same cores.
+several times faster than two competing for the same cores; on idle cores ``--threads``
+as many as there are (the weights depend on the thread count, not on the run).
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ from noisewarp.diffusion.models import BUILTIN_MODEL, builtin_scheduler_config, 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=BUILTIN_MODEL)
-    parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--batch", type=int, default=24)
-    parser.add_argument("--crop", type=int, default=48)
-    parser.add_argument("--lr", type=float, default=4e-4)
+    parser.add_argument("--steps", type=int, default=6000)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--crop", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--ema", type=float, default=0.998, help="EMA decay of the weights")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
