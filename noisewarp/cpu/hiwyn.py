@@ -35,7 +35,15 @@ import os
 import numpy as np
 from numba import njit, prange
 
-from noisewarp.core.raster import column, crossing, outside_counter, sort4, target_counter
+from noisewarp.core.raster import (
+    centre_subpixel,
+    column,
+    crossing,
+    outside_counter,
+    scale_target,
+    sort4,
+    target_counter,
+)
 from noisewarp.core.rng import fill_normals, normal
 from noisewarp.cpu.diagnostics import conditional_buffers
 from noisewarp.cpu.workspace import workspace
@@ -221,28 +229,13 @@ def _rasterise(field, corners, centres, n, offset, gamma, out, counts, row_stats
                 fresh += 1
             counts[p] = count
             if count > 0:
-                inv = 1.0 / math.sqrt(count)
-                for c in range(channels):
-                    out[i, j, c] = acc[c] * inv
+                scale_target(acc, mean, count, n, i, j, p, out, cond_mean, wanted)
                 if wanted:
                     square += _flush_counts(column_count)
-                    for c in range(channels):
-                        cond_mean[p, c] = mean[c] * inv / n
                     cond_carried[p] = square / (n * n * count)
                 continue
-            # No sub-pixel centre inside R_p: take the sub-pixel containing T(p).
-            tr = centres[i, j, 0] * n
-            tc = centres[i, j, 1] * n
-            if tr >= 0.0 and tr < n_rows and tc >= 0.0 and tc < n_cols:
-                sr = np.int64(tr)
-                sc = np.int64(tc)
-                for c in range(channels):
-                    out[i, j, c] = field[sr, sc, c]
-                if wanted:
-                    for c in range(channels):
-                        cond_mean[p, c] = noise[sr // n, sc // n, c] / n
-                    cond_carried[p] = 1.0 / (n * n)
-            else:
+            if not centre_subpixel(field, noise, centres, n, i, j, p, out, cond_mean,
+                                   cond_carried, wanted):  # fmt: skip
                 for c in range(channels):
                     out[i, j, c] = _fresh_target(p, c, offset, gamma)
                 if wanted:

@@ -23,7 +23,15 @@ import math
 import numpy as np
 from numba import cuda, float64
 
-from noisewarp.core.raster import column, crossing, outside_counter, sort4, target_counter
+from noisewarp.core.raster import (
+    centre_subpixel,
+    column,
+    crossing,
+    outside_counter,
+    scale_target,
+    sort4,
+    target_counter,
+)
 from noisewarp.core.rng import normal_with
 from noisewarp.cuda import config
 from noisewarp.cuda.arrays import blocks, check_channels, device_workspace
@@ -34,6 +42,9 @@ __all__ = ["hiwyn_warp", "HiwynWorkspace", "KERNELS", "STAGES"]
 MAX_CHANNELS = config.MAX_CHANNELS
 # The driver's stages in launch order (``corner_map`` only when it interpolates corners).
 STAGES = ("corner_map", "upsample", "rasterise")
+
+_scale_target = cuda.jit(device=True)(scale_target.py_func)
+_centre_subpixel = cuda.jit(device=True)(centre_subpixel.py_func)
 
 
 @cuda.jit
@@ -219,29 +230,14 @@ def _rasterise(field, corners, centres, n, offset, gamma, out, counts, fresh, no
     fresh[p] = 1 if inside == 0 else 0
     counts[p] = count
     if count > 0:
-        inv = 1.0 / math.sqrt(count)
-        for c in range(channels):
-            out[i, j, c] = acc[c] * inv
+        _scale_target(acc, mean, count, n, i, j, p, out, cond_mean, wanted)
         if wanted:
             square = _carried_square(r0, c0, r1, c1, r2, c2, r3, c3, n, cmin, cmax, s_lo, s_hi,
                                      n_rows, n_cols)  # fmt: skip
-            for c in range(channels):
-                cond_mean[p, c] = mean[c] * inv / n
             cond_carried[p] = square / (n * n * count)
         return
-    # No sub-pixel centre inside R_p: take the sub-pixel containing T(p).
-    tr = centres[i, j, 0] * n
-    tc = centres[i, j, 1] * n
-    if tr >= 0.0 and tr < n_rows and tc >= 0.0 and tc < n_cols:
-        sr = np.int64(tr)
-        sc = np.int64(tc)
-        for c in range(channels):
-            out[i, j, c] = field[sr, sc, c]
-        if wanted:
-            for c in range(channels):
-                cond_mean[p, c] = np.float64(noise[sr // n, sc // n, c]) / n
-            cond_carried[p] = 1.0 / (n * n)
-    else:
+    if not _centre_subpixel(field, noise, centres, n, i, j, p, out, cond_mean, cond_carried,
+                            wanted):  # fmt: skip
         _fresh_target(p, i, j, offset, gamma, out, cond_mean, cond_carried, zig_accept, zig_width)
 
 
