@@ -138,6 +138,17 @@ def ceil(x):
 
 
 @njit(inline="always")
+def quad_corners(corners, i, j):
+    """Corners (r0, c0, ..., r3, c3) of target (i, j)'s quad from the [H+1, W+1, 2] corner
+    map, in boundary order: (i, j), (i, j+1), (i+1, j+1), (i+1, j)."""
+    return (
+        corners[i, j, 0], corners[i, j, 1], corners[i, j + 1, 0], corners[i, j + 1, 1],
+        corners[i + 1, j + 1, 0], corners[i + 1, j + 1, 1], corners[i + 1, j, 0],
+        corners[i + 1, j, 1],
+    )  # fmt: skip
+
+
+@njit(inline="always")
 def box(r0, c0, r1, c1, r2, c2, r3, c3):
     """Bounding box (rmin, rmax, cmin, cmax) of the quad v0 v1 v2 v3 (selects only)."""
     return (
@@ -274,6 +285,8 @@ def quad_entries(corners, i, j, height, width, sources, areas, slot):
     The origin moves to the integer point (row0, col0) near the quad (exact), so the
     area arithmetic runs on numbers of order one whatever the frame size."""
     first_slot = slot
+    # Read here, not through ``quad_corners``: the CUDA simulator cannot pass an array
+    # from a device function into a CPU-jitted one.
     r0 = corners[i, j, 0]
     c0 = corners[i, j, 1]
     r1 = corners[i, j + 1, 0]

@@ -35,6 +35,7 @@ import os
 import numpy as np
 from numba import njit, prange
 
+from noisewarp.core.quad import box, quad_corners
 from noisewarp.core.raster import (
     centre_subpixel,
     column,
@@ -166,14 +167,8 @@ def _rasterise(field, corners, centres, n, offset, gamma, out, counts, row_stats
         fresh = 0
         for j in range(width):
             p = i * width + j
-            r0, c0 = corners[i, j, 0], corners[i, j, 1]
-            r1, c1 = corners[i, j + 1, 0], corners[i, j + 1, 1]
-            r2, c2 = corners[i + 1, j + 1, 0], corners[i + 1, j + 1, 1]
-            r3, c3 = corners[i + 1, j, 0], corners[i + 1, j, 1]
-            rmin = min(min(r0, r1), min(r2, r3))
-            rmax = max(max(r0, r1), max(r2, r3))
-            cmin = min(min(c0, c1), min(c2, c3))
-            cmax = max(max(c0, c1), max(c2, c3))
+            r0, c0, r1, c1, r2, c2, r3, c3 = quad_corners(corners, i, j)
+            rmin, rmax, cmin, cmax = box(r0, c0, r1, c1, r2, c2, r3, c3)
             if rmax <= 0.0 or rmin >= height or cmax <= 0.0 or cmin >= width:
                 # Entirely outside the frame: a normalised sum of fresh sub-pixels is
                 # itself a fresh N(0, 1); draw it directly instead of |K_p| of them.

@@ -52,6 +52,7 @@ from noisewarp.core.quad import (
     gather_target,
     inside,
     overclaimed,
+    quad_corners,
     quad_entries,
     small_entries,
     small_quad,
@@ -93,16 +94,7 @@ _quad_entries = cuda.jit(device=True)(quad_entries.py_func)
 _small_entries = cuda.jit(device=True)(small_entries.py_func)
 _gather_target = cuda.jit(device=True)(gather_target.py_func)
 _conditional_target = cuda.jit(device=True)(conditional_target.py_func)
-
-
-@cuda.jit(device=True)
-def _corners(corners, i, j):
-    """Corners (r0, c0, ..., r3, c3) of target (i, j)'s quad, in boundary order."""
-    return (
-        corners[i, j, 0], corners[i, j, 1], corners[i, j + 1, 0], corners[i, j + 1, 1],
-        corners[i + 1, j + 1, 0], corners[i + 1, j + 1, 1], corners[i + 1, j, 0],
-        corners[i + 1, j, 1],
-    )  # fmt: skip
+_corners = cuda.jit(device=True)(quad_corners.py_func)
 
 
 @cuda.jit

@@ -23,6 +23,7 @@ import math
 import numpy as np
 from numba import cuda, float64
 
+from noisewarp.core.quad import box, quad_corners
 from noisewarp.core.raster import (
     centre_subpixel,
     column,
@@ -45,6 +46,7 @@ STAGES = ("corner_map", "upsample", "rasterise")
 
 _scale_target = cuda.jit(device=True)(scale_target.py_func)
 _centre_subpixel = cuda.jit(device=True)(centre_subpixel.py_func)
+_quad_corners = cuda.jit(device=True)(quad_corners.py_func)
 
 
 @cuda.jit
@@ -190,14 +192,8 @@ def _rasterise(field, corners, centres, n, offset, gamma, out, counts, fresh, no
     n_rows = field.shape[0]
     n_cols = field.shape[1]
     wanted = cond_carried.size > 0
-    r0, c0 = corners[i, j, 0], corners[i, j, 1]
-    r1, c1 = corners[i, j + 1, 0], corners[i, j + 1, 1]
-    r2, c2 = corners[i + 1, j + 1, 0], corners[i + 1, j + 1, 1]
-    r3, c3 = corners[i + 1, j, 0], corners[i + 1, j, 1]
-    rmin = min(min(r0, r1), min(r2, r3))
-    rmax = max(max(r0, r1), max(r2, r3))
-    cmin = min(min(c0, c1), min(c2, c3))
-    cmax = max(max(c0, c1), max(c2, c3))
+    r0, c0, r1, c1, r2, c2, r3, c3 = _quad_corners(corners, i, j)
+    rmin, rmax, cmin, cmax = box(r0, c0, r1, c1, r2, c2, r3, c3)
     if rmax <= 0.0 or rmin >= height or cmax <= 0.0 or cmin >= width:
         # Entirely outside the frame: one fresh N(0, 1) per channel, as the CPU.
         fresh[p] = 1
