@@ -21,6 +21,7 @@ from noisewarp import experiment
 from noisewarp.config import ConfigError
 from noisewarp.io import StackError, StackMismatchError
 from noisewarp.motion import FlowFileError
+from noisewarp.opticalflow import FlowCacheError
 from noisewarp.status import Cancelled, SweepReport, cancelled_on_sigterm, write_status
 from noisewarp.video import VideoError
 
@@ -29,7 +30,14 @@ __all__ = ["CONFIG_DIR", "main"]
 CONFIG_DIR = Path(__file__).resolve().parent / "conf"
 # Errors in the user's config or inputs whose message says everything: one line, not a
 # traceback.
-USER_ERRORS = (ConfigError, StackError, StackMismatchError, FlowFileError, VideoError)
+USER_ERRORS = (
+    ConfigError,
+    StackError,
+    StackMismatchError,
+    FlowFileError,
+    FlowCacheError,
+    VideoError,
+)
 
 log = logging.getLogger("run")
 

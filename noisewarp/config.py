@@ -216,6 +216,11 @@ def _video_motion(deform_cfg, res: int, frames: int, directory: Path):
         isinstance(factor, bool) or not isinstance(factor, int) or factor < 1
     ):
         raise ConfigError(f"deform.latent_factor must be null or an integer >= 1, got {factor!r}")
+    settings = _plain(deform_cfg.get("settings") or {})
+    if not isinstance(settings, dict):
+        raise ConfigError(
+            f"deform.settings must be a mapping such as {{preset: fast}}, got {settings!r}"
+        )
     cache = deform_cfg.get("cache", "auto")
     if cache == "auto":
         cache = default_cache(directory)
@@ -229,7 +234,7 @@ def _video_motion(deform_cfg, res: int, frames: int, directory: Path):
             frames=frames,
             size=_plain(deform_cfg.get("size")),
             estimator=estimator,
-            settings=_plain(deform_cfg.get("settings") or {}),
+            settings=settings,
             cache=cache,
         )
     except (OSError, ValueError, TypeError, ImportError) as error:

@@ -124,7 +124,7 @@ class _FlowFields:
             return
         self._files = None
         if suffix == ".flo":
-            self._fields = read_flo(path)[None]
+            self._fields = read_flo(path)  # one field [H, W, 2]: it repeats
         elif suffix == ".npy":
             try:
                 self._fields = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -141,6 +141,12 @@ class _FlowFields:
                     "choose one with deform.dataset=NAME"
                 )
             self._fields = self._h5[dataset]
+            if not isinstance(self._fields, h5py.Dataset):
+                self._h5.close()
+                raise ValueError(
+                    f"{str(path)!r}: {dataset!r} is a group, not a dataset; name the flow "
+                    "dataset inside it with deform.dataset=GROUP/NAME"
+                )
         else:
             raise ValueError(
                 f"{str(path)!r}: unsupported flow file extension {path.suffix!r}; supported: "
@@ -197,7 +203,7 @@ class _FlowFields:
                     f"folder's first field has {self.shape[1:]}: every field must match"
                 )
         else:
-            field = self._fields[0 if self.single else index]
+            field = self._fields[...] if self.single else self._fields[index]
         return np.asarray(field, dtype=np.float64)
 
     def close(self) -> None:
@@ -315,8 +321,13 @@ class VideoMotion:
         self.settings = resolve_settings(estimator, **dict(settings or {}))
         self.cache = Path(cache) if cache else None
         if latent_factor is not None:
-            self.height = max(1, round(self.reader.height / latent_factor))
-            self.width = max(1, round(self.reader.width / latent_factor))
+            self.height = round(self.reader.height / latent_factor)
+            self.width = round(self.reader.width / latent_factor)
+            if min(self.height, self.width) < 1:
+                raise ValueError(
+                    f"latent_factor={latent_factor} leaves no noise pixel across the video's "
+                    f"{self.reader.height} x {self.reader.width} frame"
+                )
         else:
             self.height, self.width = noise_size(self.reader.height, self.reader.width, res)
         count = self.reader.frame_count

@@ -52,6 +52,7 @@ __all__ = [
     "METHODS",
     "DIS_PRESETS",
     "FlowStep",
+    "FlowCacheError",
     "FlowCache",
     "estimate",
     "forward",
@@ -88,6 +89,25 @@ _DEFAULTS: dict[str, dict] = {
     "raft": {"weights": None, "model": "large", "updates": 12},
 }
 METHODS = tuple(_DEFAULTS)
+# Numeric settings: (type, lower, upper). Integers need lower <= v; floats lower < v < upper.
+_LIMITS: dict[str, dict] = {
+    "farneback": {
+        "pyr_scale": (float, 0.0, 1.0),
+        "levels": (int, 0, None),
+        "winsize": (int, 1, None),
+        "iterations": (int, 1, None),
+        "poly_n": (int, 1, None),
+        "poly_sigma": (float, 0.0, None),
+    },
+    "tvl1": {
+        "attachment": (float, 0.0, None),
+        "tightness": (float, 0.0, None),
+        "num_warp": (int, 1, None),
+        "num_iter": (int, 1, None),
+        "tol": (float, 0.0, None),
+    },
+    "raft": {"updates": (int, 1, None)},
+}
 
 
 class FlowStep(NamedTuple):
@@ -121,6 +141,12 @@ def resolve_settings(method: str, **settings) -> dict:
             f"{', '.join(_DEFAULTS[method])}"
         )
     resolved = {**_DEFAULTS[method], **settings}
+    for name, (kind, lower, upper) in _LIMITS.get(method, {}).items():
+        _check_setting(method, name, resolved[name], kind, lower, upper)
+    if method == "tvl1" and not isinstance(resolved["prefilter"], bool):
+        raise ValueError(
+            f"tvl1 setting prefilter must be true or false, got {resolved['prefilter']!r}"
+        )
     if method == "dis" and resolved["preset"] not in DIS_PRESETS:
         raise ValueError(f"DIS preset must be one of {DIS_PRESETS}, got {resolved['preset']!r}")
     if method == "raft":
@@ -134,6 +160,19 @@ def resolve_settings(method: str, **settings) -> dict:
         if resolved["model"] not in ("large", "small"):
             raise ValueError(f"RAFT model must be 'large' or 'small', got {resolved['model']!r}")
     return resolved
+
+
+def _check_setting(method: str, name: str, value, kind, lower, upper) -> None:
+    """An estimator's numeric setting: the right type and within its bounds."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        ok = number and isinstance(value, int) and value >= lower
+        wanted = f"an integer >= {lower}"
+    else:
+        ok = number and math.isfinite(value) and value > lower and (upper is None or value < upper)
+        wanted = f"a number > {lower}" + (f" and < {upper}" if upper is not None else "")
+    if not ok:
+        raise ValueError(f"{method} setting {name} must be {wanted}, got {value!r}")
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
@@ -348,6 +387,13 @@ def cache_description(reader: VideoReader, method: str, settings: dict) -> dict:
     }
 
 
+class FlowCacheError(ValueError):
+    """A flow cache whose stored flows cannot be used (NaN or Inf in a step)."""
+
+
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
 class FlowCache:
     """Estimated flows in an HDF5 file, one group per key, read lazily frame by frame.
 
@@ -374,6 +420,26 @@ class FlowCache:
         import h5py
 
         return h5py.File(self.path, mode)
+
+    def set_aside_if_not_hdf5(self) -> Path | None:
+        """Rename the file to ``<name>.unreadable[.N]`` if it is not HDF5 at all (empty, or
+        no signature where this class writes it), so that a new cache can start; return the
+        new name, or None if the file is absent or looks like HDF5 (a damaged or locked
+        one is left where it is: another job may be writing it)."""
+        try:
+            with open(self.path, "rb") as handle:
+                head = handle.read(len(_HDF5_SIGNATURE))
+        except FileNotFoundError:
+            return None
+        if head == _HDF5_SIGNATURE:
+            return None
+        target = self.path.with_name(self.path.name + ".unreadable")
+        number = 0
+        while target.exists():
+            number += 1
+            target = self.path.with_name(f"{self.path.name}.unreadable.{number}")
+        self.path.rename(target)
+        return target
 
     def entries(self) -> dict[str, dict]:
         """Key -> description (with ``count`` and ``complete``) of every cached flow set."""
@@ -406,9 +472,10 @@ class FlowCache:
             if key not in h5 or index >= int(h5[key].attrs["count"]):
                 return None
             group = h5[key]
-            step = FlowStep(
-                group["backward"][index], group["forward"][index], group["occlusion"][index]
-            )
+            step = self._checked(
+                key, index, group["backward"][index], group["forward"][index],
+                group["occlusion"][index],
+            )  # fmt: skip
         self.hits += 1
         return step
 
@@ -419,7 +486,17 @@ class FlowCache:
             backward, forward, occlusion = group["backward"], group["forward"], group["occlusion"]
             for index in range(count):
                 self.hits += 1
-                yield FlowStep(backward[index], forward[index], occlusion[index])
+                yield self._checked(key, index, backward[index], forward[index], occlusion[index])
+
+    def _checked(self, key: str, index: int, backward, forward, occlusion) -> FlowStep:
+        """A stored step, or an error naming the cache if it holds NaN or Inf (estimates
+        are finite, so the file was damaged)."""
+        if not (np.isfinite(backward).all() and np.isfinite(forward).all()):
+            raise FlowCacheError(
+                f"flow cache {str(self.path)!r} holds non-finite flow at step {index} of "
+                f"entry {key}: the file is damaged; delete it to estimate the flows anew"
+            )
+        return FlowStep(backward, forward, occlusion)
 
     def put(self, key: str, index: int, step: FlowStep, description: dict) -> None:
         """Append step ``index`` (the next one, in order) to ``key``."""
@@ -441,7 +518,9 @@ class FlowCache:
             group = h5[key]
             count = int(group.attrs["count"])
             if index != count:
-                raise ValueError(f"flow cache {str(self.path)!r}: step {index} after {count}")
+                # Another job of a sweep stored this step meanwhile (the same flow: same
+                # video, estimator and settings), or is ahead: the cache stays append-only.
+                return
             for name, value in zip(FlowStep._fields, step, strict=True):
                 group[name].resize(count + 1, axis=0)
                 group[name][count] = value
@@ -491,6 +570,14 @@ def video_flows(
         cache = cache if isinstance(cache, FlowCache) else FlowCache(cache)
         description = cache_description(reader, method, resolved)
         key = cache.key(description)
+        moved = cache.set_aside_if_not_hdf5()
+        if moved is not None:
+            warnings.warn(
+                f"flow cache {str(cache.path)!r} was not an HDF5 file: kept as "
+                f"{str(moved)!r}, a new cache starts",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         try:
             stored, complete = cache.status(key)
         except OSError as error:  # held by another process (a parallel sweep job)
@@ -530,7 +617,8 @@ def _drop_cache(cache: FlowCache, error: OSError):
     """A cache another process holds (HDF5 locks a file while it is written): warn and go
     on estimating without it; the flows are the same either way."""
     warnings.warn(
-        f"flow cache {str(cache.path)!r} is not usable ({error}); estimating without it",
+        f"flow cache {str(cache.path)!r} is not usable ({error}); estimating without it "
+        "(if no other job is writing it, the file is damaged: delete it)",
         RuntimeWarning,
         stacklevel=3,
     )

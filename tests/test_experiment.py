@@ -576,6 +576,9 @@ def test_video_run_on_the_bundled_clip(compose, tmp_path):
         (("frames=500",), "bigbuckbunny.mp4"),
         (("deform.estimator=magic",), "valid: dis"),
         (("deform.latent_factor=0",), "latent_factor"),
+        (("deform.latent_factor=1000",), "latent_factor=1000 leaves no noise pixel"),
+        (("deform.settings=fast",), "deform.settings must be a mapping"),
+        (("deform.estimator=farneback", "deform.settings={winsize: 0}"), "winsize must be"),
     ],
 )
 def test_video_config_errors_name_the_problem(compose, overrides, message):
@@ -597,6 +600,41 @@ def test_nan_in_a_flow_file_names_file_and_frame(compose, tmp_path):
     with pytest.raises(ValueError, match=r"flows\.npy.*frame 3"):
         run(cfg)
     assert stack_attrs(Path(cfg.output.dir) / "noise.h5")["frames_written"] == 4
+
+
+@pytest.mark.parametrize("kind", ["npy", "h5", "flo"])
+def test_one_flow_field_repeats_at_every_step(compose, tmp_path, kind):
+    """A single [H, W, 2] field (.npy, an HDF5 dataset in a group, a .flo) moves every step
+    alike: the run has the frames asked, each the same warp of the one before."""
+    field = np.zeros((12, 16, 2), np.float32)
+    field[..., 0] = 0.5  # backward flow (dx, dy)
+    path = tmp_path / f"one.{kind}"
+    extra = []
+    if kind == "npy":
+        np.save(path, field)
+    elif kind == "h5":
+        with h5py.File(path, "w") as handle:
+            handle.create_dataset("flows/backward", data=field)
+        extra = ["deform.dataset=flows/backward"]
+    else:
+        nw.flow.write_flo(path, field)
+    cfg = compose("deform=flow", f"deform.path={path}", "frames=4", *extra)
+    summary = run(cfg)
+    assert summary["frames"] == 4
+    assert not any("asked" in note for note in summary.get("warnings", []))
+    tmap = nw.flow.map_from_flow(field.astype(np.float64))
+    expected = reference_frames(12, 16, 4, 4, 0, tmap)
+    np.testing.assert_array_equal(read_frames(Path(cfg.output.dir) / "noise.h5"), expected)
+
+
+def test_an_hdf5_group_is_not_a_flow_dataset(compose, tmp_path):
+    from noisewarp.config import ConfigError
+
+    path = tmp_path / "flows.h5"
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("flows/backward", data=np.zeros((12, 16, 2)))
+    with pytest.raises(ConfigError, match=r"'flows' is a group, not a dataset"):
+        build_spec(compose("deform=flow", f"deform.path={path}", "deform.dataset=flows"))
 
 
 def test_noise_blend_trades_coherence_for_variety(compose, tmp_path):

@@ -297,3 +297,55 @@ def test_a_cache_held_by_another_process_is_skipped_with_a_warning(tmp_path):
     assert len(held) == 3
     for first, second in zip(expected, held[:2], strict=True):
         np.testing.assert_array_equal(first, second)
+
+
+def test_a_step_another_job_stored_meanwhile_is_not_an_error(tmp_path):
+    """Two sweep jobs on one clip: the second to finish a step finds it stored and goes on."""
+    path = tmp_path / "flows.h5"
+    steps = list(of.video_flows(open_video(CLIP, frames=3, size=48), cache=path))
+    cache = of.FlowCache(path)
+    (key,) = cache.entries()
+    description = {k: v for k, v in cache.entries()[key].items() if k not in ("count", "complete")}
+    cache.put(key, 0, steps[0], description)  # already stored by the first job
+    cache.put(key, 5, steps[0], description)  # a gap: not appended either
+    assert cache.status(key) == (2, False)
+
+
+def test_a_cache_file_that_is_not_hdf5_is_set_aside(tmp_path):
+    path = tmp_path / "flows.h5"
+    path.write_bytes(b"not an HDF5 file")
+    with pytest.warns(RuntimeWarning, match="not an HDF5 file"):
+        steps = list(of.video_flows(open_video(CLIP, frames=3, size=48), cache=path))
+    assert (tmp_path / "flows.h5.unreadable").read_bytes() == b"not an HDF5 file"
+    cache = of.FlowCache(path)
+    assert [e["count"] for e in cache.entries().values()] == [len(steps)] == [2]
+
+
+def test_non_finite_flow_in_the_cache_names_the_file(tmp_path):
+    import h5py
+
+    path = tmp_path / "flows.h5"
+    list(of.video_flows(open_video(CLIP, frames=3, size=48), cache=path))
+    with h5py.File(path, "a") as h5:
+        (group,) = h5.values()
+        group["backward"][1, 3, 4, 0] = np.nan
+    with pytest.raises(of.FlowCacheError, match=r"flows\.h5.*non-finite flow at step 1"):
+        list(of.video_flows(open_video(CLIP, frames=3, size=48), cache=path))
+
+
+@pytest.mark.parametrize(
+    ("method", "settings", "message"),
+    [
+        ("farneback", {"levels": "x"}, "levels must be an integer >= 0"),
+        ("farneback", {"pyr_scale": 2.0}, r"pyr_scale must be a number > 0.0 and < 1.0"),
+        ("farneback", {"winsize": 0}, "winsize must be an integer >= 1"),
+        ("farneback", {"iterations": 2.5}, "iterations must be an integer"),
+        ("tvl1", {"num_iter": "a"}, "num_iter must be an integer >= 1"),
+        ("tvl1", {"tol": float("nan")}, "tol must be a number > 0"),
+        ("tvl1", {"prefilter": 1}, "prefilter must be true or false"),
+    ],
+)
+def test_estimator_settings_are_checked_before_any_estimate(method, settings, message):
+    with pytest.raises(ValueError, match=message):
+        of.resolve_settings(method, **settings)
+    assert of.resolve_settings(method)  # the defaults pass
