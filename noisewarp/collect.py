@@ -213,6 +213,31 @@ def _status_file(run: Path) -> dict:
         return {"status": "unreadable", "error": f"{path} is not JSON"}
 
 
+def _stale_metrics(run: Path, dataset) -> str:
+    """Why the run's metrics are not its stack's (a rerun killed before it wrote its own:
+    the stack incomplete, or written with another configuration), or ""."""
+    from noisewarp.io import StackError, stack_attrs
+
+    stack = run / "noise.h5"
+    if not stack.exists():
+        return ""
+    try:
+        attrs = stack_attrs(stack)
+    except StackError:
+        return ""  # reported with the run's other outcomes
+    identity = json.loads(attrs.get("identity", "{}"))
+    if not attrs.get("complete"):
+        return (
+            f"stack has {attrs.get('frames_written')} of {identity.get('frames', '?')} frames "
+            "and the metrics are an earlier run's (killed or still running)"
+        )
+    mine = json.loads(dataset.attrs.get("identity", "{}"))
+    mine = mine.get("noise", mine)  # diffusion.nc: the noise's identity is one part
+    if mine and identity and mine != identity:
+        return "the metrics were written with another configuration than the stack"
+    return ""
+
+
 def _read_run(run: Path, metrics_file: str = "metrics.nc") -> RunRecord:
     import xarray as xr
 
@@ -236,6 +261,10 @@ def _read_run(run: Path, metrics_file: str = "metrics.nc") -> RunRecord:
         for k, v in _flatten(config).items()
         if not k.startswith(_NOT_SETTINGS) and isinstance(v, (int, float, str))
     }
+    stale = _stale_metrics(run, dataset) if dataset is not None else ""
+    if stale:
+        record.status, record.error = "incomplete", stale
+        return record
     if dataset is not None and status.get("status", "complete") == "complete":
         with warnings.catch_warnings():  # a 0.1 run's metrics.nc: renamed silently
             warnings.simplefilter("ignore", DeprecationWarning)

@@ -316,11 +316,19 @@ def build_spec(cfg) -> RunSpec:
     if unknown:
         valid = ", ".join(METHODS[method].options) or "none"
         raise ConfigError(f"method={method} has no option(s) {unknown}; valid options: {valid}")
+    check = getattr(METHODS[method].kernel, "check_options", None)
+    if check is not None:
+        try:
+            check({**METHODS[method].options, **options})
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"method={method}: {error}") from None
 
     res = _integer(cfg, "res")
     frames = _integer(cfg, "frames", 1)
     channels = _integer(cfg, "channels")
     seed = _integer(cfg, "seed", 0)
+    if seed >= 2**64:
+        raise ConfigError(f"seed must be below 2**64 (a uint64 key), got {seed}")
     blend = (cfg.get("noise") or {}).get("blend", 0.0)
     if isinstance(blend, bool) or not isinstance(blend, (int, float)) or not 0 <= blend <= 1:
         raise ConfigError(f"noise.blend must be a number in [0, 1], got {blend!r}")

@@ -235,6 +235,7 @@ def run(cfg) -> dict:
     from noisewarp.cpu.workspace import release as release_work_arrays
 
     spec = build_spec(cfg)
+    _check_metrics_owner(spec)
     spec.output.dir.mkdir(parents=True, exist_ok=True)
     threads = configure_threads(spec.threads)
     log.info(
@@ -281,6 +282,31 @@ def run(cfg) -> dict:
     finally:
         blas.restore_original_limits()
         release_work_arrays()
+
+
+def _check_metrics_owner(spec: RunSpec) -> None:
+    """Without a stack to guard the folder, refuse to replace another configuration's
+    metrics.nc (the stack's own check does this when there is one)."""
+    from noisewarp.io import StackMismatchError
+
+    out = spec.output
+    if out.stack is not None or out.metrics is None or out.overwrite or not out.metrics.exists():
+        return
+    import h5py
+
+    try:
+        with h5py.File(out.metrics, "r") as handle:
+            stored = handle.attrs.get("identity")
+    except OSError:
+        stored = None
+    stored = stored.decode() if isinstance(stored, bytes) else stored
+    mine = json.loads(json.dumps(spec.identity(), sort_keys=True, default=str))
+    if stored is None or json.loads(stored) != mine:
+        raise StackMismatchError(
+            f"{str(out.metrics)!r} holds the metrics of another run configuration (or cannot "
+            "be read); it was not modified. Write to another output.dir or pass "
+            "output.overwrite=true to replace it."
+        )
 
 
 def _open_stack(spec: RunSpec, diagnostics_fields: list[str]):

@@ -105,11 +105,20 @@ def _check_format(handle, path: Path) -> None:
     fmt = handle.attrs.get("format")
     if isinstance(fmt, bytes):
         fmt = fmt.decode()
-    if fmt != FORMAT or "noise" not in handle or "frames_written" not in handle.attrs:
+    missing = [
+        what
+        for what, present in (
+            (f"format {FORMAT!r} (found {fmt!r})", fmt == FORMAT),
+            ("the 'noise' dataset", "noise" in handle),
+            ("the 'frames_written' attribute", "frames_written" in handle.attrs),
+        )
+        if not present
+    ]
+    if missing:
         raise StackError(
-            f"{str(path)!r} is an HDF5 file but not a noisewarp stack (format {fmt!r}, expected "
-            f"{FORMAT!r}); it was left untouched. Choose another output path or pass "
-            "output.overwrite=true to replace it."
+            f"{str(path)!r} is an HDF5 file but not a noisewarp stack (it lacks "
+            f"{', '.join(missing)}); it was left untouched. Choose another output path or "
+            "pass output.overwrite=true to replace it."
         )
 
 
@@ -222,6 +231,13 @@ class StackWriter:
         if self.path.exists() and not overwrite:
             self._file = _open_h5(self.path, "r+")
             try:
+                _check_format(self._file, self.path)
+                if store_maps and "map" not in self._file:
+                    raise StackMismatchError(
+                        f"the noise stack {str(self.path)!r} was written without maps, so "
+                        "output.store_maps=true cannot resume it; it was not modified. Pass a "
+                        "new output path or output.overwrite=true to write it again with maps."
+                    )
                 if self._is_shorter_run():
                     self._extend(config_yaml, list(diagnostics), dict(attrs or {}))
                 self._check_resumable()
@@ -232,7 +248,13 @@ class StackWriter:
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = _open_h5(self.path, "w")
-            self._create(config_yaml, list(diagnostics), store_maps, dict(attrs or {}))
+            try:
+                self._create(config_yaml, list(diagnostics), store_maps, dict(attrs or {}))
+            except Exception:
+                # A half-made file would block every rerun as "not a stack": remove it.
+                self._file.close()
+                self.path.unlink(missing_ok=True)
+                raise
 
     # ------------------------------------------------------------------ creation
     def _create(self, config_yaml: str, diagnostics: list, store_maps: bool, attrs: dict) -> None:

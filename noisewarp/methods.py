@@ -124,6 +124,9 @@ def _upsampling(options: dict) -> int:
     return int(n)
 
 
+_hiwyn.check_options = _upsampling  # run at config time too (``noisewarp.config``)
+
+
 @register_backend("hiwyn", "cuda")
 def _hiwyn_cuda(noise, geometry: Geometry, key: Key, options: dict, conditional=None, out=None):
     from noisewarp.cuda.hiwyn import hiwyn_warp as hiwyn_warp_cuda

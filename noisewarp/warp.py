@@ -406,11 +406,12 @@ class NoiseWarper:
         **options,
     ) -> None:
         _method(method)
+        key = Key.coerce((seed, frame))  # checked: integers in [0, 2**64)
         self.method = method
-        self.seed = int(seed)
+        self.seed = key.seed
         self.backend = resolve_backend(backend, method)  # "cpu" or "cuda"
         self.options = options
-        self.frame = int(frame)
+        self.frame = key.frame
         if noise is None:
             noise = initial_noise(height, width, channels, seed, frame)
         noise = _as_frame(noise, self.backend, "initial noise")
@@ -422,7 +423,7 @@ class NoiseWarper:
         # Frames come back where the initial noise lives: on the host, or on the GPU
         # (device arrays that torch takes without a copy) when it was given there.
         self.on_device = _is_device(noise)
-        self.noise = noise
+        self._set_noise(noise)
         self.diagnostics: Diagnostics | None = None
         self.conditional: Conditional | None = None
         # Two sets of E[Y | X] buffers, used in turn: a step's moments stay valid while
@@ -440,6 +441,14 @@ class NoiseWarper:
 
     @noise.setter
     def noise(self, value) -> None:
+        """Replace the current frame (checked: float32-able, finite, this warper's shape)."""
+        value = _as_frame(value, self.backend, "noise")
+        if tuple(value.shape) != self.shape:
+            raise ValueError(f"noise has shape {tuple(value.shape)}, expected {self.shape}")
+        self._set_noise(value)
+
+    def _set_noise(self, value) -> None:
+        """Set the current frame without checks (the warper's own output)."""
         self._noise = value
         self._current = value if _is_device(value) else None  # its device copy, if any
 
@@ -481,7 +490,7 @@ class NoiseWarper:
             out, self.diagnostics, self.conditional = _warp_validated(
                 self.noise, geometry, self.method, key, self.backend, conditional, self.options
             )
-            self.noise = out
+            self._set_noise(out)
         if sums and not native:
             self.conditional = _sums_of(out, self.conditional)
         self.frame += 1
@@ -514,11 +523,11 @@ class NoiseWarper:
             source, geometry, self.method, key, "cuda", buffers, self.options, out=target
         )
         if self.on_device:
-            self.noise = out
+            self._set_noise(out)
             self.conditional = moments
             return out
         host = out.copy_to_host()
-        self.noise = host
+        self._set_noise(host)
         self._current = out
         self.conditional = None
         if conditional:

@@ -126,6 +126,27 @@ def test_warper_initial_noise_shape_checked():
         nw.NoiseWarper(8, 8, 2, noise=np.zeros((8, 8, 3), np.float32))
 
 
+@pytest.mark.parametrize("key", [(1.7, 2.9), ("3", "1"), (True, 1), (2, -1)])
+def test_keys_are_integers_in_range(noise, tmap, key):
+    with pytest.raises((TypeError, ValueError), match="seed|frame"):
+        nw.warp(noise, tmap, key=key)
+    with pytest.raises((TypeError, ValueError), match="seed|frame"):
+        nw.NoiseWarper(H, W, 3, seed=key[0], frame=key[1], noise=noise)
+
+
+def test_setting_the_warper_noise_is_checked(noise):
+    warper = nw.NoiseWarper(H, W, 3, seed=1)
+    bad = noise.copy()
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        warper.noise = bad
+    with pytest.raises(ValueError, match="expected"):
+        warper.noise = noise[:, :, :1]
+    warper.noise = noise.astype(np.float64)
+    assert warper.noise.dtype == np.float32
+    np.testing.assert_array_equal(warper.noise, noise)
+
+
 def test_initial_noise_is_reproducible():
     np.testing.assert_array_equal(
         nw.initial_noise(8, 9, 2, seed=5), nw.initial_noise(8, 9, 2, seed=5)

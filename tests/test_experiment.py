@@ -670,6 +670,53 @@ def test_noise_blend_trades_coherence_for_variety(compose, tmp_path):
     np.testing.assert_array_equal(read_frames(path), frames["half"])
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (("seed=18446744073709551616",), "seed must be below 2"),
+        (("method=hiwyn", "method.options.n=0"), "n must be a positive integer"),
+    ],
+)
+def test_out_of_range_values_are_config_errors(compose, overrides, message):
+    from noisewarp.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        build_spec(compose("deform=rotate", *overrides))
+
+
+def test_without_a_stack_another_configs_metrics_are_not_replaced(compose, tmp_path):
+    out = tmp_path / "run"
+    base = ("deform=translate", "res=16", "frames=2", "output.stack=null")
+    run(compose(*base, output_dir=out))
+    before = (out / "metrics.nc").read_bytes()
+    with pytest.raises(StackMismatchError, match="metrics of another run configuration"):
+        run(compose(*base, "seed=7", output_dir=out))
+    assert (out / "metrics.nc").read_bytes() == before
+    run(compose(*base, output_dir=out))  # the same configuration reruns
+    run(compose(*base, "seed=7", "output.overwrite=true", output_dir=out))
+
+
+def test_collect_does_not_take_a_killed_reruns_metrics_as_complete(compose, tmp_path):
+    """A rerun killed before it wrote its own metrics.nc leaves the earlier run's beside a
+    stack that is not theirs: collect reports the run incomplete, not complete."""
+    root = tmp_path / "sweep"
+    run(compose("deform=translate", "res=16", "frames=3", output_dir=root / "a"))
+    (root / "a" / "status.json").write_text(json.dumps({"status": "complete"}))
+    stack = root / "a" / "noise.h5"
+    with h5py.File(stack, "r+") as handle:  # as a longer rerun leaves it when killed
+        handle.attrs.modify("complete", np.int64(0))
+    _, records = collect(root, quiet=True)
+    assert [(r.status, "earlier run" in r.error) for r in records] == [("incomplete", True)]
+    with h5py.File(stack, "r+") as handle:  # finished, but with another configuration
+        handle.attrs.modify("complete", np.int64(1))
+        identity = json.loads(handle.attrs["identity"])
+        handle.attrs.modify("identity", json.dumps({**identity, "seed": 9}, sort_keys=True))
+    _, records = collect(root, quiet=True)
+    assert [(r.status, "another configuration" in r.error) for r in records] == [
+        ("incomplete", True)
+    ]
+
+
 def test_noise_blend_out_of_range_is_a_config_error(compose):
     from noisewarp.config import ConfigError
 

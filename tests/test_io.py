@@ -162,8 +162,25 @@ def test_hdf5_that_is_not_a_stack(tmp_path):
     with h5py.File(path, "w") as handle:
         handle["data"] = np.arange(3)
     before = digest(path)
-    with pytest.raises(StackError, match="not a noisewarp stack"):
+    with pytest.raises(StackError, match="not a noisewarp stack.*lacks .*'noise' dataset"):
         StackWriter(path, SHAPE, IDENTITY)
+    assert digest(path) == before
+
+
+def test_a_stack_that_fails_to_be_created_is_removed(tmp_path):
+    """Half-made, it would block every rerun as "not a noisewarp stack"."""
+    path = tmp_path / "s.h5"
+    with pytest.raises(TypeError):
+        StackWriter(path, SHAPE, IDENTITY, attrs={"seed": 2**64})  # no HDF5 type for it
+    assert not path.exists()
+
+
+def test_maps_asked_of_a_stack_written_without_them_is_refused(tmp_path):
+    path = tmp_path / "s.h5"
+    write(path, 3).close()
+    before = digest(path)
+    with pytest.raises(StackMismatchError, match="written without maps"):
+        write(path, SHAPE[0], store_maps=True)
     assert digest(path) == before
 
 

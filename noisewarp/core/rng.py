@@ -153,7 +153,8 @@ class Key:
         if isinstance(key, Key):
             return key
         if isinstance(key, tuple) and len(key) == 2:
-            return cls(int(key[0]), int(key[1]))
+            # Integers only (not floats or strings), as Python ints for the mixing.
+            return cls(_as_uint64(key[0], "seed"), _as_uint64(key[1], "frame"))
         if isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)):
             return cls(int(key), 0)
         raise TypeError(
