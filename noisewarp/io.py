@@ -88,6 +88,12 @@ def _open_failure(error: OSError) -> str:
             f"{kept}: wait for that run or close that reader, or write to a new path "
             "(output.dir=... or output.stack=...)"
         )
+    if isinstance(error, PermissionError) or "permission denied" in text:
+        return (
+            "this process may not open it for writing (permission denied). "
+            f"{kept}: make it writable, or write to a new path (output.dir=... or "
+            "output.stack=...)"
+        )
     if "truncated file" in text:
         return (
             "it is truncated (shorter than its header says: cut short by a copy or a full "

@@ -48,6 +48,7 @@ def test_diagnostics(noise, tmap):
         (np.zeros((H, W, 0), np.float32), ValueError, "at least one channel"),
         (np.zeros((H, W, 3), np.int16), TypeError, "floating-point"),
         ([[0.0]], TypeError, "numpy array"),
+        (np.full((H, W, 3), 1e300), ValueError, "beyond float32's range"),
     ],
 )
 def test_bad_noise(bad, error, message, tmap):

@@ -167,6 +167,13 @@ def test_hdf5_that_is_not_a_stack(tmp_path):
     assert digest(path) == before
 
 
+def test_a_stack_this_process_may_not_write_says_so():
+    from noisewarp.io import _open_failure
+
+    reason = _open_failure(PermissionError(13, "Permission denied"))
+    assert "permission denied" in reason and "corrupted" not in reason
+
+
 def test_a_stack_that_fails_to_be_created_is_removed(tmp_path):
     """Half-made, it would block every rerun as "not a noisewarp stack"."""
     path = tmp_path / "s.h5"

@@ -58,9 +58,18 @@ def as_noise_frame(noise, what: str = "noise") -> np.ndarray:
         raise ValueError(f"{what} must have at least one channel (C >= 1), got shape {noise.shape}")
     if height < 1 or width < 1:
         raise ValueError(f"{what} must have H >= 1 and W >= 1, got shape {noise.shape}")
-    noise = np.ascontiguousarray(noise, dtype=np.float32)
-    check_finite(noise, what)
-    return noise
+    with np.errstate(over="ignore"):  # an overflow is reported below, with its cause
+        converted = np.ascontiguousarray(noise, dtype=np.float32)
+    try:
+        check_finite(converted, what)
+    except ValueError:
+        if noise.dtype.itemsize > 4 and not count_nonfinite(noise):
+            raise ValueError(
+                f"{what} has values beyond float32's range (|x| > 3.4e38), which the float32 "
+                "frame cannot hold; noise is expected to be N(0, 1)"
+            ) from None
+        raise
+    return converted
 
 
 def as_map(
