@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from noisewarp import experiment
 from noisewarp.config import ConfigError
+from noisewarp.diffusion.errors import DeviceError, ModelError, NoiseStackError
 from noisewarp.io import StackError, StackMismatchError
 from noisewarp.motion import FlowFileError
 from noisewarp.opticalflow import FlowCacheError
@@ -37,6 +38,9 @@ USER_ERRORS = (
     FlowFileError,
     FlowCacheError,
     VideoError,
+    ModelError,
+    DeviceError,
+    NoiseStackError,
 )
 
 log = logging.getLogger("run")

@@ -158,3 +158,47 @@ def test_predicted_noise_in_every_parameterisation(kind):
         expected = GaussianDenoiser(reference, MEAN, COVARIANCE)(sample, timestep)
         got = samplers.predicted_noise(scheduler, output, sample, timestep)
         torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("eta", [0.0, 1.0], ids=["ddim", "ancestral"])
+def test_steps_that_do_not_divide_the_schedule_land_on_x0(kind, eta):
+    """7 steps of 1000 (timesteps 999, 856, ..., 142): with a denoiser that knows x0 every
+    step must go to the next timestep of the schedule and the last to alpha = 1, so the
+    sample is x0 itself, whatever the noise (stepping t - 1000 // 7 ends at alpha < 1)."""
+    config = dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
+    scheduler = samplers.ddim_scheduler({**config, "prediction_type": kind}, 7)
+    generator = torch.Generator().manual_seed(3)
+    x0, eps = torch.randn((2, 4, *DIM_SHAPE), generator=generator, dtype=torch.float64)
+
+    def exact(x, timestep):
+        abar = scheduler.alphas_cumprod[int(timestep)].double()
+        noise = (x - abar.sqrt() * x0) / (1 - abar).sqrt()
+        return noise if kind == "epsilon" else abar.sqrt() * noise - (1 - abar).sqrt() * x0
+
+    start = samplers.noise_to(scheduler, x0, eps, scheduler.timesteps[0])
+    out = samplers.sample(exact, start, scheduler, scheduler.timesteps, eta=eta,
+                          noise_sampler=samplers.fresh_noise_sampler(generator))  # fmt: skip
+    assert (out - x0).abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0], ids=["ddim", "ancestral"])
+def test_steps_that_divide_the_schedule_are_diffusers_bit_for_bit(eta):
+    """20 steps (the stage's default): the same bits as ``DDIMScheduler.step`` (float32, as
+    the stage runs)."""
+    scheduler = samplers.ddim_scheduler(dict(num_train_timesteps=1000, **CONFIGS["cosine-v"]), 20)
+    exact = GaussianDenoiser(scheduler, MEAN, COVARIANCE)
+
+    def model(x, timestep):
+        return exact(x, timestep).float()
+
+    x = torch.randn((8, *DIM_SHAPE), generator=torch.Generator().manual_seed(4))
+    streams = torch.randn((20, *x.shape), generator=torch.Generator().manual_seed(5))
+    ours = samplers.sample(model, x, scheduler, scheduler.timesteps, eta=eta,
+                           noise_sampler=samplers.stream_noise_sampler(streams))  # fmt: skip
+    theirs = x
+    for step, timestep in enumerate(scheduler.timesteps):
+        noise = streams[step] if eta > 0 else None
+        output = model(theirs, timestep)
+        theirs = scheduler.step(output, timestep, theirs, eta=eta, variance_noise=noise).prev_sample
+    assert torch.equal(ours, theirs)

@@ -18,7 +18,8 @@ torch.set_num_threads(1)  # tiny models: a second thread only competes for the c
 
 
 def test_import_noisewarp_does_not_import_torch():
-    code = "import sys, noisewarp; print('torch' in sys.modules)"
+    # The CLI names the stage's error classes (noisewarp.diffusion.errors) without torch.
+    code = "import sys, noisewarp, noisewarp.cli; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -132,6 +133,50 @@ def test_stage_writes_outputs_and_is_deterministic(compose, tiny_pixel_model, tm
     assert (directory / "video.mp4").stat().st_mtime_ns == mtime
 
 
+def test_overwrite_replaces_outputs_only_once_the_new_run_is_complete(
+    compose, tiny_pixel_model, tmp_path
+):
+    """output.overwrite=true with a mistyped stack, or with a stack holding a NaN (found at
+    its frame 2, mid-run): a clear error naming the file (and frame), the finished outputs
+    untouched; then a good stack replaces them."""
+    import h5py
+
+    from noisewarp.diffusion.errors import NoiseStackError
+
+    model = f"diffusion.model={tiny_pixel_model}"
+    _, directory = _diffuse(compose, model, output_dir=tmp_path / "done")
+    before = {p: p.stat().st_mtime_ns for p in directory.rglob("*") if p.is_file()}
+    nan_stack = tmp_path / "nan.h5"
+    nan_stack.write_bytes((directory / "noise.h5").read_bytes())
+    with h5py.File(nan_stack, "r+") as handle:
+        handle["noise"][2, 0, 0, 0] = np.nan
+    cases = [
+        (tmp_path / "typo.h5", "diffusion.stack '.*typo.h5' does not exist"),
+        (nan_stack, "frame 2 of the noise stack '.*nan.h5' holds 1 non-finite values"),
+    ]
+    for stack, match in cases:
+        with pytest.raises(NoiseStackError, match=match):
+            _diffuse(compose, model, "output.overwrite=true", f"diffusion.stack={stack}",
+                     output_dir=directory)  # fmt: skip
+        after = {p: p.stat().st_mtime_ns for p in directory.rglob("*") if p.is_file()}
+        assert after == before, stack
+    _diffuse(compose, model, "output.overwrite=true", "diffusion.strength=0.25",
+             f"diffusion.stack={directory / 'noise.h5'}", output_dir=directory)  # fmt: skip
+    assert (directory / "video.mp4").stat().st_mtime_ns != before[directory / "video.mp4"]
+    assert len(list((directory / "frames").iterdir())) == 4
+    assert not (directory / ".diffusion-partial").exists()
+
+
+def test_rerun_of_a_synthetic_deform_finds_its_outputs(compose, tiny_pixel_model, tmp_path):
+    """deform=rotate's identity holds tuples (JSON lists once stored): the same command
+    again returns the finished run's summary and rewrites nothing."""
+    overrides = (f"diffusion.model={tiny_pixel_model}", "deform=rotate", "diffusion.mode=generate")
+    first, directory = _diffuse(compose, *overrides, output_dir=tmp_path / "rotate")
+    mtime = (directory / "video.mp4").stat().st_mtime_ns
+    assert _diffuse(compose, *overrides, output_dir=directory)[0] == first
+    assert (directory / "video.mp4").stat().st_mtime_ns == mtime
+
+
 def test_ancestral_takes_warped_per_step_noise(compose, tiny_pixel_model, tmp_path):
     """eta = 1: each step's noise is its own warped stream: deterministic, and not the
     DDIM result."""
@@ -181,31 +226,53 @@ def test_stream_seeds_differ():
 
 def test_bad_inputs_are_clear_and_write_nothing(compose, tiny_pixel_model, tmp_path):
     from noisewarp import experiment
+    from noisewarp.cli import USER_ERRORS
+    from noisewarp.config import ConfigError
+    from noisewarp.diffusion.errors import DeviceError, NoiseStackError
     from noisewarp.diffusion.models import ModelError
 
     model = f"diffusion.model={tiny_pixel_model}"
     cases = [
-        ((model, "channels=4"), ValueError, "4 channels, the model .* takes 3"),
-        ((model, "res=35"), ValueError, "divisible by 2"),
+        ((model, "channels=4"), ModelError, "4 channels, the model .* takes 3"),
+        ((model, "res=35"), ModelError, "divisible by 2"),
         (("diffusion.model=/nonexistent/model",), ModelError, "does not exist"),
-        ((model, "diffusion.device=cuda"), RuntimeError, "CPU-only build|no visible GPU"),
-        ((model, "diffusion.mode=paint"), ValueError, "not a mode"),
+        ((model, "diffusion.device=cuda"), DeviceError, "CPU-only build|no visible GPU"),
+        ((model, "diffusion.mode=paint"), ConfigError, "not a mode"),
+        ((model, "diffusion.strength=null"), ConfigError, "strength must be a number, got null"),
+        ((model, "diffusion.steps=abc"), ConfigError, "steps must be an integer, got 'abc'"),
+        ((model, "diffusion.device=meta"), ConfigError, "device=meta is not a device"),
+        ((model, "diffusion.fps=0"), ConfigError, "fps must be > 0"),
+        ((model, "diffusion.steps=1001"), ConfigError, "steps=1001 is more than the 1000 "),
     ]
     for index, (overrides, error, match) in enumerate(cases):
         if "cuda" in overrides[-1] and torch.cuda.is_available():
             continue
         directory = tmp_path / f"bad{index}"
-        with pytest.raises(error, match=match):
+        with pytest.raises(error, match=match) as raised:
             _diffuse(compose, *overrides, output_dir=directory)
+        assert isinstance(raised.value, USER_ERRORS), overrides  # the CLI: one line, exit 2
         assert not directory.exists() or not any(directory.iterdir()), overrides
     # A stack whose size does not match this run's video and model.
     stack_cfg = compose("res=16", "channels=3", "frames=4", "output.previews=false",
                         "output.metrics=null", output_dir=tmp_path / "stack16")  # fmt: skip
     experiment.run(stack_cfg)
     stack = tmp_path / "stack16" / "noise.h5"
-    with pytest.raises(ValueError, match="does not match|need 4 frames of"):
+    with pytest.raises(NoiseStackError, match="need 4 frames of"):
         _diffuse(compose, model, f"diffusion.stack={stack}", output_dir=tmp_path / "mismatch")
     assert not (tmp_path / "mismatch" / "video.mp4").exists()
+    # A truncated stack: the way out for a stack the stage only reads.
+    truncated = tmp_path / "truncated.h5"
+    truncated.write_bytes(stack.read_bytes()[: stack.stat().st_size // 2])
+    with pytest.raises(NoiseStackError, match="truncated file.*output.overwrite does not touch"):
+        _diffuse(compose, model, f"diffusion.stack={truncated}", output_dir=tmp_path / "cut")
+
+
+def test_missing_model_is_a_one_line_error(run_py, tmp_path):
+    result = run_py("stage=diffuse", "diffusion.model=/nonexistent/model",
+                    f"hydra.run.dir={tmp_path}", check=False)  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    error = "noisewarp: error: model directory '/nonexistent/model' does not exist"
+    assert result.stderr.strip().splitlines()[-1] == error
 
 
 def test_latent_pipeline_generates_from_warped_latents(compose, tiny_latent_pipeline, tmp_path):
@@ -396,9 +463,17 @@ def test_latent_edit_bad_inputs_are_clear_and_write_nothing(
     no_video = (f"diffusion.model={pipeline}", f"diffusion.prompt_embeds={prompt}", "channels=4",
                 "deform=translate", "diffusion.mode=edit")  # fmt: skip
     odd = _latent_edit(tiny_latent_pipeline, size=128)  # noise 9 x 16
+    generate = (*no_embeds, "diffusion.mode=generate")
+    guided = (f"diffusion.prompt_embeds={prompt}", "diffusion.guidance_scale=2")
+    flat = tmp_path / "flat.npy"
+    np.save(flat, np.zeros((3, 16), np.float32))
     cases = [
         (no_embeds, "no text encoder and tokenizer: give diffusion.prompt_embeds"),
         ((*edit, "diffusion.guidance_scale=2"), "guidance_scale=2 needs the empty prompt"),
+        # The pipeline's own loop (generate) needs a prompt source as much.
+        (generate, "no text encoder and tokenizer: give diffusion.prompt_embeds"),
+        ((*generate, *guided), "guidance_scale=2 needs the empty prompt"),
+        ((*no_embeds, f"diffusion.prompt_embeds={flat}"), "\\(3, 16\\); .* \\[1, tokens, 8\\]"),
         (no_video, "needs a video \\(deform=video\\)"),
         (odd, "latent_factor\\) is 9 x 16; .* divisible by 2 \\(choose .*deform.latent_factor"),
     ]

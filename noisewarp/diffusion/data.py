@@ -7,12 +7,13 @@ from pathlib import Path
 
 import torch
 
+from noisewarp.diffusion.errors import NoiseStackError
 from noisewarp.io import stack_attrs
 
 
 class NoiseStackDataset(torch.utils.data.Dataset):
     """The complete frames of a noise stack (``noisewarp.io``), one [C, H, W] float32 tensor
-    per item, read from disk when asked for.
+    per item, read from disk when asked for (``NoiseStackError`` if it is not finite).
 
     The file is opened on first use in each process (a ``DataLoader`` worker opens its
     own: an HDF5 handle must not cross a fork) and only the asked frame is read.
@@ -44,7 +45,14 @@ class NoiseStackDataset(torch.utils.data.Dataset):
             raise IndexError(f"frame {index} is not complete in {self.path} ({self.frames} frames)")
         if self._handle is None or self._pid != os.getpid():
             self._handle, self._pid = self._open(), os.getpid()
-        return torch.from_numpy(self._handle["noise"][index % self.frames])
+        frame = torch.from_numpy(self._handle["noise"][index % self.frames])
+        bad = int((~torch.isfinite(frame)).sum())
+        if bad:  # NaN noise would come out as black frames and NaN metrics
+            raise NoiseStackError(
+                f"frame {index % self.frames} of the noise stack {str(self.path)!r} holds {bad} "
+                "non-finite values (NaN or Inf): the file is corrupt; write the stack again"
+            )
+        return frame
 
     def close(self) -> None:
         if self._handle is not None:

@@ -16,10 +16,13 @@ import numpy as np
 import torch
 from diffusers import DDIMScheduler
 
+from noisewarp.diffusion.errors import ModelError
+
 
 class SeamDDIMScheduler(DDIMScheduler):
     """DDIM whose eta > 0 noise comes from ``noise_sampler(step, sample)`` when one is set:
-    the pipeline's own loop then runs on warped per-step noise."""
+    the pipeline's own loop then runs on warped per-step noise. Each step goes to the next
+    of ``timesteps`` (the last to alpha = 1), as ``samplers.sample`` does."""
 
     noise_sampler = None
     _calls = 0
@@ -28,12 +31,26 @@ class SeamDDIMScheduler(DDIMScheduler):
         self._calls = 0
         return super().set_timesteps(*args, **kwargs)
 
-    def step(self, model_output, timestep, sample, eta=0.0, **kwargs):
+    def step(self, model_output, timestep, sample, eta=0.0, generator=None,
+             variance_noise=None, return_dict=True, **kwargs):  # fmt: skip
+        """``DDIMScheduler.step`` (``use_clipped_model_output`` has no effect: no clipping)."""
+        from diffusers.schedulers.scheduling_ddim import DDIMSchedulerOutput
+        from diffusers.utils.torch_utils import randn_tensor
+
+        from noisewarp.diffusion.samplers import ddim_step, next_timestep
+
         if eta > 0 and self.noise_sampler is not None:
-            kwargs["variance_noise"] = self.noise_sampler(self._calls, sample)
-            kwargs.pop("generator", None)
+            variance_noise = self.noise_sampler(self._calls, sample)
+        elif eta > 0 and variance_noise is None:
+            variance_noise = randn_tensor(
+                model_output.shape, generator, model_output.device, model_output.dtype
+            )
         self._calls += 1
-        return super().step(model_output, timestep, sample, eta=eta, **kwargs)
+        target = next_timestep(self.timesteps, timestep)
+        prev, x0 = ddim_step(self, model_output, timestep, target, sample, eta, variance_noise)
+        if not return_dict:
+            return prev, x0
+        return DDIMSchedulerOutput(prev_sample=prev, pred_original_sample=x0)
 
 
 class LatentModel:
@@ -68,22 +85,53 @@ class LatentModel:
         pipeline = DiffusionPipeline.from_pretrained(directory, local_files_only=True, **absent)
         for part in ("unet", "vae"):
             if getattr(pipeline, part, None) is None:
-                raise ValueError(f"{directory} has no {part}: not a latent diffusion pipeline")
+                raise ModelError(f"{directory} has no {part}: not a latent diffusion pipeline")
         return cls(pipeline, directory)
 
     def to(self, device: torch.device) -> LatentModel:
         self.pipeline.to(device)
         return self
 
+    def check_prompt(self, settings) -> None:
+        """A clear error when this pipeline has no prompt source for ``settings`` (either
+        mode): no text encoder and no ``diffusion.prompt_embeds``, guidance without the
+        empty prompt's embeddings, or embeddings the UNet cannot take."""
+        where = f"the pipeline {self.path}"
+        if self.prompt_embeds is not None:
+            dim = self.pipeline.unet.config.cross_attention_dim
+            shape = tuple(self.prompt_embeds.shape)
+            if len(shape) != 3 or shape[0] != 1 or (isinstance(dim, int) and shape[2] != dim):
+                raise ModelError(
+                    f"diffusion.prompt_embeds={settings.prompt_embeds} holds an array of shape "
+                    f"{shape}; {where} takes [1, tokens, {dim}] (its UNet's "
+                    "cross_attention_dim): save the text encoder's output for one prompt"
+                )
+            if not self.prompt_embeds.is_floating_point():
+                raise ModelError(
+                    f"diffusion.prompt_embeds={settings.prompt_embeds} holds "
+                    f"{self.prompt_embeds.dtype} values; prompt embeddings are floats"
+                )
+        if self._encodes_prompts():
+            return
+        if self.prompt_embeds is None:
+            raise ModelError(
+                f"{where} has no text encoder and tokenizer: give diffusion.prompt_embeds=PATH.npy"
+            )
+        if settings.guidance_scale > 1:
+            raise ModelError(
+                f"diffusion.guidance_scale={settings.guidance_scale} needs the empty prompt's "
+                f"embeddings from a text encoder; {where} has none (use guidance_scale=1)"
+            )
+
     def check_edit(self, settings) -> None:
         """A clear error when edit mode cannot run this pipeline with ``settings`` (no VAE
         encoder, a UNet that takes more than the latent, no source for the prompt)."""
         pipeline, where = self.pipeline, f"the pipeline {self.path}"
         if getattr(pipeline.vae, "encoder", None) is None or not hasattr(pipeline.vae, "encode"):
-            raise ValueError(f"diffusion.mode=edit needs a VAE encoder; {where} has a decoder only")
+            raise ModelError(f"diffusion.mode=edit needs a VAE encoder; {where} has a decoder only")
         latent = int(getattr(pipeline.vae.config, "latent_channels", self.channels))
         if latent != self.channels:
-            raise ValueError(
+            raise ModelError(
                 f"diffusion.mode=edit: {where} has a UNet of {self.channels} input channels and "
                 f"a VAE of {latent} latent channels (an inpainting or depth pipeline?)"
             )
@@ -91,21 +139,11 @@ class LatentModel:
         extra = [key for key in ("addition_embed_type", "time_cond_proj_dim")
                  if getattr(config, key, None) is not None]  # fmt: skip
         if extra:
-            raise ValueError(
+            raise ModelError(
                 f"diffusion.mode=edit conditions the UNet on prompt embeddings alone; {where}'s "
                 f"UNet also needs {', '.join(extra)} (Stable Diffusion 1/2-style pipelines only)"
             )
-        if not self._encodes_prompts():
-            if self.prompt_embeds is None:
-                raise ValueError(
-                    f"{where} has no text encoder and tokenizer: give "
-                    "diffusion.prompt_embeds=PATH.npy"
-                )
-            if settings.guidance_scale > 1:
-                raise ValueError(
-                    f"diffusion.guidance_scale={settings.guidance_scale} needs the empty prompt's "
-                    f"embeddings from a text encoder; {where} has none (use guidance_scale=1)"
-                )
+        self.check_prompt(settings)
 
     def _encodes_prompts(self) -> bool:
         """Whether the pipeline can embed a prompt itself (text encoder and tokenizer)."""

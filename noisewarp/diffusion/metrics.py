@@ -36,7 +36,8 @@ VARIABLES = {
                        "white-noise start (same frame and level); > 1: structure in the noise",
                        "1"),
     "denoiser_ratio_moving": ("denoiser_ratio over the pixels the flow moves by > 0.25 px", "1"),
-    "time_s": ("seconds sampling the frame", "s"),
+    "time_s": ("seconds of the frame's model work: encoding, sampling, the denoiser_ratio "
+               "reference call, decoding (and warping the per-step noise when eta > 0)", "s"),
     "step_s": ("seconds for the frame end to end (sampling, metrics, PNG)", "s"),
     "rss_mb": ("process resident memory after the frame", "MiB"),
 }  # fmt: skip

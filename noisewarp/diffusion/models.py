@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from noisewarp.diffusion.errors import DeviceError, ModelError
+
 # The built-in model (trained by ``python -m noisewarp.diffusion.train``), in diffusers'
 # DDPMPipeline layout: model_index.json, unet/, scheduler/.
 BUILTIN_MODEL = Path(__file__).resolve().parents[1] / "data" / "builtin-unet"
@@ -42,10 +44,6 @@ def builtin_scheduler_config() -> dict:
     )
 
 
-class ModelError(ValueError):
-    """A model directory that is missing or is not a diffusers checkpoint."""
-
-
 def resolve_device(name: str | None) -> torch.device:
     """``cpu``, ``cuda``, ``cuda:N`` or None/``auto`` (CUDA when this torch has it)."""
     if name in (None, "auto"):
@@ -53,9 +51,14 @@ def resolve_device(name: str | None) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         build = "a CPU-only build" if torch.version.cuda is None else "no visible GPU"
-        raise RuntimeError(
+        raise DeviceError(
             f"device {name!r} asked for, but torch {torch.__version__} has {build}; "
             "use device=cpu, or install a CUDA build of torch"
+        )
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise DeviceError(
+            f"device {name!r} asked for, but torch sees {torch.cuda.device_count()} GPU(s) "
+            "(cuda:0 is the first; check CUDA_VISIBLE_DEVICES)"
         )
     return device
 
@@ -108,12 +111,12 @@ class PixelModel:
 def check_noise(model, channels: int, height: int, width: int, where: str, hint: str) -> None:
     """A clear error for noise ``model`` cannot take (its channels, its size multiple)."""
     if channels != model.channels:
-        raise ValueError(
+        raise ModelError(
             f"{where} has {channels} channels, the model {model.path} takes {model.channels} "
             f"({hint}: run the noise with channels={model.channels})"
         )
     if height % model.multiple or width % model.multiple:
-        raise ValueError(
+        raise ModelError(
             f"{where} is {height} x {width}; the model {model.path} needs sides divisible "
             f"by {model.multiple} (choose res, or deform.size with deform.latent_factor, so "
             "both sides are)"

@@ -4,10 +4,10 @@ Every sampler has one signature, ``sample(model, x, scheduler, timesteps, eta=..
 noise_sampler=...)``, in the k-diffusion manner: ``model(x, t)`` returns the network's
 output in the scheduler's parameterisation (epsilon, v or x0, diffusers' convention), and
 all randomness after the starting ``x`` comes through ``noise_sampler(step, x)``. The
-updates are diffusers' ``DDIMScheduler.step``, which accepts the step's noise
-(``variance_noise``): eta = 0 is DDIM (a deterministic function of the starting noise),
-eta = 1 is DDPM's ancestral sampler on the same timesteps (DDIM's eta = 1 variance is
-DDPM's posterior variance), so no update is written here.
+update is diffusers' ``DDIMScheduler.step`` (``ddim_step``, its arithmetic) between
+consecutive timesteps of the schedule: eta = 0 is DDIM (a deterministic function of the
+starting noise), eta = 1 is DDPM's ancestral sampler on the same timesteps (DDIM's eta = 1
+variance is DDPM's posterior variance).
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def sample(
 
     Returns
     -------
-    Tensor, x0 (the scheduler's last step lands on alpha = 1)
+    Tensor, x0: each step goes to the next of ``timesteps``, the last to alpha = 1
     """
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta!r}")
@@ -114,8 +114,48 @@ def sample(
         if callback is not None:
             callback(step, timestep, x, output)
         noise = noise_sampler(step, x) if eta > 0 else None
-        x = scheduler.step(output, timestep, x, eta=eta, variance_noise=noise).prev_sample
+        target = timesteps[step + 1] if step + 1 < len(timesteps) else -1
+        x = ddim_step(scheduler, output, timestep, target, x, eta, noise)[0]
     return x
+
+
+def next_timestep(timesteps: torch.Tensor, timestep) -> int | torch.Tensor:
+    """The entry of ``timesteps`` after ``timestep``; -1 (the end, alpha = 1) after the last."""
+    (index,) = (timesteps == timestep).nonzero()[0]
+    return timesteps[index + 1] if index + 1 < len(timesteps) else -1
+
+
+def ddim_step(scheduler, output: torch.Tensor, timestep, target, x: torch.Tensor,
+              eta: float = 0.0, noise: torch.Tensor | None = None):  # fmt: skip
+    """One DDIM update of ``x`` from ``timestep`` to ``target`` (< 0: the end, alpha = 1):
+    (x at ``target``, the x0 estimate).
+
+    ``DDIMScheduler.step``'s arithmetic, operation for operation (the same bits where both
+    apply), but with the target given: diffusers steps to ``t - T // steps``, which misses
+    the schedule's next timestep, and the end, when ``steps`` does not divide T. No
+    clipping or thresholding (``ddim_scheduler`` turns them off).
+    """
+    abar = scheduler.alphas_cumprod[timestep]
+    abar_prev = scheduler.alphas_cumprod[target] if target >= 0 else scheduler.final_alpha_cumprod
+    beta = 1 - abar
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        x0 = (x - beta ** (0.5) * output) / abar ** (0.5)
+        eps = output
+    elif kind == "sample":
+        x0 = output
+        eps = (x - abar ** (0.5) * x0) / beta ** (0.5)
+    elif kind == "v_prediction":
+        x0 = (abar**0.5) * x - (beta**0.5) * output
+        eps = (abar**0.5) * output + (beta**0.5) * x
+    else:
+        raise ValueError(f"unknown prediction_type {kind!r}")
+    variance = ((1 - abar_prev) / beta) * (1 - abar / abar_prev)
+    std = eta * variance ** (0.5)
+    prev = abar_prev ** (0.5) * x0 + (1 - abar_prev - std**2) ** (0.5) * eps
+    if eta > 0:
+        prev = prev + std * noise
+    return prev, x0
 
 
 def predicted_noise(scheduler, output: torch.Tensor, x: torch.Tensor, timestep) -> torch.Tensor:

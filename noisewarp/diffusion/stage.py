@@ -11,13 +11,16 @@ video too.
 Writes ``video.mp4``, ``video.gif``, ``frames/NNNNN.png`` and ``diffusion.nc`` (per frame:
 warping error, texture sticking, quality, structural similarity to the input, time), into
 the run directory; existing outputs of another config are never replaced unless
-``output.overwrite=true``.
+``output.overwrite=true``, and then only once the new ones are complete (a bad input or a
+failure mid-run leaves them as they were).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -25,10 +28,22 @@ from pathlib import Path
 
 import numpy as np
 
+from noisewarp.diffusion.errors import NoiseStackError
+
 log = logging.getLogger(__name__)
 
 OUTPUTS = ("video.mp4", "video.gif", "frames", "diffusion.nc")
 MODES = ("edit", "generate")
+DEVICES = r"cpu|auto|cuda(:\d+)?"
+# Each ``diffusion`` key's type (str: text, float: any number, int: an integral number) and
+# whether it may be null; ``from_cfg`` names the key when a value is not one.
+TYPES = {
+    "model": (str, True), "mode": (str, False), "strength": (float, False),
+    "steps": (int, False), "eta": (float, False), "device": (str, True), "threads": (int, True),
+    "stack": (str, True), "prompt": (str, False), "prompt_embeds": (str, True),
+    "guidance_scale": (float, False), "fps": (float, True),
+}  # fmt: skip
+KIND_NAMES = {str: "text", float: "a number", int: "an integer"}
 
 
 @dataclass(frozen=True)
@@ -58,6 +73,11 @@ class DiffusionSettings:
             raise ConfigError(
                 f"diffusion has no key(s) {unknown}; valid: {list(cls.__dataclass_fields__)}"
             )
+        for key, value in values.items():
+            kind, nullable = TYPES[key]
+            if not (value is None and nullable or _is(kind, value)):
+                shown = "null" if value is None else repr(value)
+                raise ConfigError(f"diffusion.{key} must be {KIND_NAMES[kind]}, got {shown}")
         settings = cls(**values)
         if settings.mode not in MODES:
             raise ConfigError(
@@ -65,11 +85,34 @@ class DiffusionSettings:
             )
         if not 0 < settings.strength <= 1:
             raise ConfigError(f"diffusion.strength must be in (0, 1], got {settings.strength!r}")
-        if int(settings.steps) != settings.steps or settings.steps < 1:
+        if settings.steps < 1:
             raise ConfigError(f"diffusion.steps must be an integer >= 1, got {settings.steps!r}")
         if not 0 <= settings.eta <= 1:
             raise ConfigError(f"diffusion.eta must be in [0, 1], got {settings.eta!r}")
+        if settings.device is not None and not re.fullmatch(DEVICES, settings.device):
+            raise ConfigError(
+                f"diffusion.device={settings.device} is not a device the stage runs on; valid: "
+                "cpu, cuda, cuda:N, auto"
+            )
+        if settings.threads is not None and settings.threads < 1:
+            raise ConfigError(
+                f"diffusion.threads must be >= 1 (null: torch's default), got {settings.threads}"
+            )
+        if settings.fps is not None and settings.fps <= 0:
+            raise ConfigError(f"diffusion.fps must be > 0 (null: the video's), got {settings.fps}")
         return settings
+
+
+def _is(kind: type, value) -> bool:
+    """Whether ``value`` is a ``kind`` as the config gives it: an int or a finite float for
+    a number, an integral number for an integer (20.0 too), never a bool."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return False
+    if kind is str:
+        return isinstance(value, str)
+    if isinstance(value, str) or not math.isfinite(value):
+        return False
+    return kind is float or float(value).is_integer()
 
 
 def stream_seed(seed: int, step: int) -> int:
@@ -84,7 +127,8 @@ def reference_seed(seed: int, frame: int) -> int:
 
 def _check_outputs(directory: Path, identity: dict, overwrite: bool) -> dict | None:
     """The finished run's summary when ``directory`` already holds this very run; None when
-    free; an error when it holds something else (never replaced unless ``overwrite``)."""
+    free or ``overwrite`` (the old outputs are replaced only once the new ones are complete);
+    an error when it holds something else."""
     existing = [name for name in OUTPUTS if (directory / name).exists()]
     if not existing:
         return None
@@ -92,12 +136,11 @@ def _check_outputs(directory: Path, identity: dict, overwrite: bool) -> dict | N
         import xarray as xr
 
         with xr.open_dataset(directory / "diffusion.nc", engine="h5netcdf") as done:
-            if json.loads(done.attrs.get("identity", "{}")) == identity:
+            # Through JSON both: the identity's tuples (deform parameters) come back as lists.
+            if json.loads(done.attrs.get("identity", "{}")) == _as_json(identity):
                 return json.loads(done.attrs["summary"])
     if overwrite:
-        for name in existing:
-            path = directory / name
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        log.info("replacing %s in %s once this run completes", ", ".join(existing), directory)
         return None
     raise FileExistsError(
         f"{directory} already holds {', '.join(existing)} from another diffusion config (or an "
@@ -106,13 +149,45 @@ def _check_outputs(directory: Path, identity: dict, overwrite: bool) -> dict | N
     )
 
 
+def _as_json(identity: dict) -> dict:
+    """``identity`` as ``diffusion.nc`` stores it and reads it back."""
+    return json.loads(json.dumps(identity, sort_keys=True))
+
+
+def _open_stack(path: Path, given: bool, shape: tuple, frames: int):
+    """The stack at ``path`` as a ``NoiseStackDataset``, checked to hold ``frames`` frames
+    of ``shape``; ``given``: it is ``diffusion.stack``, which the stage only reads."""
+    from noisewarp.diffusion.data import NoiseStackDataset
+    from noisewarp.io import StackError
+
+    if given and not path.exists():
+        raise NoiseStackError(f"diffusion.stack {str(path)!r} does not exist")
+    try:
+        noise = NoiseStackDataset(path)
+    except StackError as error:
+        if not given:
+            raise
+        why = error.__cause__ or "an HDF5 file but not a noisewarp stack"
+        raise NoiseStackError(
+            f"cannot read diffusion.stack {str(path)!r} ({why}). The stage only reads this "
+            "file (output.overwrite does not touch it): write the stack again with a noise run "
+            "(output.stack=PATH), or point diffusion.stack at a complete one"
+        ) from error
+    if noise.shape != shape or len(noise) < frames:
+        raise NoiseStackError(
+            f"the stack {path} holds {len(noise)} complete frames of {noise.shape} "
+            f"(channels, height, width); this run's video and model need {frames} frames "
+            f"of {shape} (set res, channels and frames to match it)"
+        )
+    return noise
+
+
 def run(cfg) -> dict:
     """Write (or resume) the noise stack, then diffuse it; return a summary dict."""
     import torch
 
     from noisewarp import experiment
-    from noisewarp.config import build_spec
-    from noisewarp.diffusion.data import NoiseStackDataset
+    from noisewarp.config import ConfigError, build_spec
     from noisewarp.diffusion.models import load_model, resolve_device
 
     settings = DiffusionSettings.from_cfg(cfg.get("diffusion"))
@@ -122,12 +197,23 @@ def run(cfg) -> dict:
     model = load_model(settings.model, device)
     if settings.prompt_embeds is not None:
         if model.kind != "latent":
-            raise ValueError("diffusion.prompt_embeds is for latent pipelines only")
-        model.prompt_embeds = torch.from_numpy(np.load(Path(settings.prompt_embeds).expanduser()))
+            raise ConfigError(
+                f"diffusion.prompt_embeds is for latent pipelines only; {model.path} is a "
+                "pixel-space model (drop diffusion.prompt_embeds)"
+            )
+        model.prompt_embeds = _load_embeds(Path(settings.prompt_embeds).expanduser())
+    train_steps = int(model.scheduler_config.get("num_train_timesteps", 1000))
+    if settings.steps > train_steps:
+        raise ConfigError(
+            f"diffusion.steps={settings.steps} is more than the {train_steps} timesteps the "
+            f"model {model.path} was trained on (num_train_timesteps); use at most {train_steps}"
+        )
+    if model.kind == "latent":
+        model.check_prompt(settings)  # both modes: the pipeline's own loop needs one too
     spec = build_spec(cfg)
     video = getattr(spec.motion, "reader", None)
     if settings.mode == "edit" and video is None:
-        raise ValueError(
+        raise ConfigError(
             f"diffusion.mode=edit needs a video (deform=video); got deform {spec.motion.label} "
             "(use diffusion.mode=generate)"
         )
@@ -136,7 +222,10 @@ def run(cfg) -> dict:
     by_factor = video is not None and (cfg.get("deform") or {}).get("latent_factor")
     sized_by = "video size / deform.latent_factor" if by_factor else "res"
     model.check_noise(spec.channels, spec.height, spec.width, f"the noise (channels, {sized_by})")
-    stack_path = spec.output.stack if settings.stack is None else Path(settings.stack).expanduser()
+    given = settings.stack is not None
+    stack_path = Path(settings.stack).expanduser() if given else spec.output.stack
+    expected = (spec.channels, spec.height, spec.width)
+    noise = _open_stack(stack_path, True, expected, spec.frames) if given else None
     identity = {
         "noise": spec.identity(),
         "stack": str(stack_path),
@@ -149,19 +238,28 @@ def run(cfg) -> dict:
     if done is not None:
         log.info("diffusion outputs in %s are complete for this config", directory)
         return done
-    if settings.stack is None:
+    if noise is None:
         experiment.run(cfg)
-    elif not stack_path.exists():
-        raise FileNotFoundError(f"diffusion.stack {str(stack_path)!r} does not exist")
-    noise = NoiseStackDataset(stack_path)
-    expected = (spec.channels, spec.height, spec.width)
-    if noise.shape != expected or len(noise) < spec.frames:
-        raise ValueError(
-            f"the stack {stack_path} holds {len(noise)} complete frames of {noise.shape} "
-            f"(channels, height, width); this run's video and model need {spec.frames} frames "
-            f"of {expected} (set res, channels and frames to match it)"
-        )
+        noise = _open_stack(stack_path, False, expected, spec.frames)
     return Diffuser(model, settings, spec, noise, spec.frames, device, identity).run(directory)
+
+
+def _load_embeds(path: Path):
+    """``diffusion.prompt_embeds``: a .npy array as a tensor (its shape checked by the model)."""
+    import torch
+
+    from noisewarp.config import ConfigError
+
+    try:
+        array = np.load(path)
+    except (OSError, ValueError) as error:
+        raise ConfigError(
+            f"diffusion.prompt_embeds {str(path)!r} cannot be read as a .npy array ({error})"
+        ) from error
+    if not isinstance(array, np.ndarray):
+        raise ConfigError(f"diffusion.prompt_embeds {str(path)!r} holds several arrays (.npz); "
+                          "save one array [1, tokens, dim] with numpy.save")  # fmt: skip
+    return torch.from_numpy(array)
 
 
 class Diffuser:
@@ -286,9 +384,9 @@ class Diffuser:
                 for warper in self.streams:
                     warper.step(geometry)
             output, errors = self._frame(index, image)
-            sampled = time.perf_counter() - started
+            modelled = time.perf_counter() - started  # time_s: everything but the metrics
             source = None if image is None else image / 255.0
-            row = {"time_s": sampled, "detail_energy": metrics.detail_energy(output)}
+            row = {"time_s": modelled, "detail_energy": metrics.detail_energy(output)}
             if errors is not None:
                 row["denoiser_ratio"] = metrics.denoiser_ratio(*errors)
                 if index and tmap is not None:
@@ -328,13 +426,23 @@ class Diffuser:
         fps = self.settings.fps or (video.fps if video is not None and video.fps else 12.0)
         records: dict = {}
         started = time.perf_counter()
-        write_video(staging / "video.mp4", self._records(staging / "frames", records), fps=fps)
-        elapsed = time.perf_counter() - started
-        write_video(staging / "video.gif", open_video(staging / "frames", fps=fps), fps=fps)
-        summary = self._summary(records, elapsed)
-        self._dataset(records, summary).to_netcdf(staging / "diffusion.nc", engine="h5netcdf")
-        for name in OUTPUTS:
-            (staging / name).rename(directory / name)
+        try:
+            frames = self._records(staging / "frames", records)
+            write_video(staging / "video.mp4", frames, fps=fps)
+            elapsed = time.perf_counter() - started
+            write_video(staging / "video.gif", open_video(staging / "frames", fps=fps), fps=fps)
+            summary = self._summary(records, elapsed)
+            self._dataset(records, summary).to_netcdf(staging / "diffusion.nc", engine="h5netcdf")
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)  # outputs already there stay as they were
+            raise
+        for name in OUTPUTS:  # old ones only with output.overwrite=true (_check_outputs)
+            target = directory / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+            (staging / name).rename(target)
         staging.rmdir()
         log.info("diffusion: %s", ", ".join(f"{k} {v:.4g}" for k, v in summary.items()
                                              if isinstance(v, float)))  # fmt: skip
