@@ -43,6 +43,12 @@ USER_ERRORS = (
     NoiseStackError,
 )
 
+# Errors raised before a run writes anything: the folder's outputs are still the earlier
+# run's, which status.json keeps (status "refused", the earlier record under "previous").
+REFUSALS = (
+    ConfigError, StackError, StackMismatchError, FileExistsError, ModelError, DeviceError
+)  # fmt: skip
+
 log = logging.getLogger("run")
 
 
@@ -62,7 +68,7 @@ def _app(cfg: DictConfig) -> dict | None:
     except Exception as exc:
         # A SIGTERM that a library wrapped in its own error (numba's compiler) is still one.
         error = _cancellation(exc) or exc
-        status = getattr(error, "status", "failed")
+        status = "refused" if isinstance(error, REFUSALS) else getattr(error, "status", "failed")
         if not experiment.in_multirun():
             if isinstance(exc, USER_ERRORS) and not os.environ.get("HYDRA_FULL_ERROR"):
                 print(f"noisewarp: error: {exc}", file=sys.stderr)

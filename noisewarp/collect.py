@@ -208,9 +208,13 @@ def _status_file(run: Path) -> dict:
     if not path.exists():
         return {}
     try:
-        return json.loads(path.read_text())
+        record = json.loads(path.read_text())
     except ValueError:
         return {"status": "unreadable", "error": f"{path} is not JSON"}
+    if record.get("status") == "refused":
+        # A later run stopped before writing anything: the outputs are the earlier run's.
+        return record.get("previous") or {"status": "failed", "error": record.get("error", "")}
+    return record
 
 
 def _stale_metrics(run: Path, dataset) -> str:

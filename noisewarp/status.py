@@ -43,10 +43,12 @@ def write_status(
     directory: Path | None = None,
     **extra,
 ) -> Path | None:
-    """Write ``status.json`` (complete / failed / cancelled / interrupted) in the run's output
-    directory (``directory`` if given), so ``noisewarp.collect`` can report failed runs.
-    ``error`` is the exception (its traceback is kept) or a one-line reason; ``extra`` adds
-    fields (the submitting side adds ``slurm_job_id`` and ``slurm_state``). Never raises."""
+    """Write ``status.json`` (complete / failed / cancelled / interrupted / refused) in the
+    run's output directory (``directory`` if given), so ``noisewarp.collect`` can report
+    failed runs. ``error`` is the exception (its traceback is kept) or a one-line reason;
+    ``extra`` adds fields (the submitting side adds ``slurm_job_id`` and ``slurm_state``).
+    ``refused`` (a run that stopped before writing anything) keeps the earlier record under
+    ``previous``: the folder's outputs are still that run's. Never raises."""
     try:
         if directory is None:
             try:
@@ -67,6 +69,14 @@ def write_status(
             record["error"] = str(error)
         record.update(extra)
         path = directory / "status.json"
+        if status == "refused" and path.exists():
+            try:
+                earlier = json.loads(path.read_text())
+            except ValueError:
+                earlier = None
+            if isinstance(earlier, dict):
+                record["previous"] = earlier.get("previous", earlier) if (
+                    earlier.get("status") == "refused") else earlier  # fmt: skip
         # Replaced, not rewritten in place: the run directory's mtime then says the record
         # is new, which is how SweepReport tells this sweep's runs from older ones.
         partial = directory / ".status.json.tmp"

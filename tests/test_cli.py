@@ -103,6 +103,23 @@ def test_a_path_in_the_overrides_makes_one_folder(tmp_path):
     assert (run_dir / "noise.h5").is_file() and (run_dir / ".hydra").is_dir()
 
 
+def test_a_refused_rerun_keeps_the_folders_record(run_py, tmp_path):
+    """Another config pointed at a finished run is refused without touching it: status.json
+    says so and keeps the earlier record, and collect still sees the earlier run complete."""
+    import json
+
+    from noisewarp.collect import collect
+
+    target = tmp_path / "run"
+    run_py(*SMALL, f"output.dir={target}")
+    refused = run_py(*SMALL, "seed=1", f"output.dir={target}", check=False)
+    assert refused.returncode == 2 and "was not modified" in refused.stderr
+    record = json.loads((target / "status.json").read_text())
+    assert record["status"] == "refused" and record["previous"]["status"] == "complete"
+    _, records = collect(tmp_path, quiet=True)
+    assert [r.status for r in records] == ["complete"]
+
+
 def test_a_nan_in_a_flow_file_is_one_line_naming_file_and_frame(run_py, tmp_path):
     """The frames before the bad field are written and the rerun resumes after them."""
     import numpy as np
