@@ -43,8 +43,8 @@ USER_ERRORS = (
     NoiseStackError,
 )
 
-# Errors raised before a run writes anything: the folder's outputs are still the earlier
-# run's, which status.json keeps (status "refused", the earlier record under "previous").
+# Errors raised before a run writes anything: a folder's earlier run stays its record
+# (status.json: "refused", the earlier record under "previous"); in a new folder, "failed".
 REFUSALS = (
     ConfigError, StackError, StackMismatchError, FileExistsError, ModelError, DeviceError
 )  # fmt: skip
@@ -68,7 +68,7 @@ def _app(cfg: DictConfig) -> dict | None:
     except Exception as exc:
         # A SIGTERM that a library wrapped in its own error (numba's compiler) is still one.
         error = _cancellation(exc) or exc
-        status = "refused" if isinstance(error, REFUSALS) else getattr(error, "status", "failed")
+        status = getattr(error, "status", "failed")
         if not experiment.in_multirun():
             if isinstance(exc, USER_ERRORS) and not os.environ.get("HYDRA_FULL_ERROR"):
                 print(f"noisewarp: error: {exc}", file=sys.stderr)
@@ -78,7 +78,7 @@ def _app(cfg: DictConfig) -> dict | None:
         log.exception("run %s", status)
         return None
     finally:
-        write_status(cfg, status, error)
+        write_status(cfg, status, error, refused=isinstance(error, REFUSALS))
 
 
 def _cancellation(exc: BaseException) -> Cancelled | None:

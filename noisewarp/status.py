@@ -41,14 +41,16 @@ def write_status(
     status: str,
     error: BaseException | str | None = None,
     directory: Path | None = None,
+    refused: bool = False,
     **extra,
 ) -> Path | None:
     """Write ``status.json`` (complete / failed / cancelled / interrupted / refused) in the
     run's output directory (``directory`` if given), so ``noisewarp.collect`` can report
     failed runs. ``error`` is the exception (its traceback is kept) or a one-line reason;
     ``extra`` adds fields (the submitting side adds ``slurm_job_id`` and ``slurm_state``).
-    ``refused`` (a run that stopped before writing anything) keeps the earlier record under
-    ``previous``: the folder's outputs are still that run's. Never raises."""
+    ``refused``: the run stopped before writing anything; if the folder holds an earlier
+    record, the status is ``refused`` and that record is kept under ``previous`` (the
+    outputs are still that run's). Never raises."""
     try:
         if directory is None:
             try:
@@ -59,6 +61,15 @@ def write_status(
                 directory = Path(HydraConfig.get().runtime.output_dir)
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        path = directory / "status.json"
+        earlier = None
+        if refused and path.exists():
+            try:
+                earlier = json.loads(path.read_text())
+            except ValueError:
+                pass
+        if isinstance(earlier, dict):
+            status = "refused"
         record = {"status": status, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         if isinstance(error, BaseException):
             record["error"] = f"{type(error).__name__}: {error}"
@@ -68,15 +79,10 @@ def write_status(
         elif error:
             record["error"] = str(error)
         record.update(extra)
-        path = directory / "status.json"
-        if status == "refused" and path.exists():
-            try:
-                earlier = json.loads(path.read_text())
-            except ValueError:
-                earlier = None
-            if isinstance(earlier, dict):
-                record["previous"] = earlier.get("previous", earlier) if (
-                    earlier.get("status") == "refused") else earlier  # fmt: skip
+        if isinstance(earlier, dict):
+            record["previous"] = (
+                earlier.get("previous") if earlier.get("status") == "refused" else earlier
+            )
         # Replaced, not rewritten in place: the run directory's mtime then says the record
         # is new, which is how SweepReport tells this sweep's runs from older ones.
         partial = directory / ".status.json.tmp"
