@@ -429,9 +429,7 @@ class NoiseWarper:
         # Two sets of E[Y | X] buffers, used in turn: a step's moments stay valid while
         # the next step warps (a consumer may overlap them), without fresh pages each step.
         self._buffers: list[Conditional | None] = [None, None]
-        # CUDA: two device frames used in turn (the current one and the next), and the
-        # device E[Y | X] buffers, all kept on the GPU across frames.
-        self._frames: list = []
+        # CUDA: the device E[Y | X] buffers, kept on the GPU across frames.
         self._device_buffers: list[Conditional | None] = [None, None]
 
     @property
@@ -499,6 +497,8 @@ class NoiseWarper:
     def _step_device(self, geometry, key, conditional, turn):
         """One step on the GPU: the frame stays there; the host gets a copy unless the
         warper was started on the device."""
+        from numba import cuda
+
         from noisewarp.cuda.adapter import device_conditional
         from noisewarp.cuda.arrays import as_device
 
@@ -508,12 +508,9 @@ class NoiseWarper:
             if self._current is not None
             else as_device(self.noise, np.float32, "noise")
         )
-        if not self._frames:
-            from numba import cuda
-
-            self._frames = [cuda.device_array((height, width, channels), np.float32)
-                            for _ in range(2)]  # fmt: skip
-        target = self._frames[1] if source is self._frames[0] else self._frames[0]
+        # A new frame each step: the frames returned earlier (and torch views of them) stay
+        # valid, and the target can never alias the source, whatever wraps it.
+        target = cuda.device_array((height, width, channels), np.float32)
         buffers = None
         if conditional:
             buffers = self._buffers_for(

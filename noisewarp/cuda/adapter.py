@@ -9,7 +9,7 @@ import numpy as np
 from numba import cuda
 
 from noisewarp.cpu.diagnostics import Conditional
-from noisewarp.cuda.arrays import as_device, is_device_array
+from noisewarp.cuda.arrays import as_device, is_device_array, shares_memory
 
 __all__ = ["device_conditional", "warp_on_device"]
 
@@ -32,6 +32,9 @@ def warp_on_device(driver, noise, centres, key, conditional, out=None):
     noise = as_device(noise, np.float32, "noise")
     centres = as_device(centres, np.float64, "map")
     height, width, channels = noise.shape
+    if out is not None and shares_memory(out, noise):
+        # The kernels write the frame while other threads still read the source.
+        raise ValueError("out shares memory with noise: the warp needs a separate frame")
     buffers = None
     if isinstance(conditional, Conditional) and is_device_array(conditional.mean):
         buffers = conditional

@@ -15,6 +15,7 @@ from numba import cuda, int64
 from noisewarp.cuda import config
 
 __all__ = [
+    "shares_memory",
     "is_device_array",
     "as_device",
     "blocks",
@@ -53,6 +54,18 @@ def as_device(array, dtype, what: str):
             raise ValueError(f"{what} on the GPU must be C-contiguous")
         return view
     return cuda.to_device(np.ascontiguousarray(array, dtype=dtype))
+
+
+def shares_memory(a, b) -> bool:
+    """Whether two C-contiguous device arrays overlap (their byte spans; under numba's
+    simulator, the host arrays behind them)."""
+    from numba import config
+
+    if config.ENABLE_CUDASIM:
+        return bool(np.shares_memory(a._ary, b._ary))
+    start_a = a.__cuda_array_interface__["data"][0]
+    start_b = b.__cuda_array_interface__["data"][0]
+    return start_a < start_b + b.nbytes and start_b < start_a + a.nbytes
 
 
 _held: dict[str, tuple[tuple, object]] = {}

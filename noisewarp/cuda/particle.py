@@ -36,6 +36,7 @@ from numba import cuda, float64
 
 from noisewarp.core.bridge import NEIGHBOURS, bilinear_weight, bridge_split, particle_in_reach
 from noisewarp.core.particle import conditional_target
+from noisewarp.core.quad import check_sizes
 from noisewarp.cuda import config
 from noisewarp.cuda.arrays import (
     MAX_THREADS,
@@ -329,6 +330,7 @@ def particle_warp(noise, tmap, bridge_stream, fresh_stream, out=None, conditiona
     """
     height, width, channels = noise.shape
     check_channels(channels)
+    check_sizes(height, width)  # ``order`` holds int32 pixel ids
     mark = on_stage or unmarked
     ws = workspace(height, width, channels)
     if out is None:

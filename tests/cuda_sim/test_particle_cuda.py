@@ -158,3 +158,29 @@ def test_torch_cuda_tensors_in_and_out_without_copies():
     warper = nw.NoiseWarper(H, W, C, seed=3, noise=source, backend="cuda")
     step = torch.as_tensor(warper.step(tmap), device="cuda")
     np.testing.assert_array_equal(step.cpu().numpy(), nw.warp(noise, tmap, key=(3, 1)))
+
+
+def test_device_frames_stay_valid_and_rewrapped_noise_is_not_overwritten():
+    """A resident warper's frames are new each step: those returned earlier keep their
+    values, and its frame set back under another wrapper (a view, a torch tensor of the
+    same memory) is never the target it is read from."""
+    deformation = Zoom(factor=0.7)  # contraction: fresh targets beside read sources
+    cpu = nw.NoiseWarper(H, W, C, seed=3, backend="cpu")
+    resident = nw.NoiseWarper(H, W, C, seed=3, backend="cuda",
+                              noise=cuda.to_device(nw.initial_noise(H, W, C, seed=3)))  # fmt: skip
+    first = resident.step(deformation)
+    kept = first.copy_to_host()
+    resident.noise = first.reshape(H, W, C)  # the same memory, another wrapper
+    frames = [resident.step(deformation).copy_to_host() for _ in range(2)]
+    np.testing.assert_array_equal(first.copy_to_host(), kept)
+    expected = [cpu.step(deformation) for _ in range(3)]
+    np.testing.assert_allclose(np.stack([kept, *frames]), np.stack(expected), rtol=0, atol=1e-5)
+
+
+def test_an_out_frame_sharing_the_source_is_refused():
+    from noisewarp.cuda.adapter import warp_on_device
+
+    noise = cuda.to_device(nw.initial_noise(H, W, C, seed=1))
+    tmap = Rotate(degrees=5.0).map(H, W)
+    with pytest.raises(ValueError, match="out shares memory with noise"):
+        warp_on_device(None, noise, tmap, None, False, out=noise.reshape(H, W, C))
