@@ -210,7 +210,7 @@ def test_hiwyn_fold_is_finite_but_not_white():
     once = nw.warp(x, Fold(), method="hiwyn", n=MARGINAL_N, key=nw.Key(2024, 1))
     report = white_noise_report(once)
     assert abs(report["statistics"]["std"]["z"]) < 5.0
-    assert not report["passed"]
+    assert any(name.startswith("acf") for name in report["failed"]), report["failed"]
     warper = nw.NoiseWarper(512, 512, 4, method="hiwyn", seed=2024, n=MARGINAL_N)
     for t in range(50):
         frame = warper.step(Fold())

@@ -20,9 +20,10 @@ turns a list of them into an ``xarray.Dataset`` for ``to_netcdf``.
 Conventions
 -----------
 Frames are float arrays [H, W, C]; a 2-D array is one channel, and a 4-D stack
-[T, H, W, C] is pooled (every statistic uses all T frames; spatial neighbours and
-spectra stay within a frame). Maps are backward maps T [H, W, 2] in (row, col)
-pixel units with pixel (i, j) centred at (i + 0.5, j + 0.5).
+[T, H, W, C] is pooled by :func:`gaussianity` (every statistic uses all T frames; spatial
+neighbours and spectra stay within a frame) but judged frame by frame by the report.
+Maps are backward maps T [H, W, 2] in (row, col) pixel units with pixel (i, j) centred
+at (i + 0.5, j + 0.5).
 
 The lag-1 autocorrelations and the radial power spectrum are defined in
 :mod:`~noisewarp.metrics.spatial`; the pass criteria of the report in
@@ -51,6 +52,7 @@ from noisewarp.metrics._common import (
 from noisewarp.metrics.dataset import frame_metrics, metrics_dataset
 from noisewarp.metrics.nulls import (
     assert_white_noise,
+    circular_acf_max,
     format_report,
     null_expectations,
     standard_errors,

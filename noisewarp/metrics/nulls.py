@@ -100,8 +100,8 @@ def null_expectations(shape: Sequence[int]) -> dict[str, float]:
         "skewness": 0.0,
         "excess_kurtosis": -6.0 / (n + 1),
     }
-    for name in _LAGS:
-        expected[name] = -1.0 / (height * width)
+    for name in _LAGS:  # each channel is centred over all T frames
+        expected[name] = -1.0 / (frames * height * width)
     expected["spectrum_flatness"] = math.exp(_flatness_null(_spectrum_counts(batch))[0])
     return expected
 
@@ -273,6 +273,8 @@ def _judge(stats_: Mapping[str, float], shape: Sequence[int], n_sigma: float) ->
         1.0,
         applicable=_spectrum_counts(batch).size > 0,
     )
+    if "acf_max" in stats_:  # the report's own (not a metrics.nc statistic)
+        p_row("acf_max", stats_["acf_max_pvalue"], nan, 1.0, applicable=height * width > 2)
     failed = [name for name, row in rows.items() if not row["passed"]]
     return {
         "passed": not failed,
@@ -284,13 +286,40 @@ def _judge(stats_: Mapping[str, float], shape: Sequence[int], n_sigma: float) ->
     }
 
 
+def circular_acf_max(frame: np.ndarray) -> tuple[float, float]:
+    """The largest |circular autocorrelation| of a frame [H, W, C] over every non-zero
+    lag, in standard errors, and its Sidak p-value over the distinct lags.
+
+    r(k) = sum_p,c x_p,c x_p+k,c / n (n = H W C, lags wrap around) is N(0, 1/n) under the
+    null, N(0, 2/n) for a lag that is its own negative (2k = 0 modulo the size); k and -k
+    are one lag. Catches noise copied anywhere in the frame, which the lag-1 figures miss.
+    """
+    x = np.asarray(frame, dtype=np.float64)
+    x = x[..., None] if x.ndim == 2 else x
+    height, width, channels = x.shape
+    n = height * width * channels
+    spectrum = np.fft.rfft2(x, axes=(0, 1))
+    power = (spectrum.real**2 + spectrum.imag**2).sum(axis=2)
+    acf = np.fft.irfft2(power, s=(height, width)) / n
+    own = np.logical_and.outer(2 * np.arange(height) % height == 0,
+                               2 * np.arange(width) % width == 0)  # fmt: skip
+    z = np.abs(acf) * math.sqrt(n) / np.where(own, math.sqrt(2.0), 1.0)
+    z[0, 0] = 0.0
+    lags = (height * width - int(own.sum())) // 2 + int(own.sum()) - 1
+    worst = float(z.max())
+    single = float(2.0 * stats.norm.sf(worst))
+    return worst, float(-np.expm1(lags * np.log1p(-min(single, 1.0 - 1e-16))))
+
+
 def white_noise_report(frame: np.ndarray, n_sigma: float = 5.0) -> dict:
     """Judge a frame against the i.i.d. N(0, 1) null, statistic by statistic.
 
     Parameters
     ----------
     frame : np.ndarray
-        Float array [H, W, C] (or [H, W], or a stack [T, H, W, C], pooled).
+        Float array [H, W, C] (or [H, W]), or a stack [T, H, W, C] judged frame by
+        frame, each at tail / T (the report is the first failing frame's, with ``frame``
+        and ``failed_frames``; frames of a video are not independent, so not pooled).
     n_sigma : float
         Threshold in (equivalent) standard deviations; the false-alarm rate of
         each criterion is tail = 2 (1 - Phi(n_sigma)) (5.7e-7 for 5).
@@ -317,14 +346,43 @@ def white_noise_report(frame: np.ndarray, n_sigma: float = 5.0) -> dict:
         - ``spectrum_max_dev``: ``spectrum_pvalue`` (exact Gamma per radial bin,
           Sidak over the K bins) >= tail. To first order this is the bound
           |P_b - 1| sqrt(n_b) <= Phi^-1(1 - tail / (2K)) on every bin, with the
-          Gamma tail replacing the normal one where bins are small.
+          Gamma tail replacing the normal one where bins are small;
+        - ``acf_max``: the largest |circular autocorrelation| over all lags, in
+          standard errors (:func:`circular_acf_max`), Sidak over the lags, p >= tail
+          (noise duplicated anywhere in the frame; not a ``metrics.nc`` statistic).
 
         For p-value criteria ``z`` is the equivalent two-sided z, so
         |z| <= n_sigma reads the same across the table. Statistics with no data
         (``acf_row`` when W = 1, cross-channel when C = 1) are marked ``n/a``.
     """
     frame = np.asarray(frame)
-    return _judge(gaussianity(frame), frame.shape, n_sigma)
+    if frame.ndim == 4 and frame.shape[0] > 1:
+        return _stack_report(frame, n_sigma)
+    values = gaussianity(frame)
+    if values["nonfinite"] == 0:
+        values["acf_max"], values["acf_max_pvalue"] = circular_acf_max(
+            frame[0] if frame.ndim == 4 else frame
+        )
+    return _judge(values, frame.shape, n_sigma)
+
+
+def _stack_report(stack: np.ndarray, n_sigma: float) -> dict:
+    """A stack [T, H, W, C] judged frame by frame (frames of a warped video are correlated
+    in time, so pooling them is no i.i.d. sample), each at the tail divided by T; the
+    report of the first failing frame, or of the frame with the largest |z|."""
+    frames = stack.shape[0]
+    per_frame = _z_from_pvalue(_tail(n_sigma) / frames)
+    reports = [white_noise_report(frame, per_frame) for frame in stack]
+
+    def largest(report):
+        return max((abs(row["z"]) for row in report["statistics"].values()
+                    if np.isfinite(row["z"])), default=0.0)  # fmt: skip
+
+    failing = [i for i, r in enumerate(reports) if not r["passed"]]
+    index = failing[0] if failing else max(range(frames), key=lambda i: largest(reports[i]))
+    return {**reports[index], "shape": tuple(int(s) for s in stack.shape), "frame": index,
+            "failed_frames": failing, "n_sigma": float(n_sigma),
+            "tail_probability": _tail(n_sigma)}  # fmt: skip
 
 
 def format_report(report: Mapping, only_failed: bool = False) -> str:
@@ -349,7 +407,7 @@ def assert_white_noise(frame: np.ndarray, n_sigma: float = 5.0, label: str = "")
     Parameters
     ----------
     frame : np.ndarray
-        Float array [H, W, C] (or [H, W], or a stack [T, H, W, C], pooled).
+        Float array [H, W, C] (or [H, W], or a stack [T, H, W, C], judged frame by frame).
     n_sigma : float
         Threshold, as in :func:`white_noise_report`.
     label : str
@@ -368,6 +426,8 @@ def assert_white_noise(frame: np.ndarray, n_sigma: float = 5.0, label: str = "")
     report = white_noise_report(frame, n_sigma)
     if not report["passed"]:
         where = f" [{label}]" if label else ""
+        if report.get("failed_frames"):
+            where += f" (frames {report['failed_frames']} of {report['shape'][0]} fail)"
         raise AssertionError(
             f"noise{where} of shape {report['shape']} is not white N(0,1) at {n_sigma:g} sigma; "
             f"failed: {', '.join(report['failed'])}\n{format_report(report, only_failed=True)}"

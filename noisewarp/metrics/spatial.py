@@ -154,8 +154,8 @@ def _autocorrelations(z: np.ndarray, finite: np.ndarray | None) -> dict[str, flo
 def _cross_channel(z: np.ndarray, finite: np.ndarray | None) -> tuple[float, float]:
     """Largest |Pearson r| over channel pairs and its family-wise p-value."""
     channels = z.shape[3]
-    if channels < 2:
-        return 0.0, 1.0
+    if channels < 2:  # no pair: not applicable (NaN, as docs/outputs.md says)
+        return math.nan, math.nan
     flat = z.reshape(-1, channels)
     products = flat.T @ flat
     if finite is None:
@@ -408,7 +408,7 @@ def _gaussianity_fast(batch: np.ndarray, sums_out: list | None = None) -> dict[s
         pairs = _lag_pairs(batch.shape, lag)
         out[name] = float(sums[layout[name]] @ scale) / pairs if pairs else math.nan
     if channels < 2:
-        out["cross_channel_corr"], out["cross_channel_pvalue"] = 0.0, 1.0
+        out["cross_channel_corr"], out["cross_channel_pvalue"] = math.nan, math.nan
     else:
         first, second = np.triu_indices(channels, k=1)
         with np.errstate(invalid="ignore"):
