@@ -184,6 +184,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.repeats < 1 or args.rounds < 1:
         parser.error(f"--repeats and --rounds must be >= 1, got {args.repeats}, {args.rounds}")
+    from noisewarp.warp import METHODS
+
+    unknown = sorted(set(args.methods) - set(METHODS))
+    if unknown:
+        parser.error(f"unknown method(s) {unknown}; valid: {', '.join(sorted(METHODS))}")
     configs = [(m, r) for m in args.methods for r in args.res]
     rounds = [[_run_child(args, m, r, options) for m, r in configs] for _ in range(args.rounds)]
     rows = [pool(list(runs)) for runs in zip(*rounds, strict=True)]
@@ -208,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=2)
-    return 0
+    return 1 if any("error" in row for row in rows) else 0  # a failed configuration
 
 
 if __name__ == "__main__":

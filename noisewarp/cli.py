@@ -70,7 +70,7 @@ def _app(cfg: DictConfig) -> dict | None:
         error = _cancellation(exc) or exc
         status = getattr(error, "status", "failed")
         if not experiment.in_multirun():
-            if isinstance(exc, USER_ERRORS) and not os.environ.get("HYDRA_FULL_ERROR"):
+            if isinstance(exc, USER_ERRORS) and not _full_error():
                 print(f"noisewarp: error: {exc}", file=sys.stderr)
                 raise SystemExit(2) from None
             raise
@@ -92,9 +92,41 @@ def _cancellation(exc: BaseException) -> Cancelled | None:
     return None
 
 
+_USER_FULL_ERROR: bool | None = None  # HYDRA_FULL_ERROR as the user set it (main)
+
+
+def _full_error() -> bool:
+    """Whether the user asked for tracebacks (``HYDRA_FULL_ERROR=1``)."""
+    if _USER_FULL_ERROR is not None:
+        return _USER_FULL_ERROR
+    return bool(os.environ.get("HYDRA_FULL_ERROR"))
+
+
 def main() -> None:
-    """The console script: run (or sweep), then exit 1 if any job of a sweep failed."""
-    _app()
+    """The console script: run (or sweep), then exit 1 if any job of a sweep failed.
+
+    Hydra's own errors (a mistyped key, an override it cannot parse, an interpolation
+    that does not resolve) are one line and exit 2 like the config errors of the run.
+    """
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    global _USER_FULL_ERROR
+    _USER_FULL_ERROR = _full_error()
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing and exiting 1
+    try:
+        _app()
+    except (HydraException, OmegaConfBaseException) as exc:
+        if _USER_FULL_ERROR:
+            raise
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        text = " ".join(lines)
+        print(f"noisewarp: error: {text if len(text) < 400 else text[:397] + '...'}",
+              file=sys.stderr)  # fmt: skip
+        raise SystemExit(2) from None
+    finally:
+        if not _USER_FULL_ERROR:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
     if SweepReport.not_complete:
         raise SystemExit(1)
 

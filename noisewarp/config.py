@@ -186,18 +186,20 @@ def _output(cfg) -> OutputSpec:
         value = out.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"output.{key} must be an integer >= 1, got {value!r}")
+    flags = {}
+    for key, default in (("store_maps", False), ("previews", True), ("progress", True),
+                         ("overwrite", False), ("overlap", False)):  # fmt: skip
+        flags[key] = out.get(key, default)
+        if not isinstance(flags[key], bool):  # "no" would be a true string
+            raise ConfigError(f"output.{key} must be true or false, got {flags[key]!r}")
     return OutputSpec(
         dir=directory,
         stack=directory / out.stack if out.get("stack") else None,
         metrics=directory / out.metrics if out.get("metrics") else None,
-        store_maps=bool(out.get("store_maps", False)),
         metrics_every=every,
-        previews=bool(out.get("previews", True)),
         preview_size=out.preview_size,
         preview_frames=out.preview_frames,
-        progress=bool(out.get("progress", True)),
-        overwrite=bool(out.get("overwrite", False)),
-        overlap=bool(out.get("overlap", False)),
+        **flags,
     )
 
 
@@ -312,6 +314,8 @@ def build_spec(cfg) -> RunSpec:
             f"method={method} is not a registered method; valid: {', '.join(sorted(METHODS))}"
         )
     options = _plain(method_cfg.get("options") or {})
+    if not isinstance(options, dict):
+        raise ConfigError(f"method.options must be a mapping such as {{n: 4}}, got {options!r}")
     unknown = sorted(set(options) - set(METHODS[method].options))
     if unknown:
         valid = ", ".join(METHODS[method].options) or "none"

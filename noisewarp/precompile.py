@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 __all__ = ["precompile", "compiled_kernels"]
 
@@ -121,8 +122,17 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         parser.error(f"unknown method(s) {unknown}; valid: {sorted(METHODS)}")
-    where = os.environ.get("NUMBA_CACHE_DIR") or "__pycache__ next to the package's sources"
-    print(f"numba cache: {where}")
+    where = os.environ.get("NUMBA_CACHE_DIR")
+    if where:  # numba silently falls back to __pycache__ when it cannot write there
+        import tempfile
+
+        try:
+            Path(where).mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=where):
+                pass
+        except OSError as error:
+            parser.error(f"NUMBA_CACHE_DIR={where} is not a writable folder ({error})")
+    print(f"numba cache: {where or '__pycache__ next to the package sources'}")
     start = time.perf_counter()
     precompile(methods, args.channels)
     print(f"total: {time.perf_counter() - start:.1f} s")

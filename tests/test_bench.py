@@ -28,6 +28,18 @@ def test_non_positive_counts_are_rejected(flag, capsys):
     assert "must be >= 1" in capsys.readouterr().err
 
 
+def test_an_unknown_method_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--methods", "nope", "--res", "16"])
+    assert "unknown method(s) ['nope']" in capsys.readouterr().err
+
+
+def test_a_failed_configuration_fails_the_command(monkeypatch, capsys):
+    failed = {"method": "particle", "res": 16, "error": ["MemoryError"]}
+    monkeypatch.setattr(bench, "_run_child", lambda *args: failed)
+    assert bench.main(["--res", "16", "--repeats", "1"]) == 1
+
+
 def test_paper_table_memory_counts_the_arrays_kept_between_frames():
     """The table's worker times frames, then measures memory with the kept work arrays
     released and built again: grid's resident growth must include its partition record

@@ -26,6 +26,24 @@ def test_a_bad_value_is_a_one_line_error(run_py, tmp_path):
     assert full.returncode != 0 and "Traceback" in full.stderr and "ConfigError" in full.stderr
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("rez=3", "Could not override 'rez'"),  # a mistyped key
+        ("method=nope", "Could not find 'method/nope'"),
+        ("channels=${nope}", "Interpolation key 'nope' not found"),
+        ("output.overwrite=no", "output.overwrite must be true or false, got 'no'"),
+    ],
+)
+def test_hydra_errors_are_one_line_too(run_py, tmp_path, override, message):
+    result = run_py(override, *SMALL, f"output.dir={tmp_path / 'run'}", check=False)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("noisewarp: error: "), result.stderr
+    assert message in lines[0]
+    assert not (tmp_path / "run" / "noise.h5").exists()
+
+
 def test_python_m_noisewarp_runs_in_outputs_run(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "noisewarp", *SMALL, "output.progress=false"],

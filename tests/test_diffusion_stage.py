@@ -83,6 +83,15 @@ def _diffuse(compose, *overrides, output_dir=None):
     return run(cfg), Path(cfg.output.dir)
 
 
+def test_without_the_diffusion_extra_the_stage_says_how_to_install_it(compose, monkeypatch):
+    from noisewarp.config import ConfigError
+    from noisewarp.diffusion.stage import run
+
+    monkeypatch.setitem(sys.modules, "diffusers", None)  # as if not installed
+    with pytest.raises(ConfigError, match=r"needs the diffusion extra.*\[diffusion\]"):
+        run(compose("stage=diffuse"))
+
+
 def test_noise_stack_dataset_reads_lazily(compose, tmp_path):
     from noisewarp import experiment
     from noisewarp.diffusion.data import NoiseStackDataset

@@ -48,3 +48,14 @@ def test_precompiled_method_loads_without_compiling(tmp_path):
     assert nearest[0] >= 1, f"the kernel was not loaded from the cache: {nearest}"
     compiled = {name: misses for name, (hits, misses) in kernels.items() if misses}
     assert not compiled, f"compiled after precompile: {compiled}"
+
+
+def test_an_unwritable_cache_folder_is_an_error(tmp_path):
+    """numba would silently cache beside the sources instead: a cluster cache stays empty."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    done = subprocess.run(
+        [sys.executable, "-m", "noisewarp.precompile", "--methods", METHOD], cwd=REPO,
+        env=_env(blocker / "cache"), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 2 and "is not a writable folder" in done.stderr, done.stderr

@@ -184,10 +184,18 @@ def _open_stack(path: Path, given: bool, shape: tuple, frames: int):
 
 def run(cfg) -> dict:
     """Write (or resume) the noise stack, then diffuse it; return a summary dict."""
-    import torch
+    from noisewarp.config import ConfigError, build_spec
+
+    try:
+        import diffusers  # noqa: F401
+        import torch
+    except ImportError as error:
+        raise ConfigError(
+            f"stage=diffuse needs the diffusion extra ({error}): pip install -e "
+            '".[diffusion]", torch first (README, Quick start)'
+        ) from None
 
     from noisewarp import experiment
-    from noisewarp.config import ConfigError, build_spec
     from noisewarp.diffusion.models import load_model, resolve_device
 
     settings = DiffusionSettings.from_cfg(cfg.get("diffusion"))
