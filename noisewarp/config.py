@@ -36,17 +36,29 @@ class ConfigError(ValueError):
 
 def _register_resolvers() -> None:
     """Resolvers ``conf/config.yaml`` names Hydra's run directory with: ``output.dir`` when
-    set (so ``run.log`` and ``.hydra`` stay with the results), and the overrides with
-    ``/`` replaced (a ``deform.path`` makes one folder, not nested ones)."""
+    set (so ``run.log`` and ``.hydra`` stay with the results), and the overrides as one
+    folder name (:func:`run_dirname`: a ``deform.path`` makes one folder, not nested ones)."""
     from omegaconf import OmegaConf
 
     OmegaConf.register_new_resolver(
         "nw_first_set", lambda *values: next((v for v in values if v is not None), None),
         replace=True,
     )  # fmt: skip
-    OmegaConf.register_new_resolver(
-        "nw_dirname", lambda name: str(name).replace("/", "_"), replace=True
-    )
+    OmegaConf.register_new_resolver("nw_dirname", run_dirname, replace=True)
+
+
+def run_dirname(overrides) -> str:
+    """Hydra's ``override_dirname`` as one folder name: ``%`` and ``/`` escaped (``%25``,
+    ``%2F``), so different overrides never share a folder; past 200 bytes (the file system
+    allows 255), a prefix and a hash of the whole."""
+    import hashlib
+
+    name = str(overrides).replace("%", "%25").replace("/", "%2F")
+    data = name.encode()
+    if len(data) <= 200:
+        return name
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    return data[:180].decode(errors="ignore") + "..." + digest
 
 
 _register_resolvers()  # before Hydra resolves a run directory in this process

@@ -117,8 +117,19 @@ def test_a_path_in_the_overrides_makes_one_folder(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     (run_dir,) = (tmp_path / "outputs" / "run").iterdir()
-    assert "deform.path=" + str(flo).replace("/", "_") in run_dir.name
+    assert "deform.path=" + str(flo).replace("/", "%2F") in run_dir.name
     assert (run_dir / "noise.h5").is_file() and (run_dir / ".hydra").is_dir()
+
+
+def test_run_folder_names_never_collide_and_fit_the_file_system():
+    from noisewarp.config import run_dirname
+
+    assert run_dirname("deform.path=a/b_c.npy") != run_dirname("deform.path=a_b/c.npy")
+    assert run_dirname("x=a%2Fb") != run_dirname("x=a/b")
+    long = ",".join(f"deform.params.p{i}={i * 1000.5}" for i in range(20))
+    name = run_dirname(long)
+    assert len(name.encode()) <= 200 and "/" not in name
+    assert name != run_dirname(long + "1") and name == run_dirname(long)
 
 
 def test_a_refused_rerun_keeps_the_folders_record(run_py, tmp_path):
