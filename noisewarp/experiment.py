@@ -287,21 +287,12 @@ def run(cfg) -> dict:
 def _check_metrics_owner(spec: RunSpec) -> None:
     """Without a stack to guard the folder, refuse to replace another configuration's
     metrics.nc (the stack's own check does this when there is one)."""
-    from noisewarp.io import StackMismatchError
+    from noisewarp.io import StackMismatchError, as_stored, stored_identity
 
     out = spec.output
     if out.stack is not None or out.metrics is None or out.overwrite or not out.metrics.exists():
         return
-    import h5py
-
-    try:
-        with h5py.File(out.metrics, "r") as handle:
-            stored = handle.attrs.get("identity")
-    except OSError:
-        stored = None
-    stored = stored.decode() if isinstance(stored, bytes) else stored
-    mine = json.loads(json.dumps(spec.identity(), sort_keys=True, default=str))
-    if stored is None or json.loads(stored) != mine:
+    if stored_identity(out.metrics) != as_stored(spec.identity()):
         raise StackMismatchError(
             f"{str(out.metrics)!r} holds the metrics of another run configuration (or cannot "
             "be read); it was not modified. Write to another output.dir or pass "

@@ -46,9 +46,11 @@ __all__ = [
     "StackError",
     "StackMismatchError",
     "StackWriter",
+    "as_stored",
     "open_stack",
     "read_frames",
     "stack_attrs",
+    "stored_identity",
 ]
 
 FORMAT = "noisewarp-stack/1"
@@ -130,6 +132,25 @@ def _check_format(handle, path: Path) -> None:
 
 def _attr(value):
     return value.decode() if isinstance(value, bytes) else value
+
+
+def as_stored(identity: Mapping) -> dict:
+    """``identity`` as it reads back from a file's JSON attribute (tuples become lists), so
+    a run's identity compares equal to the one it stored."""
+    return json.loads(json.dumps(dict(identity), sort_keys=True, default=str))
+
+
+def stored_identity(path: str | Path) -> dict | None:
+    """The JSON ``identity`` root attribute of an HDF5 file (a stack, ``metrics.nc``,
+    ``diffusion.nc``); None when it has none or cannot be read."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            stored = handle.attrs.get("identity")
+    except OSError:
+        return None
+    return None if stored is None else json.loads(_attr(stored))
 
 
 def stack_attrs(path: str | Path) -> dict:
@@ -230,7 +251,7 @@ class StackWriter:
     ) -> None:
         self.path = Path(path)
         self.shape = tuple(int(n) for n in shape)
-        self.identity = json.loads(json.dumps(dict(identity), sort_keys=True, default=str))
+        self.identity = as_stored(identity)
         self.resumed = False
         self._handles: dict = {}  # datasets by name: a lookup costs more than one write
         self._planes = np.empty(self.shape[1:], dtype=np.float32)  # a frame as [C, H, W]

@@ -46,6 +46,8 @@ class NoiseStackDataset(torch.utils.data.Dataset):
         if self._handle is None or self._pid != os.getpid():
             self._handle, self._pid = self._open(), os.getpid()
         frame = torch.from_numpy(self._handle["noise"][index % self.frames])
+        # torch's count, not core.checks.count_nonfinite: numba's parallel kernels are not
+        # safe in a DataLoader worker forked from a process that ran them.
         bad = int((~torch.isfinite(frame)).sum())
         if bad:  # NaN noise would come out as black frames and NaN metrics
             raise NoiseStackError(

@@ -135,9 +135,11 @@ def _check_outputs(directory: Path, identity: dict, overwrite: bool) -> dict | N
     if (directory / "diffusion.nc").exists() and not overwrite:
         import xarray as xr
 
+        from noisewarp.io import as_stored
+
         with xr.open_dataset(directory / "diffusion.nc", engine="h5netcdf") as done:
-            # Through JSON both: the identity's tuples (deform parameters) come back as lists.
-            if json.loads(done.attrs.get("identity", "{}")) == _as_json(identity):
+            # As stored: the identity's tuples (deform parameters) come back as lists.
+            if json.loads(done.attrs.get("identity", "{}")) == as_stored(identity):
                 return json.loads(done.attrs["summary"])
     if overwrite:
         log.info("replacing %s in %s once this run completes", ", ".join(existing), directory)
@@ -147,11 +149,6 @@ def _check_outputs(directory: Path, identity: dict, overwrite: bool) -> dict | N
         "interrupted run); they were left untouched. Write elsewhere (output.dir=...) or pass "
         "output.overwrite=true to replace them."
     )
-
-
-def _as_json(identity: dict) -> dict:
-    """``identity`` as ``diffusion.nc`` stores it and reads it back."""
-    return json.loads(json.dumps(identity, sort_keys=True))
 
 
 def _open_stack(path: Path, given: bool, shape: tuple, frames: int):
