@@ -143,7 +143,7 @@ def run_coords(config: Mapping) -> tuple[dict, dict]:
     if name == "flow":
         coords["deform"] = f"flow:{Path(str(deform.get('path'))).stem}"
     elif name == "video":
-        coords["deform"] = video_label(deform.get("path"))
+        coords["deform"] = video_label(deform.get("path"), deform.get("clip"))
     elif name:
         coords["deform"] = str(name)
     uses_res = name != "flow" and not (name == "video" and deform.get("latent_factor"))

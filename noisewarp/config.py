@@ -216,10 +216,15 @@ def _output(cfg) -> OutputSpec:
 
 
 def _video_motion(deform_cfg, res: int, frames: int, directory: Path):
-    from noisewarp.motion import BUNDLED_CLIP, VideoMotion, default_cache
+    from noisewarp.motion import BUNDLED_CLIPS, VideoMotion, bundled_clip, default_cache
     from noisewarp.opticalflow import METHODS as ESTIMATORS
 
-    path = deform_cfg.get("path") or BUNDLED_CLIP
+    clip = deform_cfg.get("clip")
+    if clip is not None and clip not in BUNDLED_CLIPS:
+        raise ConfigError(
+            f"deform.clip={clip} is not a bundled clip; bundled: {', '.join(BUNDLED_CLIPS)}"
+        )
+    path = deform_cfg.get("path") or bundled_clip(clip)
     estimator = deform_cfg.get("estimator", "dis")
     if estimator not in ESTIMATORS:
         raise ConfigError(

@@ -35,13 +35,28 @@ __all__ = [
     "FlowMotion",
     "VideoMotion",
     "BUNDLED_CLIP",
+    "BUNDLED_CLIPS",
+    "bundled_clip",
     "open_flows",
 ]
 
 log = logging.getLogger(__name__)
 
-# The real clip shipped inside the package (noisewarp/data/README.md).
-BUNDLED_CLIP = Path(__file__).resolve().parent / "data" / "bigbuckbunny.mp4"
+# The real clips shipped inside the package (noisewarp/data/README.md): a slow shot whose
+# background drifts about 0.1 px per frame at 128 px wide (the default motion), and a handheld
+# shot moving about 1 px per frame (the diffusion stage's default).
+_DATA = Path(__file__).resolve().parent / "data"
+BUNDLED_CLIPS = {"bigbuckbunny": _DATA / "bigbuckbunny.mp4", "cockatoo": _DATA / "cockatoo.mp4"}
+BUNDLED_CLIP = BUNDLED_CLIPS["bigbuckbunny"]
+
+
+def bundled_clip(name: str | None) -> Path:
+    """The bundled clip called ``name`` (None: the default, ``bigbuckbunny``)."""
+    if name is None:
+        return BUNDLED_CLIP
+    if name not in BUNDLED_CLIPS:
+        raise ValueError(f"no bundled clip {name!r}; bundled: {', '.join(BUNDLED_CLIPS)}")
+    return BUNDLED_CLIPS[name]
 
 
 class Step(NamedTuple):
@@ -379,9 +394,9 @@ class VideoMotion:
                        step.backward, step.occlusion)  # fmt: skip
 
 
-def video_label(path) -> str:
-    """A video run's deform label: ``video:<file stem>`` (the bundled clip for None)."""
-    return f"video:{Path(str(path or BUNDLED_CLIP)).stem}"
+def video_label(path, clip: str | None = None) -> str:
+    """A video run's deform label: ``video:<file stem>`` (the bundled ``clip`` for None)."""
+    return f"video:{Path(str(path)).stem if path else clip or BUNDLED_CLIP.stem}"
 
 
 def default_cache(directory: Path) -> Path:

@@ -200,6 +200,13 @@ def test_labels_name_only_what_differs_from_defaults(compose):
             "res": 256}  # fmt: skip
     assert run_coords(flow)[0] == {"warp_method": "hiwyn", "deform": "flow:a", "n": 4,
                                    "deform_width": 1}  # fmt: skip
+    # A bundled clip is named by deform.clip; a path takes precedence over it.
+    cases = (((), "video:bigbuckbunny"), (("stage=diffuse",), "video:cockatoo"),
+             (("stage=diffuse", "deform.path=/data/street.mp4"), "video:street"))  # fmt: skip
+    for overrides, label in cases:
+        config = OmegaConf.to_container(compose(*overrides), resolve=False)
+        assert run_coords(config)[0]["deform"] == label, overrides
+    assert build_spec(compose("deform.clip=cockatoo", "res=32")).motion.label == "video:cockatoo"
 
 
 def test_resolved_config_is_stored_as_yaml(compose):

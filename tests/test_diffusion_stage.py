@@ -363,7 +363,7 @@ def test_latent_edit_noises_the_vae_latent_with_the_warped_frame(
     from noisewarp.diffusion.data import NoiseStackDataset
     from noisewarp.diffusion.images import resized, to_model_range
     from noisewarp.diffusion.latent import LatentModel
-    from noisewarp.motion import BUNDLED_CLIP
+    from noisewarp.motion import BUNDLED_CLIPS
     from noisewarp.video import open_video
 
     source, prompt = tiny_latent_pipeline
@@ -374,7 +374,7 @@ def test_latent_edit_noises_the_vae_latent_with_the_warped_frame(
     config_path.write_text(json.dumps({**config, "prediction_type": prediction}))
     vae = AutoencoderKL.from_pretrained(pipeline / "vae")
     alphas = DDIMScheduler.from_pretrained(pipeline / "scheduler").alphas_cumprod
-    video = open_video(BUNDLED_CLIP, frames=3, size=256)
+    video = open_video(BUNDLED_CLIPS[compose("stage=diffuse").deform.clip], frames=3, size=256)
     with torch.no_grad():
         clean = [
             vae.encode(torch.from_numpy(to_model_range(resized(f, 144, 256)))[None])
