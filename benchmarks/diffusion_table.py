@@ -71,11 +71,31 @@ def table(dataset) -> str:
     return "\n".join(lines)
 
 
+def input_frames(run_dir: Path, count: int, height: int, width: int):
+    """The video frames a run edited, at its output size (``height`` x ``width``), read
+    from the video its ``diffusion.nc`` names; None where the run had no video (a
+    synthetic motion). A video changed since the run is an error, not a wrong column."""
+    import json
+
+    from noisewarp.diffusion.images import resized
+    from noisewarp.video import open_video
+
+    with xr.open_dataset(run_dir / "diffusion.nc", engine="h5netcdf") as stored:
+        motion = json.loads(stored.attrs["identity"])["noise"]["motion"]
+    if motion.get("name") != "video":
+        return None
+    reader = open_video(motion["path"], start=motion["start"], stride=motion["stride"],
+                        frames=count, size=tuple(motion["video_size"]))  # fmt: skip
+    if reader.content_hash() != motion["sha256"]:
+        raise ValueError(f"{motion['path']} changed since the run in {run_dir}")
+    return [resized(frame, height, width) for frame in reader]
+
+
 def side_by_side_gif(dataset, path: Path, strengths, fps: float = 12.5) -> Path:
-    """input | random | fixed | particle | grid, one row per strength, from the runs' PNGs."""
+    """input | random | fixed | particle | grid, one row per strength, from the runs' PNGs;
+    the input column is the video the runs edited (omitted for a synthetic motion)."""
     from PIL import Image
 
-    from noisewarp.diffusion.images import DEFAULT_SIZE, clip_frames, to_uint8
     from noisewarp.video import write_video
 
     dim = _strength_dim(dataset)
@@ -88,7 +108,8 @@ def side_by_side_gif(dataset, path: Path, strengths, fps: float = 12.5) -> Path:
         runs_at = [at.sel({"warp_method": label}).item() for label in labels]
         rows.append([Path(str(run)) / "frames" for run in runs_at])
     count = dataset.sizes["frame"]
-    inputs = clip_frames(0, count, DEFAULT_SIZE)
+    height, width = np.asarray(Image.open(rows[0][0] / "00000.png")).shape[:2]
+    inputs = input_frames(rows[0][0].parent, count, height, width)
 
     def join(tiles, axis):
         shape = list(tiles[0].shape)
@@ -100,7 +121,7 @@ def side_by_side_gif(dataset, path: Path, strengths, fps: float = 12.5) -> Path:
         for index in range(count):
             lines = []
             for folders in rows:
-                tiles = [to_uint8(inputs[index])]
+                tiles = [inputs[index]] if inputs is not None else []
                 tiles += [np.asarray(Image.open(f / f"{index:05d}.png")) for f in folders]
                 lines.append(join(tiles, axis=1))
             yield join(lines, axis=0)

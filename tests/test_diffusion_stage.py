@@ -142,6 +142,42 @@ def test_stage_writes_outputs_and_is_deterministic(compose, tiny_pixel_model, tm
     assert (directory / "video.mp4").stat().st_mtime_ns == mtime
 
 
+def test_side_by_side_input_column_is_the_video_the_runs_edited(
+    compose, tiny_pixel_model, tmp_path
+):
+    """benchmarks/diffusion_table.py's GIF takes its input column from the video a run's
+    diffusion.nc names (it showed bigbuckbunny beside edits of another clip): the run's
+    frames at its output size, none for a synthetic motion, an error if the video changed."""
+    import importlib.util
+    import shutil
+
+    from noisewarp.diffusion.images import resized
+    from noisewarp.motion import BUNDLED_CLIPS
+    from noisewarp.video import open_video
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "diffusion_table.py"
+    spec = importlib.util.spec_from_file_location("diffusion_table", script)
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    clip = tmp_path / "clip.mp4"
+    shutil.copyfile(BUNDLED_CLIPS["bigbuckbunny"], clip)
+    model = f"diffusion.model={tiny_pixel_model}"
+    _, directory = _diffuse(compose, model, f"deform.path={clip}", "deform.start=5",
+                            output_dir=tmp_path / "video")  # fmt: skip
+    frames = table.input_frames(directory, 4, 18, 32)
+    expected = [resized(f, 18, 32) for f in open_video(clip, start=5, frames=4)]
+    assert len(frames) == 4
+    for got, want in zip(frames, expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    _, synthetic = _diffuse(compose, model, "deform=translate", "diffusion.mode=generate",
+                            output_dir=tmp_path / "synthetic")  # fmt: skip
+    assert table.input_frames(synthetic, 4, 32, 32) is None
+    with clip.open("ab") as file:
+        file.write(b"\0")
+    with pytest.raises(ValueError, match="clip.mp4 changed since the run"):
+        table.input_frames(directory, 4, 18, 32)
+
+
 def test_overwrite_replaces_outputs_only_once_the_new_run_is_complete(
     compose, tiny_pixel_model, tmp_path
 ):
