@@ -59,21 +59,50 @@ def scatter(keys, start, count, order):
         order[start[b] + cuda.atomic.sub(count, b, 1) - 1] = i
 
 
+# Buckets up to this size are insertion-sorted (a few items, the usual case); larger ones,
+# which a map that gathers many targets into one cell makes, are heap-sorted (k log k).
+INSERTION_MAX = 32
+
+
+@cuda.jit(device=True)
+def _sift_down(order, lo, root, end):
+    """Restores the max-heap ``order[lo:lo + end]`` below ``root``."""
+    while True:
+        child = 2 * root + 1
+        if child >= end:
+            return
+        if child + 1 < end and order[lo + child + 1] > order[lo + child]:
+            child += 1
+        if order[lo + root] >= order[lo + child]:
+            return
+        order[lo + root], order[lo + child] = order[lo + child], order[lo + root]
+        root = child
+
+
 @cuda.jit
 def sort_buckets(start, order):
-    """Insertion sort of each bucket ``order[start[b]:start[b + 1]]`` by item index
-    (buckets hold a few items), which makes the bucketing deterministic."""
+    """Sorts each bucket ``order[start[b]:start[b + 1]]`` by item index (items are
+    distinct, so any sort gives the same order), which makes the bucketing deterministic:
+    insertion sort up to ``INSERTION_MAX`` items, heapsort above."""
     b = cuda.grid(1)
     if b >= start.size - 1:
         return
     lo = start[b]
-    for e in range(lo + 1, start[b + 1]):
-        item = order[e]
-        f = e
-        while f > lo and order[f - 1] > item:
-            order[f] = order[f - 1]
-            f -= 1
-        order[f] = item
+    n = start[b + 1] - lo
+    if n <= INSERTION_MAX:
+        for e in range(lo + 1, lo + n):
+            item = order[e]
+            f = e
+            while f > lo and order[f - 1] > item:
+                order[f] = order[f - 1]
+                f -= 1
+            order[f] = item
+        return
+    for root in range(n // 2 - 1, -1, -1):
+        _sift_down(order, lo, root, n)
+    for end in range(n - 1, 0, -1):
+        order[lo], order[lo + end] = order[lo + end], order[lo]
+        _sift_down(order, lo, 0, end)
 
 
 def device_tables() -> tuple:

@@ -23,6 +23,9 @@ MAPS = {
     "out_of_frame": Translate(rows=-4.3, cols=8.6),
     # Everything far outside (cell ranges clamped before any conversion): all fresh.
     "far_out": Translate(rows=3.0e9, cols=-1.0e12),
+    # Tens of targets gathered into each of a few source cells: buckets past the insertion
+    # sort's size, heap-sorted.
+    "gather": Zoom(factor=8.0),
 }
 
 

@@ -20,6 +20,9 @@ MAPS = {
     "fold": Fold(),
     # Half the frame maps outside it: fresh noise there, unclaimed sources here.
     "out_of_frame": Translate(rows=-4.3, cols=8.6),
+    # Tens of targets gathered into each of a few source cells: buckets past the insertion
+    # sort's size, heap-sorted.
+    "gather": Zoom(factor=8.0),
 }
 
 
