@@ -8,6 +8,7 @@ tensors, CuPy arrays) are used in place, without a host copy.
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 from numba import cuda, int64
@@ -68,17 +69,28 @@ def shares_memory(a, b) -> bool:
     return start_a < start_b + b.nbytes and start_b < start_a + a.nbytes
 
 
-_held: dict[str, tuple[tuple, object]] = {}
+_local = threading.local()
 
 
 def device_workspace(kind: str, shape: tuple, build):
-    """The device buffers of ``kind`` (a driver) for ``shape``, built by ``build()`` when
-    the shape changes; only the latest shape of each kind is kept on the device."""
-    held = _held.get(kind)
+    """The device buffers of ``kind`` (a driver) for ``shape`` on the current device, built
+    by ``build()`` when the shape changes; only the latest shape of each kind is kept.
+    Held per Python thread, as the CPU's work arrays, so drivers running in several threads
+    never share scratch, and per device, so buffers never cross to another GPU."""
+    held_here = getattr(_local, "held", None)
+    if held_here is None:
+        held_here = _local.held = {}
+    key = (kind, getattr(cuda.get_current_device(), "id", 0))  # the simulator has no id
+    held = held_here.get(key)
     if held is None or held[0] != shape:
-        _held.pop(kind, None)  # free the old buffers before building new ones
-        held = _held[kind] = (shape, build())
+        held_here.pop(key, None)  # free the old buffers before building new ones
+        held = held_here[key] = (shape, build())
     return held[1]
+
+
+def release() -> None:
+    """Frees the device buffers this thread holds."""
+    _local.held = {}
 
 
 def check_channels(channels: int) -> None:

@@ -1,9 +1,11 @@
 """The shared device primitives on their own."""
 
+import threading
+
 import numpy as np
 from numba import cuda
 
-from noisewarp.cuda import primitives
+from noisewarp.cuda import arrays, primitives
 
 
 def test_sort_buckets_sorts_small_and_large_buckets():
@@ -19,3 +21,23 @@ def test_sort_buckets_sorts_small_and_large_buckets():
     for b in range(len(sizes)):
         lo, hi = start[b], start[b + 1]
         np.testing.assert_array_equal(got[lo:hi], np.sort(items[lo:hi]))
+
+
+def test_device_workspaces_are_held_per_thread():
+    """Drivers running in two threads never share scratch: each thread builds its own
+    buffers and keeps them across calls of the same shape; a new shape rebuilds."""
+
+    def get(shape=(4, 4)):
+        return arrays.device_workspace("kind", shape, object)
+
+    mine = get()
+    assert get() is mine
+    theirs = []
+    thread = threading.Thread(target=lambda: theirs.extend([get(), get()]))
+    thread.start()
+    thread.join()
+    assert theirs[0] is theirs[1] and theirs[0] is not mine
+    assert get() is mine  # the other thread neither took nor evicted it
+    assert get((5, 4)) is not mine
+    arrays.release()
+    assert get() is not mine
