@@ -48,6 +48,13 @@ _SAMPLE_DIMS = ("sample", "channel", "sample_y", "sample_x")
 # Names an option or parameter may not take (prefixed with method_ / deform_ instead).
 _RESERVED = {"warp_method", "deform", "res", "frame", "frames", "channels", "seed", "height",
              "width", "status", "error", "run_dir", *_SAMPLE_DIMS}  # fmt: skip
+# Keys of deform=flow / deform=video that change the motion but not its label (not
+# ``cache``): coordinates ``deform_<key>`` where a run sets them; ``deform_path`` also
+# tells apart two files of one name (the label is ``video:<stem>``).
+_READ_KEYS = {
+    "flow": ("path", "direction", "order", "dataset"),
+    "video": ("path", "start", "stride", "size", "latent_factor", "estimator", "settings"),
+}
 _RUN_VARIABLES = {
     "status": "how the run ended: complete, failed, cancelled, incomplete, unreadable, duplicate",
     "error": "why the run is not complete (empty when it is)",
@@ -127,7 +134,8 @@ def _option_name(owner: str, key: str) -> str:
 def run_coords(config: Mapping) -> tuple[dict, dict]:
     """Where a run sits in a collected sweep, from its config: ``warp_method``, ``deform``,
     ``res`` (only where the run used it: not for flow files, nor for a video sized by
-    ``latent_factor``) and one entry per method option and deformation parameter.
+    ``latent_factor``), one entry per method option and deformation parameter, and for a
+    flow file or video how it is read (``deform_direction``, ``deform_start``, ...).
 
     Returns ``(coords, owners)``; ``owners`` maps each option or parameter's coordinate
     name to the dim it belongs to (``warp_method`` or ``deform``).
@@ -155,6 +163,11 @@ def run_coords(config: Mapping) -> tuple[dict, dict]:
             coordinate = _option_name(owner, str(key))
             coords[coordinate] = _coordinate_value(value)
             owners[coordinate] = owner
+    # How a flow file or video is read changes the motion but not its label: deform_<key>.
+    for key in _READ_KEYS.get(name, ()):
+        if deform.get(key) is not None:
+            coords[f"deform_{key}"] = _coordinate_value(deform[key])
+            owners[f"deform_{key}"] = "deform"
     return coords, owners
 
 
@@ -529,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     sizes = ", ".join(f"{k}={v}" for k, v in merged.sizes.items())
     print(f"collect: wrote {output} ({sizes})")
-    if args.strict and any(r.status not in ("complete", "duplicate") for r in records):
+    if args.strict and any(r.status != "complete" for r in records):
         return 1
     return 0
 

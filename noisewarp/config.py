@@ -260,6 +260,26 @@ def _video_motion(deform_cfg, res: int, frames: int, directory: Path):
         raise ConfigError(f"deform=video: {error}") from None
 
 
+# The keys each kind of deform config reads (conf/deform/*.yaml); any other is an error, not
+# a setting silently ignored (``+deform.degrees=45`` instead of ``deform.params.degrees``).
+_DEFORM_KEYS = {
+    "video": {"name", "path", "clip", "start", "stride", "size", "latent_factor", "estimator",
+              "settings", "cache"},
+    "flow": {"name", "path", "dataset", "direction", "order"},
+}  # fmt: skip
+
+
+def _check_deform_keys(deform_cfg, name) -> None:
+    allowed = _DEFORM_KEYS.get(name, {"name", "params"})
+    unknown = sorted(set(deform_cfg) - allowed)
+    if unknown:
+        hint = "" if name in _DEFORM_KEYS else " (its parameters go under deform.params)"
+        raise ConfigError(
+            f"deform={name} has no setting {', '.join(unknown)}; its settings: "
+            f"{', '.join(sorted(allowed))}{hint}"
+        )
+
+
 def _motion(deform_cfg, res: int, frames: int, directory: Path):
     """The motion source the config names, the number of frames it allows, and the
     warnings about it."""
@@ -269,8 +289,10 @@ def _motion(deform_cfg, res: int, frames: int, directory: Path):
 
     name = deform_cfg.get("name")
     if name == "video":
+        _check_deform_keys(deform_cfg, name)
         return _video_motion(deform_cfg, res, frames, directory), frames, ()
     if name == "flow":
+        _check_deform_keys(deform_cfg, name)
         direction, order = deform_cfg.get("direction"), deform_cfg.get("order")
         if direction not in ("backward", "forward"):
             raise ConfigError(f"deform.direction must be backward or forward, got {direction!r}")
@@ -304,6 +326,7 @@ def _motion(deform_cfg, res: int, frames: int, directory: Path):
     if name not in DEFORMATIONS:
         valid = ", ".join(sorted([*DEFORMATIONS, "flow", "video"]))
         raise ConfigError(f"deform={name} is not a known deformation; valid: {valid}")
+    _check_deform_keys(deform_cfg, name)
     params = _plain(deform_cfg.get("params") or {})
     try:
         deformation = get_deformation(name, **params)

@@ -138,3 +138,43 @@ def test_collected_files_of_0_1_are_read_with_a_warning(sweep, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         open_collected(sweep / "collected.nc")  # today's files: no warning
+
+
+def test_runs_reading_one_file_differently_get_cells_of_their_own(tmp_path, compose_any):
+    """Runs on one flow file read forward and backward, and on a copy of it under the same
+    name elsewhere: the label (flow:<stem>) is the same, deform_direction and deform_path
+    tell them apart, so no run is dropped as a duplicate."""
+    import shutil
+
+    copy = tmp_path / "elsewhere" / FLO.name
+    copy.parent.mkdir()
+    shutil.copyfile(FLO, copy)
+    runs = {"forward": (FLO, "forward"), "backward": (FLO, "backward"), "copy": (copy, "forward")}
+    for name, (path, direction) in runs.items():
+        run(compose_any("frames=2", "output.previews=false", "deform=flow",
+                        f"deform.path={path}", f"deform.direction={direction}",
+                        output_dir=tmp_path / "sweep" / name))  # fmt: skip
+    ds, records = collect(tmp_path / "sweep", quiet=True)
+    assert sorted(r.status for r in records) == ["complete"] * 3
+    assert sorted(ds["deform_direction"].values) == ["backward", "forward"]
+    assert sorted(ds["deform_path"].values) == sorted([str(FLO), str(copy)])
+    at = ds["temporal_corr"].sel(deform_path=str(FLO))
+    forward, backward = (at.sel(deform_direction=d).values for d in ("forward", "backward"))
+    assert not np.array_equal(forward, backward)
+
+
+def test_strict_fails_on_a_run_that_is_not_merged(tmp_path, compose_any):
+    """The same config run twice: one cell, the second run `duplicate` (not merged), and
+    `collect --strict` exits 1; without the twin it exits 0."""
+    import shutil
+
+    from noisewarp.collect import main
+
+    for name in ("a", "b"):
+        run(compose_any("frames=2", "res=8", "deform=rotate", "output.previews=false",
+                        output_dir=tmp_path / "sweep" / name))  # fmt: skip
+    assert main([str(tmp_path / "sweep"), "--strict", "-o", str(tmp_path / "c.nc")]) == 1
+    _, records = collect(tmp_path / "sweep", quiet=True)
+    assert sorted(r.status for r in records) == ["complete", "duplicate"]
+    shutil.rmtree(tmp_path / "sweep" / "b")
+    assert main([str(tmp_path / "sweep"), "--strict", "-o", str(tmp_path / "c.nc")]) == 0

@@ -152,10 +152,11 @@ def test_unknown_group_option_lists_the_valid_ones(compose):
         ("deform.name=bogus", "valid: .*flow.*swirl"),
         ("+deform.params.bogus=1", "valid parameters: degrees, radius, centre"),
         ("deform.params.radius=-1", "radius"),
+        ("+deform.degrees=45", r"deform=swirl has no setting degrees.*go under deform.params"),
     ],
 )
 def test_bad_value_is_a_clear_config_error(compose, override, match):
-    swirl = ("deform=swirl",) if "deform.params" in override else ()  # the swirl's params
+    swirl = ("deform=swirl",) if "+deform." in override or "deform.params" in override else ()
     cfg = compose(*swirl, *override.split())
     with pytest.raises(ConfigError, match=match):
         build_spec(cfg)
@@ -168,6 +169,8 @@ def test_flow_input_errors(compose, tmp_path):
         build_spec(compose("deform=flow", f"deform.path={tmp_path / 'missing.npy'}"))
     with pytest.raises(ConfigError, match="backward or forward"):
         build_spec(compose("deform=flow", "deform.path=x.npy", "deform.direction=sideways"))
+    with pytest.raises(ConfigError, match="deform=flow has no setting stride; its settings: "):
+        build_spec(compose("deform=flow", "deform.path=x.npy", "+deform.stride=2"))
 
 
 def test_struct_mode_rejects_typos(compose):

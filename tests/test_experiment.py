@@ -576,6 +576,7 @@ def test_video_run_on_the_bundled_clip(compose, tmp_path):
         (("frames=500",), "bigbuckbunny.mp4"),
         (("deform.clip=cockatoo", "frames=500"), "cockatoo.mp4"),
         (("deform.clip=bunny",), "deform.clip=bunny is not a bundled clip; bundled: bigbuckbunny"),
+        (("+deform.params.degrees=3",), "deform=video has no setting params"),
         (("deform.estimator=magic",), "valid: dis"),
         (("deform.latent_factor=0",), "latent_factor"),
         (("deform.latent_factor=1000",), "latent_factor=1000 leaves no noise pixel"),
