@@ -112,7 +112,10 @@ def _points(points) -> np.ndarray:
 
 
 def _check_number(owner: str, field: str, value, *, positive: bool = False) -> float:
-    """``value`` as a finite float (and > 0 if ``positive``), else a ValueError naming it."""
+    """``value`` as a finite float (and > 0 if ``positive``), else a ValueError naming it.
+    Text and booleans are refused: the map would compute with the value as given."""
+    if isinstance(value, (str, bytes, bool, np.bool_)):
+        raise TypeError(f"{owner}: {field} must be a number, got {value!r}")
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -365,10 +368,17 @@ class Turbulence(Deformation):
         _check_number("turbulence", "amplitude", self.amplitude)
         _check_number("turbulence", "wavelength", self.wavelength, positive=True)
         _check_number("turbulence", "speed", self.speed)
-        if int(self.modes) != self.modes or self.modes < 1:
-            raise ValueError(f"turbulence: modes must be an integer >= 1, got {self.modes!r}")
-        if int(self.seed) != self.seed or self.seed < 0:
-            raise ValueError(f"turbulence: seed must be an integer >= 0, got {self.seed!r}")
+        for field, value in (("modes", self.modes), ("seed", self.seed)):
+            minimum = 1 if field == "modes" else 0
+            if (isinstance(value, (str, bytes, bool, np.bool_)) or int(value) != value
+                    or value < minimum):  # fmt: skip
+                raise ValueError(
+                    f"turbulence: {field} must be an integer >= {minimum}, got {value!r}"
+                )
+        if not isinstance(self.divergence_free, (bool, np.bool_)):
+            raise TypeError(
+                f"turbulence: divergence_free must be true or false, got {self.divergence_free!r}"
+            )
 
     def lipschitz_bound(self, height: int, width: int) -> float:
         """An upper bound on |grad d| (spectral norm); < 1 guarantees injectivity."""

@@ -145,6 +145,23 @@ def test_invalid_parameter_values(name, params, match):
         get_deformation(name, **params)
 
 
+@pytest.mark.parametrize(
+    "name, params, match",
+    [
+        ("rotate", {"degrees": "5"}, "degrees must be a number, got '5'"),
+        ("translate", {"rows": True}, "rows must be a number, got True"),
+        ("turbulence", {"divergence_free": "false"}, "divergence_free must be true or false"),
+        ("turbulence", {"modes": True}, "modes must be an integer"),
+        ("turbulence", {"seed": "3"}, "seed must be an integer"),
+    ],
+)
+def test_text_and_booleans_are_not_numbers(name, params, match):
+    """A quoted number or a yes/no string would be kept as given and fail, or silently
+    mean true, when the map is evaluated: refused when the deformation is made."""
+    with pytest.raises((TypeError, ValueError), match=match):
+        get_deformation(name, **params)
+
+
 def test_parameters_and_equality():
     assert get_deformation("rotate", degrees=3) == Rotate(degrees=3.0)
     assert get_deformation("zoom_in").factor == pytest.approx(1.05)
