@@ -313,7 +313,7 @@ def _motion(deform_cfg, res: int, frames: int, directory: Path):
                 f"fields: the run has {motion.max_frames} frames"
             )
             frames = motion.max_frames
-        if direction == "backward" and motion.path.suffix == ".flo":
+        if direction == "backward" and any(f.suffix.lower() == ".flo" for f in motion.fields.files):
             notes.append(
                 f"{motion.path.name} is read as a backward flow (frame t+1 to t); a .flo from a "
                 "flow estimator is usually forward: say deform.direction=forward if it is"

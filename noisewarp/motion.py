@@ -133,8 +133,14 @@ class _FlowFields:
             if not files:
                 raise ValueError(f"flow folder {str(path)!r} holds no .flo or .npy files")
             self._files = files
-            first = self._read_file(files[0], 0)
-            self.shape = (len(files), *first.shape)
+            shapes = [self._file_shape(file, index) for index, file in enumerate(files)]
+            for file, shape in zip(files, shapes, strict=True):
+                if shape != shapes[0]:  # checked now, not when the run reaches the file
+                    raise ValueError(
+                        f"flow {str(file)!r} has shape {shape}, but the folder's first field "
+                        f"{files[0].name!r} has {shapes[0]}: every field must match"
+                    )
+            self.shape = (len(files), *shapes[0])
             self.single = False
             return
         self._files = None
@@ -183,6 +189,27 @@ class _FlowFields:
             )
         self.shape = shape
 
+    def _file_shape(self, file: Path, index: int) -> tuple:
+        """A folder file's field shape from its header (a .flo's 12 bytes, a .npy's header),
+        with the .flo's length checked against it, without reading the field."""
+        from noisewarp.flow import FLO_MAGIC
+
+        if file.suffix.lower() == ".flo":
+            with file.open("rb") as handle:
+                header = handle.read(12)
+            if len(header) == 12 and float(np.frombuffer(header, "<f4", 1)[0]) == FLO_MAGIC:
+                width, height = (int(v) for v in np.frombuffer(header, "<i4", 2, 4))
+                if width >= 1 and height >= 1 and file.stat().st_size == 12 + 8 * width * height:
+                    return (height, width, 2)
+            return self._read_file(file, index).shape  # names the problem
+        try:
+            shape = np.load(file, mmap_mode="r", allow_pickle=False).shape
+        except ValueError as error:
+            raise ValueError(f"flow {str(file)!r}: not a readable .npy array: {error}") from None
+        if len(shape) != 3 or shape[-1] != 2:
+            raise ValueError(f"flow {str(file)!r} (frame {index}) must be [H, W, 2], got {shape}")
+        return shape
+
     def _read_file(self, file: Path, index: int) -> np.ndarray:
         from noisewarp.flow import read_flo
 
@@ -211,9 +238,12 @@ class _FlowFields:
 
     def __getitem__(self, index: int) -> np.ndarray:
         if self._files is not None:
-            field = self._read_file(self._files[index], index)
+            try:
+                field = self._read_file(self._files[index], index)
+            except (OSError, ValueError) as error:  # changed since the folder was opened
+                raise FlowFileError(f"{error}; the frames before it are complete") from None
             if field.shape != self.shape[1:]:
-                raise ValueError(
+                raise FlowFileError(
                     f"flow {str(self._files[index])!r} has shape {field.shape}, but the "
                     f"folder's first field has {self.shape[1:]}: every field must match"
                 )

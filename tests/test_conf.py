@@ -173,6 +173,31 @@ def test_flow_input_errors(compose, tmp_path):
         build_spec(compose("deform=flow", "deform.path=x.npy", "+deform.stride=2"))
 
 
+def test_a_flow_folder_is_checked_when_opened(compose, tmp_path):
+    """Every field's shape in a folder is read from its header when the run is configured
+    (a mismatch used to fail mid-run with a traceback); a file changed after that is a
+    FlowFileError (the CLI's one-line error) when the run reaches it."""
+    from noisewarp.flow import write_flo
+    from noisewarp.motion import FlowFileError, FlowMotion
+
+    folder = tmp_path / "flows"
+    folder.mkdir()
+    for k in range(4):
+        write_flo(folder / f"f{k}.flo", np.zeros((18 if k == 2 else 16, 20, 2), np.float32))
+    with pytest.raises(ConfigError, match=r"f2\.flo' has shape \(18, 20, 2\).*'f0\.flo' has"):
+        build_spec(compose("deform=flow", f"deform.path={folder}"))
+    write_flo(folder / "f2.flo", np.zeros((16, 20, 2), np.float32))
+    (folder / "f3.flo").write_bytes((folder / "f3.flo").read_bytes()[:100])  # truncated
+    with pytest.raises(ConfigError, match=r"f3\.flo.*truncated"):
+        build_spec(compose("deform=flow", f"deform.path={folder}"))
+    write_flo(folder / "f3.flo", np.zeros((16, 20, 2), np.float32))
+    motion = FlowMotion(folder, "backward", "xy", "flow")
+    np.save(folder / "f1.npy", np.zeros(3))  # not a flow; f1.flo replaced after opening
+    (folder / "f1.flo").unlink()
+    with pytest.raises(FlowFileError, match=r"f1\.flo.*frames before it are complete"):
+        motion.geometry(1)
+
+
 def test_struct_mode_rejects_typos(compose):
     with pytest.raises(ConfigCompositionException, match="resolution"):
         compose("resolution=64")
@@ -218,10 +243,20 @@ def test_resolved_config_is_stored_as_yaml(compose):
     assert stored.res == 48 and stored.method.name == "particle"
 
 
-def test_a_flo_read_as_backward_flow_gets_a_warning(compose):
+def test_a_flo_read_as_backward_flow_gets_a_warning(compose, tmp_path):
     """.flo files are usually forward flow: read backward (the default), the run says so."""
     flo = BUNDLED_CLIP.parent / "swirl_forward_32x48.flo"
     backward = build_spec(compose("deform=flow", f"deform.path={flo}"))
     assert any("read as a backward flow" in note for note in backward.warnings)
     forward = build_spec(compose("deform=flow", f"deform.path={flo}", "deform.direction=forward"))
     assert not any("backward" in note for note in forward.warnings)
+    # A folder of .flo files, and an upper-case suffix, get the same note.
+    import shutil
+
+    folder = tmp_path / "flows"
+    folder.mkdir()
+    for k in range(2):
+        shutil.copyfile(flo, folder / f"{k}.FLO")
+    for path in (folder, folder / "0.FLO"):
+        spec = build_spec(compose("deform=flow", f"deform.path={path}"))
+        assert any("read as a backward flow" in note for note in spec.warnings), path
