@@ -158,16 +158,19 @@ def central_crop(height: int, width: int, size: int) -> tuple[slice, slice]:
     return slice(top, top + rows), slice(left, left + cols)
 
 
-def _bilinear(field: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Sample ``field`` [h, w, K], given at integer grid nodes, at fractional (rows, cols)
-    in node units; NaN outside the grid."""
+def _on_grid(field: np.ndarray, rows: np.ndarray, cols: np.ndarray, stride: int,
+             height: int, width: int) -> np.ndarray:  # fmt: skip
+    """Sample ``field`` [h, w, K], given on the coarse grid of pixel centres
+    (i stride + 0.5, j stride + 0.5), bilinearly at pixel coordinates (rows, cols); NaN
+    outside the height x width frame. Between the last node and the frame's edge the
+    nearest node's row or column holds (the grid does not reach the edge)."""
     from noisewarp.flow import bilinear_sample
 
-    height, width = field.shape[:2]
-    inside = (rows >= 0) & (rows <= height - 1) & (cols >= 0) & (cols <= width - 1)
+    inside = (rows >= 0) & (rows <= height) & (cols >= 0) & (cols <= width)
     # Node (i, j) is bilinear_sample's pixel centre (i + 0.5, j + 0.5).
-    points = np.stack([np.where(inside, rows, 0.0) + 0.5, np.where(inside, cols, 0.0) + 0.5], -1)
-    out = bilinear_sample(field, points)
+    node_rows = np.clip((np.where(inside, rows, 0.5) - 0.5) / stride, 0, field.shape[0] - 1)
+    node_cols = np.clip((np.where(inside, cols, 0.5) - 0.5) / stride, 0, field.shape[1] - 1)
+    out = bilinear_sample(field, np.stack([node_rows + 0.5, node_cols + 0.5], -1))
     out[~inside] = np.nan
     return out
 
@@ -219,12 +222,9 @@ class PreviewRecorder:
                 raise ValueError("frames after 0 need the map of the step into them")
             tmap = step.geometry.centres if hasattr(step, "geometry") else step
             coarse_map = tmap[:: self.stride, :: self.stride]
-            # C_t(g) = C_{t-1}(T_t(g)): sample the previous composition at T_t(g), in grid units.
-            self._composed = _bilinear(
-                self._composed,
-                (coarse_map[..., 0] - 0.5) / self.stride,
-                (coarse_map[..., 1] - 0.5) / self.stride,
-            )
+            # C_t(g) = C_{t-1}(T_t(g)): sample the previous composition at T_t(g).
+            self._composed = _on_grid(self._composed, coarse_map[..., 0], coarse_map[..., 1],
+                                      self.stride, self.height, self.width)  # fmt: skip
         if index in self.gif_frames or index in self.png_frames:
             self.noise[index] = noise_to_uint8(frame[self.crop])
             self.motion[index] = self._checkerboard()
@@ -232,10 +232,9 @@ class PreviewRecorder:
     def _checkerboard(self) -> np.ndarray:
         rows = np.arange(self.crop[0].start, self.crop[0].stop) + 0.5
         cols = np.arange(self.crop[1].start, self.crop[1].stop) + 0.5
-        grid_rows, grid_cols = np.meshgrid(
-            (rows - 0.5) / self.stride, (cols - 0.5) / self.stride, indexing="ij"
-        )
-        origin = _bilinear(self._composed, grid_rows, grid_cols)
+        grid_rows, grid_cols = np.meshgrid(rows, cols, indexing="ij")
+        origin = _on_grid(self._composed, grid_rows, grid_cols, self.stride, self.height,
+                          self.width)  # fmt: skip
         tile = (np.floor(origin[..., 0] / self._cell) + np.floor(origin[..., 1] / self._cell)) % 2
         image = np.where(tile > 0, 40, 215).astype(np.uint8)
         image[np.isnan(origin[..., 0])] = 128  # content that entered after frame 0
@@ -280,6 +279,20 @@ class PreviewRecorder:
         return written
 
 
+def _fit(draw, text: str, width: float) -> str:
+    """``text``, shortened in the middle (``a...z``) to fit ``width`` pixels: both ends of a
+    label (method and option, clip and sample) stay readable."""
+    if draw.textlength(text) <= width:
+        return text
+    keep = len(text)
+    while (
+        keep > 2
+        and draw.textlength(text[: keep // 2] + "..." + text[-(keep - keep // 2) :]) > width
+    ):
+        keep -= 1
+    return text[: keep // 2] + "..." + text[-(keep - keep // 2) :]
+
+
 def contact_sheet(dataset, path: str | Path, scale: int = 2) -> Path | None:
     """A sweep's noise side by side: one column per method, one row per sample frame
     (first, second, last) of each other setting; from a collected Dataset's
@@ -295,8 +308,12 @@ def contact_sheet(dataset, path: str | Path, scale: int = 2) -> Path | None:
     rows = samples.stack(row=[*others, "sample"]).transpose("row", "warp_method", *pixel_dims)
     values = rows.values  # [rows, methods, C, y, x]
     side_y, side_x = values.shape[-2] * scale, values.shape[-1] * scale
-    gap, header, label = 4, 16, 120
+    gap, header = 4, 16
     methods = [str(m) for m in rows["warp_method"].values]
+    names = [" ".join(str(n) for n in (k if isinstance(k, tuple) else (k,))) for k in
+             rows["row"].values]  # fmt: skip
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    label = 8 + int(max(measure.textlength(name) for name in names))  # the whole row label
     sheet = Image.new(
         "RGB",
         (label + len(methods) * (side_x + gap), header + values.shape[0] * (side_y + gap)),
@@ -304,11 +321,11 @@ def contact_sheet(dataset, path: str | Path, scale: int = 2) -> Path | None:
     )
     draw = ImageDraw.Draw(sheet)
     for column, method in enumerate(methods):
-        draw.text((label + column * (side_x + gap), 2), method[:20], fill="black")
-    for row, key in enumerate(rows["row"].values):
+        text = _fit(draw, method, side_x + gap)
+        draw.text((label + column * (side_x + gap), 2), text, fill="black")
+    for row, name in enumerate(names):
         top = header + row * (side_y + gap)
-        names = key if isinstance(key, tuple) else (key,)
-        draw.text((2, top + side_y // 2 - 6), " ".join(str(n) for n in names)[:20], fill="black")
+        draw.text((2, top + side_y // 2 - 6), name, fill="black")
         for column in range(len(methods)):
             crop = values[row, column]
             if not np.isfinite(crop).any():  # this run is missing or failed

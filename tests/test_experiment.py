@@ -547,6 +547,23 @@ def test_previews_are_bounded_and_show_the_motion(tmp_path):
         assert gif.n_frames == len(recorder.gif_frames)
 
 
+def test_motion_preview_covers_the_whole_frame_where_the_coarse_grid_stops_short():
+    """Frames larger than the coarse grid (300 px wide: every 3rd pixel, last node at row
+    126.5 of 128): at frame 0 nothing is "entered after frame 0" (grey), edge rows included;
+    a pan marks grey the columns that entered, to within a grid cell per step."""
+    from noisewarp.preview import PreviewRecorder
+
+    still = PreviewRecorder(128, 300, frames=1)
+    still.add(0, np.zeros((128, 300, 3), np.float32))
+    assert not (still.motion[0] == 128).all(-1).any()
+    shift = nw.deform.get_deformation("translate", cols=4.0)
+    pan = PreviewRecorder(128, 300, frames=3, size=300)
+    for index in range(3):
+        pan.add(index, np.zeros((128, 300, 3), np.float32), shift.map(128, 300))
+    grey = (pan.motion[2] == 128).all(-1)  # 8 columns entered, blurred by a grid cell a step
+    assert grey[:, :8].all() and not grey[:, 8 + 2 * pan.stride :].any()
+
+
 # ------------------------------------------------------------------------------ real input
 
 
@@ -728,22 +745,33 @@ def test_noise_blend_out_of_range_is_a_config_error(compose):
 
 
 def test_collect_draws_a_contact_sheet_with_a_column_per_method(compose, tmp_path):
-    from PIL import Image
+    from PIL import Image, ImageDraw
 
     sweep = tmp_path / "sweep"
+    flo = Path(nw.__file__).parent / "data" / "swirl_forward_32x48.flo"  # a long label
     for method in ("fixed", "particle"):
-        run(compose("deform=rotate", "res=32", "frames=4", f"method={method}",
-                    output_dir=sweep / method))  # fmt: skip
+        run(compose("deform=flow", f"deform.path={flo}", "deform.direction=forward",
+                    "frames=4", f"method={method}", output_dir=sweep / method))  # fmt: skip
     collect(sweep, sweep / "collected.nc", quiet=True)
     sheet = np.asarray(Image.open(sweep / "contact_sheet.png").convert("RGB"))
-    side, gap, header, label = 64, 4, 16, 120  # 32 x 32 crops shown twice as large
-    assert sheet.shape == (header + 3 * (side + gap), label + 2 * (side + gap), 3)
+    tall, wide, gap, header = 64, 96, 4, 16  # the 32 x 48 frames shown twice as large
+    label = sheet.shape[1] - 2 * (wide + gap)  # as wide as the longest row label, not cut
+    longest = "flow:swirl_forward_32x48 second"
+    assert label >= ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(longest)
+    assert sheet.shape[0] == header + 3 * (tall + gap)
 
     def tile(row, column):
-        top, left = header + row * (side + gap), label + column * (side + gap)
-        return sheet[top : top + side, left : left + side]
+        top, left = header + row * (tall + gap), label + column * (wide + gap)
+        return sheet[top : top + tall, left : left + wide]
 
     # Columns in method order (fixed, particle); rows first, second, last sample.
     np.testing.assert_array_equal(tile(0, 0), tile(0, 1))  # the same initial noise
     assert not np.array_equal(tile(2, 0), tile(2, 1))  # fixed stays, particle moves
     assert tile(2, 0).std() > 30  # noise, not an empty tile
+    # A method header wider than its column is shortened in the middle, both ends kept.
+    from noisewarp.preview import _fit
+
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    short = _fit(draw, "hiwyn(n=8,interpolation=bilinear)", 100)
+    assert short.startswith("hiwyn") and short.endswith("r)") and "..." in short
+    assert draw.textlength(short) <= 100
