@@ -233,13 +233,15 @@ def _status_file(run: Path) -> dict:
 def _stale_metrics(run: Path, dataset) -> str:
     """Why the run's metrics are not its stack's (a rerun killed before it wrote its own:
     the stack incomplete, or written with another configuration), or ""."""
-    from noisewarp.io import StackError, stack_attrs
+    from noisewarp.io import StackError, StackLockedError, stack_attrs
 
     stack = run / "noise.h5"
     if not stack.exists():
         return ""
     try:
         attrs = stack_attrs(stack)
+    except StackLockedError:
+        return "a run is writing its stack (still running?): the metrics are an earlier run's"
     except StackError:
         return ""  # reported with the run's other outcomes
     identity = json.loads(attrs.get("identity", "{}"))
@@ -258,7 +260,7 @@ def _stale_metrics(run: Path, dataset) -> str:
 def _read_run(run: Path, metrics_file: str = "metrics.nc") -> RunRecord:
     import xarray as xr
 
-    from noisewarp.io import StackError, stack_attrs
+    from noisewarp.io import StackError, StackLockedError, stack_attrs
 
     status = _status_file(run)
     dataset, error = None, status.get("error", "")
@@ -301,6 +303,8 @@ def _read_run(run: Path, metrics_file: str = "metrics.nc") -> RunRecord:
                     f"stack has {attrs['frames_written']} of "
                     f"{config.get('frames', '?')} frames (killed or still running)"
                 )
+            except StackLockedError:
+                record.error = "a run is writing its stack (still running?)"
             except StackError as exc:
                 record.status, record.error = "unreadable", str(exc)
         else:
@@ -329,7 +333,9 @@ def _layout(known: list[RunRecord]) -> tuple[list[str], dict, dict]:
             dims.append(key)
         elif owner is not None:
             along[key] = owner
-        elif len(values.get(None, ())) == 1:
+        elif len(values.get(None, ())) == 1 and all(
+            r.settings.get(key) is not None for r in known
+        ):  # a setting some runs leave unset (null) is not claimed for all of them
             scalar[key] = next(r.settings.get(key) for r in known if key in r.settings)
     return dims, along, scalar
 

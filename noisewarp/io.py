@@ -44,6 +44,7 @@ from numba import njit, prange
 __all__ = [
     "FORMAT",
     "StackError",
+    "StackLockedError",
     "StackMismatchError",
     "StackWriter",
     "as_stored",
@@ -62,6 +63,10 @@ class StackError(OSError):
     """A stack file that cannot be opened or is not a noisewarp stack."""
 
 
+class StackLockedError(StackError):
+    """A stack another process holds open for writing (a run in progress)."""
+
+
 class StackMismatchError(ValueError):
     """An existing stack was written with a different configuration."""
 
@@ -69,22 +74,35 @@ class StackMismatchError(ValueError):
 def _open_h5(path: Path, mode: str):
     import h5py
 
+    if mode == "r" and not path.exists():
+        raise FileNotFoundError(f"no noise stack at {str(path)!r}")
     try:
         if mode != "w" and path.exists() and not h5py.is_hdf5(path):
             # Checked first: HDF5 2.0 opens an empty file in "r+" mode as a new file.
             raise OSError("no HDF5 signature")
         return h5py.File(path, mode, libver="earliest")
     except OSError as error:
-        raise StackError(
-            f"cannot open the noise stack {str(path)!r}: {_open_failure(error)} ({error})"
+        kind = StackLockedError if _locked(error) else StackError
+        raise kind(
+            f"cannot open the noise stack {str(path)!r}: {_open_failure(error, mode)} ({error})"
         ) from error
 
 
-def _open_failure(error: OSError) -> str:
+def _locked(error: OSError) -> bool:
+    text = str(error).lower()
+    return isinstance(error, BlockingIOError) or "unable to lock" in text or "already open" in text
+
+
+def _open_failure(error: OSError, mode: str = "a") -> str:
     """Why HDF5 could not open a file, and the way out: locked, truncated or not HDF5."""
     text = str(error).lower()
     kept = "The file was left untouched"
-    if isinstance(error, BlockingIOError) or "unable to lock" in text or "already open" in text:
+    if _locked(error) and mode == "r":
+        return (
+            "it is locked: a run is writing it (still in progress?) or another process "
+            "holds it open for writing; read it once that run has ended"
+        )
+    if _locked(error):
         return (
             "it is locked, open elsewhere (another run, or a reader in this process). "
             f"{kept}: wait for that run or close that reader, or write to a new path "

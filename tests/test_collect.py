@@ -178,3 +178,48 @@ def test_strict_fails_on_a_run_that_is_not_merged(tmp_path, compose_any):
     assert sorted(r.status for r in records) == ["complete", "duplicate"]
     shutil.rmtree(tmp_path / "sweep" / "b")
     assert main([str(tmp_path / "sweep"), "--strict", "-o", str(tmp_path / "c.nc")]) == 0
+
+
+def test_a_run_still_writing_its_stack_is_incomplete(tmp_path, compose_any):
+    """A stack another process holds open for writing (a run in progress) makes the run
+    `incomplete`, not `unreadable`, and a reader is told to wait for that run."""
+    import subprocess
+    import sys
+
+    from noisewarp.io import StackLockedError, stack_attrs
+
+    directory = tmp_path / "sweep" / "live"
+    cfg = compose_any("frames=2", "res=8", "deform=rotate", "output.previews=false",
+                      output_dir=directory)  # fmt: skip
+    run(cfg)
+    (directory / "metrics.nc").unlink()  # as a Hydra job looks before it writes them
+    (directory / ".hydra").mkdir()
+    (directory / ".hydra" / "config.yaml").write_text(build_spec(cfg).config_yaml)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import h5py, sys, time; f = h5py.File(sys.argv[1], 'a'); "
+         "print('open', flush=True); time.sleep(60)", str(directory / "noise.h5")],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        with pytest.raises(StackLockedError, match="a run is writing it"):
+            stack_attrs(directory / "noise.h5")
+        _, records = collect(tmp_path / "sweep", quiet=True)
+        assert [(r.status, r.error) for r in records] == [
+            ("incomplete", "a run is writing its stack (still running?)")
+        ]
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_setting_only_some_runs_set_is_not_claimed_for_all(tmp_path, compose_any):
+    """backend.threads=1 in one run, unset (null) in the other: no scalar coordinate
+    backend_threads = 1 for the whole sweep (the unset run used the default)."""
+    common = ("frames=2", "res=8", "deform=rotate", "output.previews=false")
+    run(compose_any(*common, "method=fixed", output_dir=tmp_path / "sweep" / "a"))
+    run(compose_any(*common, "method=particle", "backend.threads=1",
+                    output_dir=tmp_path / "sweep" / "b"))  # fmt: skip
+    ds, records = collect(tmp_path / "sweep", quiet=True)
+    assert [r.status for r in records] == ["complete", "complete"]
+    assert "backend_threads" not in ds.coords

@@ -256,3 +256,14 @@ def test_sigkill_mid_write_leaves_a_readable_resumable_file(tmp_path):
             break
     assert kills >= 3, f"the writer finished too fast to be killed ({progress})"
     assert progress == sorted(progress) and progress[-1] > 0
+
+
+def test_reading_a_stack_that_does_not_exist_says_so(tmp_path):
+    """Not "not a readable HDF5 file (corrupted?)" with advice to move it away."""
+    from noisewarp.io import open_stack, read_frames, stack_attrs
+
+    missing = tmp_path / "none.h5"
+    for read in (stack_attrs, read_frames, open_stack):
+        with pytest.raises(FileNotFoundError, match="no noise stack at .*none.h5"):
+            read(missing)
+    assert not missing.exists()
