@@ -483,8 +483,9 @@ def collect(
         "runs_total": len(records),
         "noisewarp_version": __version__,
         "documentation": "docs/outputs.md in the noisewarp repository",
-        "samples": f"the sample crops are in the netCDF group {SAMPLES_GROUP!r}",
     }
+    if samples.data_vars:
+        merged.attrs["samples"] = f"the sample crops are in the netCDF group {SAMPLES_GROUP!r}"
     if output is not None:
         _write(merged, samples, Path(output))
     if not quiet:

@@ -499,7 +499,7 @@ def _finish(spec: RunSpec, observer: _Observer, warmup_s: float) -> dict:
         "time_per_frame_std_s": float(np.nanstd(times)) if np.isfinite(times).any() else math.nan,
         "step_per_frame_s": median(steps),
         "baseline_rss_mb": observer.baseline_rss_mb,
-        "peak_rss_mb": peak - observer.baseline_rss_mb,
+        "max_rss_mb": peak - observer.baseline_rss_mb,  # as metrics.nc's max_rss_mb
         "dir": str(out.dir),
         "stack": str(out.stack) if out.stack else None,
         "metrics": str(out.metrics) if out.metrics else None,
@@ -543,6 +543,7 @@ RUN_VARIABLES = {
     "area_mean": ("mean warped pixel area A_p", "pixels^2"),
     "area_max": ("largest warped pixel area A_p", "pixels^2"),
     "overclaimed_sources": ("source pixels claimed more than once (S_q > 1)", "1"),
+    "entries": ("grid: entries of the partition record (target-source overlaps)", "1"),
     "unclaimed_sources": ("source pixels nobody claims", "1"),
     "empty_targets": ("hiwyn: targets whose quadrilateral holds no sub-pixel centre", "1"),
     "machine": ("CPU, CPU count and numba version of the run", ""),
@@ -578,7 +579,7 @@ def _write_metrics(spec: RunSpec, observer: _Observer, summary: Mapping) -> None
     for name in ("warmup_s", "time_per_frame_s", "step_per_frame_s", "baseline_rss_mb",
                  "threads", "height", "width"):  # fmt: skip
         dataset[name] = summary[name]
-    dataset["max_rss_mb"] = summary["peak_rss_mb"]
+    dataset["max_rss_mb"] = summary["max_rss_mb"]
     dataset["machine"] = machine(spec.backend)
     for name, (long_name, units) in RUN_VARIABLES.items():
         if name in dataset:
@@ -660,7 +661,7 @@ def format_summary(spec: RunSpec, observer: _Observer, summary: Mapping) -> str:
         f"{1e3 * summary['time_per_frame_std_s']:.2f} ms), end to end "
         f"{1e3 * summary['step_per_frame_s']:.2f} ms | {summary['threads']} threads | JIT warm-up "
         f"{summary['warmup_s']:.2f} s, excluded | memory growth "
-        f"{summary['peak_rss_mb']:.0f} MiB above {summary['baseline_rss_mb']:.0f} MiB",
+        f"{summary['max_rss_mb']:.0f} MiB above {summary['baseline_rss_mb']:.0f} MiB",
         "",
         f"{'statistic':<26}{'expected':>11}{'mean':>12}{'min':>12}{'max':>12}{'worst |z|':>11}",
     ]

@@ -92,6 +92,11 @@ def test_attributes_units_and_nan_convention(sweep):
         if variable.dtype.kind == "f":
             assert not (variable == -1).any(), name
     assert np.isnan(ds["overclaimed_sources"].sel(warp_method="hiwyn")).all()
+    # docs/outputs.md: every numeric variable has a long_name and units (grid's entries too).
+    for name, variable in ds.data_vars.items():
+        if variable.dtype.kind in "fiu" and name not in ("status",):
+            assert {"long_name", "units"} <= set(variable.attrs), name
+    assert "samples" in ds.attrs  # this sweep has sample crops; a diffusion sweep has none
 
 
 def test_height_width_and_res_only_where_set(sweep):

@@ -86,6 +86,9 @@ def test_run_writes_stack_metrics_previews_and_summary(compose, tmp_path, capsys
         assert np.all(steps >= warps) and np.isfinite(steps).all()
         # Memory is the growth above the post-warm-up baseline, not the process's peak.
         assert 0 <= float(metrics["max_rss_mb"]) < float(metrics["baseline_rss_mb"])
+        summary = json.loads((out / "summary.json").read_text())  # the same figure, same name
+        assert summary["max_rss_mb"] == float(metrics["max_rss_mb"])
+        assert "peak_rss_mb" not in summary
         assert np.isnan(metrics["temporal_corr"].values[0])
         assert (metrics["temporal_corr"].values[1:] > 0.3).all()
         assert metrics["warp_method"].item() == "particle" and metrics["res"].item() == 32
