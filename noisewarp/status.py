@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import shlex
 import signal
 import sys
 import threading
@@ -20,7 +22,14 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
-__all__ = ["Cancelled", "SweepReport", "cancelled_on_sigterm", "in_multirun", "write_status"]
+__all__ = [
+    "Cancelled",
+    "SweepReport",
+    "cancelled_on_sigterm",
+    "in_multirun",
+    "resume_hint",
+    "write_status",
+]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +43,25 @@ def in_multirun() -> bool:
         return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     except Exception:
         return False
+
+
+def resume_hint(sweep_dir: str | Path | None = None) -> str:
+    """How to resume: "rerun the same command", naming the sweep's folder (``sweep_dir``, or
+    this job's): the default one has the time in its name, which a rerun would change."""
+    if sweep_dir is None and in_multirun():
+        try:
+            from hydra.core.hydra_config import HydraConfig
+
+            hydra = HydraConfig.get()
+            sweep_dir = Path(hydra.runtime.cwd) / str(hydra.sweep.dir)
+        except Exception:
+            sweep_dir = None
+    if sweep_dir is None:
+        return "rerun the same command to resume"
+    value = str(sweep_dir)
+    if not re.fullmatch(r"[\w./:@+-]+", value):  # Hydra's quoting, then the shell's
+        value = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return f"rerun the same command with {shlex.quote('hydra.sweep.dir=' + value)} to resume"
 
 
 def write_status(
@@ -127,9 +155,11 @@ def cancelled_on_sigterm():
         yield
         return
 
+    hint = resume_hint()  # now: a handler should not have to ask Hydra
+
     def cancel(signum, frame):
         raise Cancelled(f"stopped by {signal.Signals(signum).name} (scancel, a time limit "
-                        "or preemption); rerun the same command to resume")  # fmt: skip
+                        f"or preemption); {hint}")  # fmt: skip
 
     usr_signal, submitit_handler = _submitit_time_limit_handler()
 
@@ -139,7 +169,7 @@ def cancelled_on_sigterm():
         except Exception as exc:
             raise Cancelled(f"time limit: SLURM sent {signal.Signals(signum).name} before the "
                             f"job's time limit and submitit did not requeue it ({exc}); "
-                            "rerun the same command to resume") from exc  # fmt: skip
+                            f"{hint}") from exc  # fmt: skip
 
     previous = signal.signal(signal.SIGTERM, cancel)
     if usr_signal is not None:

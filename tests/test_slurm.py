@@ -216,3 +216,55 @@ def test_a_job_at_its_time_limit_ends_cancelled_with_the_reason(slurm_env, run_p
     (record,) = collect(sweep, quiet=True)[1]
     # USR2's path, not the limit's SIGTERM ("stopped by SIGTERM (scancel, a time limit ...").
     assert record.status == "cancelled" and "Cancelled: time limit:" in record.error, record.error
+
+
+def _fake_slurm_bin(folder: Path, sbatch_error: str | None) -> str:
+    """A PATH with a ``srun`` and, if ``sbatch_error``, an ``sbatch`` that refuses."""
+    folder.mkdir()
+    (folder / "srun").write_text("#!/bin/sh\nexit 0\n")
+    if sbatch_error is not None:
+        (folder / "sbatch").write_text(f"#!/bin/sh\necho '{sbatch_error}' >&2\nexit 1\n")
+    for tool in folder.iterdir():
+        tool.chmod(0o755)
+    return str(folder)
+
+
+@pytest.mark.parametrize("where", ["no SLURM here", "a bad partition"])
+def test_slurm_refusing_the_sweep_is_one_line_and_status_2(where, run_py, tmp_path):
+    """No ``srun``/``sbatch`` on PATH, or ``sbatch`` refusing the jobs: a config error, not
+    a traceback."""
+    pytest.importorskip(
+        "hydra_plugins.hydra_submitit_launcher", reason="pip install -e '.[experiments]'"
+    )
+    refusal = "sbatch: error: invalid partition specified: nosuch"
+    path = _fake_slurm_bin(tmp_path / "bin", refusal if where == "a bad partition" else None)
+    if where == "no SLURM here":
+        (tmp_path / "bin" / "srun").unlink()
+    result = run_py(
+        "-m", "hydra/launcher=noisewarp_slurm", "hydra.launcher.partition=nosuch",
+        "deform=translate", "res=16", "frames=2", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        env={"PATH": path, "SLURM_CONF": "/nonexistent"}, check=False, timeout=120,
+    )  # fmt: skip
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert lines[-1].startswith("noisewarp: error: hydra/launcher=noisewarp_slurm"), lines
+    assert ("invalid partition" if where == "a bad partition" else "srun") in lines[-1], lines
+
+
+def test_noisewarp_slurm_without_its_launcher_says_what_to_install(run_py, tmp_path):
+    """Without hydra-submitit-launcher (an import that fails, here), the launcher's name
+    is still known and says which extra installs it."""
+    fake = tmp_path / "fake" / "hydra_plugins" / "hydra_submitit_launcher"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text('raise ImportError("simulated: not installed")\n')
+    pythonpath = os.pathsep.join(filter(None, [str(tmp_path / "fake"),
+                                               os.environ.get("PYTHONPATH")]))  # fmt: skip
+    result = run_py(
+        "-m", "hydra/launcher=noisewarp_slurm", "hydra.launcher.timeout_min=60",
+        "deform=translate", "res=16", "frames=2", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        env={"PYTHONPATH": pythonpath}, check=False, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("noisewarp: error:") and "noisewarp[experiments]" in last, last
+    assert not (tmp_path / "sweep").exists()

@@ -4,17 +4,21 @@ time-limit signal turned into ``cancelled``. ``tests/test_slurm.py`` runs them f
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import signal
 import subprocess
 import time
+from types import SimpleNamespace
 
 import pytest
+from omegaconf import OmegaConf
 
 pytest.importorskip("submitit", reason="pip install -e '.[experiments]'")
 
 from noisewarp import slurm  # noqa: E402
-from noisewarp.status import Cancelled, cancelled_on_sigterm  # noqa: E402
+from noisewarp.status import Cancelled, cancelled_on_sigterm, resume_hint  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -147,3 +151,181 @@ def test_a_sigterm_that_a_library_wrapped_still_ends_the_run_cancelled(
         cli._app(compose("deform=translate", "res=16", "frames=2"))
     status = json.loads((tmp_path / "run" / "status.json").read_text())
     assert status["status"] == "cancelled" and "SIGTERM" in status["error"], status
+
+
+def test_a_pending_reason_is_not_read_as_the_cause_of_a_cancellation():
+    _, why = slurm.outcome("CANCELLED", False, "JobHeldUser")
+    assert "was pending: JobHeldUser" in why and "reason JobHeldUser" not in why, why
+
+
+def test_a_preempted_job_ends_unless_squeue_has_it_queued_again(monkeypatch):
+    """sacct's PREEMPTED is final only once squeue does not list the job as queued again
+    (preemption with requeue); without accounting, squeue's PREEMPTED is final."""
+    sacct = "JobID|State|NodeList\n7_0|PREEMPTED|n1\n7_0.batch|CANCELLED|n1\n"
+    forgotten = FakeSlurm(sacct, None, "slurm_load_jobs error: Invalid job id specified")
+    watcher = watch(monkeypatch, forgotten, "7_0")
+    assert watcher.is_done("7_0", mode="cache")
+    assert watcher.get_state("7_0", mode="cache") == "PREEMPTED"
+    assert slurm.outcome("PREEMPTED", True) == ("cancelled", "preempted")
+    watcher = watch(monkeypatch, FakeSlurm(sacct, "7_0|PENDING|BeginTime\n"), "7_0")
+    assert not watcher.is_done("7_0", mode="cache")  # requeued
+    watcher = watch(monkeypatch, FakeSlurm(sacct, None, "slurm_load_jobs error: timeout"), "7_0")
+    assert not watcher.is_done("7_0", mode="cache")  # nothing concluded
+    watcher = watch(monkeypatch, FakeSlurm(None, "7_0|PREEMPTED|None\n"), "7_0")
+    assert watcher.is_done("7_0", mode="cache")
+    # Seen preempted, then forgotten (MinJobAge): still preempted, not "no longer knows".
+    fake = FakeSlurm(None, "")
+    watcher = watch(monkeypatch, fake, "7_1")
+    watcher._info_dict["7_1"] = {"State": "PREEMPTED", "Reason": "None"}
+    watcher.update()
+    assert watcher.get_state("7_1", mode="cache") == "PREEMPTED"
+
+
+def test_squeue_decides_when_sacct_stops_answering(monkeypatch):
+    """A job sacct listed once is not left to that stale answer when sacct fails later."""
+    fake = FakeSlurm("JobID|State|NodeList\n7_0|PENDING|None assigned\n", "7_0|CANCELLED|None\n")
+    watcher = watch(monkeypatch, fake, "7_0")
+    assert not watcher.is_done("7_0", mode="cache")
+    fake.sacct = None  # "Problem talking to the database"
+    watcher.update()
+    assert watcher.is_done("7_0", mode="cache")
+    assert watcher.get_state("7_0", mode="cache") == "CANCELLED"
+
+
+class FakeJob:
+    """What ``noisewarp.slurm`` reads of a submitit job with one task: its paths, its log
+    (``stderr``; ``stdout`` too, else not started) and its watcher."""
+
+    def __init__(self, folder, states=("",), reason="", stderr=None, stdout=None):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.job_id, self.num_tasks = "7_0", 1
+        self.paths = SimpleNamespace(folder=folder, stdout=folder / "7_0_0_log.out",
+                                     result_pickle=folder / "7_0_0_result.pkl")  # fmt: skip
+        if stdout is not None:
+            self.paths.stdout.write_text(stdout)
+        self._stderr = stderr
+        self.watcher = FakeWatcher(states, reason)
+
+    def task(self, i):
+        return self
+
+    def stdout(self):
+        return self.paths.stdout.read_text() if self.paths.stdout.exists() else None
+
+    def stderr(self):
+        return self._stderr
+
+
+class FakeWatcher:
+    """A watcher whose job goes through ``states``, one per poll."""
+
+    def __init__(self, states, reason=""):
+        self.states, self.reason, self.rechecked = list(states), reason, False
+
+    def recheck(self, job_id):
+        self.rechecked = True
+
+    def get_state(self, job_id, mode="standard"):
+        return self.states[0]
+
+    def get_info(self, job_id, mode="standard"):
+        return {"State": self.states[0], "Reason": self.reason}
+
+    def is_done(self, job_id, mode="standard"):
+        if len(self.states) > 1 and mode != "cache":
+            self.states.pop(0)
+        return self.states[0].upper() not in slurm._ACTIVE
+
+
+def ended(monkeypatch, tmp_path, job, since):
+    """``status.json`` as the submitting side writes it for ``job`` (no result file)."""
+    run = tmp_path / "sweep" / "run"
+    config = OmegaConf.create({"hydra": {"job": {"name": "app"}}, "res": 16})
+    task = OmegaConf.create({"res": 16})
+    monkeypatch.setattr(slurm, "_run_dir", lambda *args: (run, config, task))
+    hint = resume_hint(tmp_path / "sweep")
+    slurm._ended_without_result(None, job, ["res=16"], 0, "no result file", since, hint)
+    return json.loads((run / "status.json").read_text())
+
+
+def test_a_resubmitted_job_cancelled_before_it_started_keeps_the_finished_run(
+    monkeypatch, tmp_path
+):
+    """Rerunning a sweep resubmits its finished runs too; one cancelled while pending
+    never touched its folder, whose earlier record (complete) stays, for collect."""
+    run = tmp_path / "sweep" / "run"
+    run.mkdir(parents=True)
+    (run / "status.json").write_text(json.dumps({"status": "complete"}))
+    os.utime(run / "status.json", (time.time() - 600, time.time() - 600))
+    job = FakeJob(tmp_path / "sweep" / ".submitit" / "7_0", ["CANCELLED"], "JobHeldUser")
+    status = ended(monkeypatch, tmp_path, job, since=time.time() - 10)
+    assert status["status"] == "refused" and status["previous"] == {"status": "complete"}
+    assert "before it started" in status["error"] and "was pending: JobHeldUser" in status["error"]
+    assert f"hydra.sweep.dir={tmp_path / 'sweep'}" in status["error"], status["error"]
+    # In a new folder, it is the run's record.
+    status = ended(monkeypatch, tmp_path / "new", job, since=time.time() - 10)
+    assert status["status"] == "cancelled", status
+
+
+def test_the_log_of_a_killed_job_is_kept_when_it_has_stderr_in_stdout(monkeypatch, tmp_path):
+    """``stderr_to_stdout=true``: no stderr file; the end of the log is then stdout's."""
+    job = FakeJob(tmp_path / "sweep" / ".submitit" / "7_0", [slurm.NOT_IN_QUEUE],
+                  stdout="frame 3\nslurmstepd: error: Detected 1 oom_kill event\n")  # fmt: skip
+    status = ended(monkeypatch, tmp_path, job, since=time.time() - 10)
+    assert status["status"] == "failed" and "oom_kill" in status["log"], status
+
+
+def test_a_requeued_job_is_waited_for_not_reported_cancelled(monkeypatch, tmp_path):
+    """``scontrol requeue`` or preemption with requeue: SIGTERM, the job writes cancelled
+    and its result, then SLURM queues it again. The launcher waits for the new run."""
+    monkeypatch.setattr(slurm.time, "sleep", lambda s: None)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "status.json").write_text(json.dumps({"status": "cancelled"}))
+    job = FakeJob(tmp_path / ".submitit", ["COMPLETING", "PENDING", "RUNNING", "COMPLETED"])
+    before = time.time()
+    requeued = slurm._wait_if_requeued(job, run, submitted=before - 60)
+    assert job.watcher.rechecked and requeued is not None and requeued >= before
+    assert job.watcher.states == ["COMPLETED"]  # waited until the new run ended
+    # A plain scancel while running: the job ends; nothing is waited for.
+    job = FakeJob(tmp_path / ".submitit", ["COMPLETING", "CANCELLED"])
+    assert slurm._wait_if_requeued(job, run, submitted=before - 60) is None
+    # The result file of the cancelled run does not count as the new run's.
+    job.paths.result_pickle.write_bytes(b"")
+    os.utime(job.paths.result_pickle, (before - 30, before - 30))
+    assert slurm._has_result(job) and not slurm._has_result(job, newer_than=before)
+
+
+def test_the_resume_hint_names_the_sweep_folder():
+    """A default sweep folder has the time in its name: "the same command" would not
+    resume it."""
+    assert resume_hint() == "rerun the same command to resume"
+    hint = resume_hint("/shared/multirun/2026-12-01/10-59-46")
+    assert "hydra.sweep.dir=/shared/multirun/2026-12-01/10-59-46" in hint, hint
+    words = shlex.split(resume_hint("/tmp/sp ace, it's"))
+    assert "hydra.sweep.dir='/tmp/sp ace, it\\'s'" in words, words
+
+
+def test_a_job_of_a_sweep_names_its_sweep_folder_when_cancelled(tmp_path):
+    """The job's own ``cancelled`` record says where to resume, not "the same command"."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from noisewarp.cli import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["hydra.sweep.dir=multirun/10-59-46"],
+                      return_hydra_config=True)  # fmt: skip
+    cfg.hydra.mode = RunMode.MULTIRUN
+    cfg.hydra.runtime.cwd = str(tmp_path)
+    previous = HydraConfig.instance().cfg
+    HydraConfig.instance().set_config(cfg)
+    try:
+        with pytest.raises(Cancelled) as caught:
+            with cancelled_on_sigterm():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+    finally:
+        HydraConfig.instance().cfg = previous
+    assert f"hydra.sweep.dir={tmp_path}/multirun/10-59-46 to resume" in str(caught.value)
