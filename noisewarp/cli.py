@@ -23,7 +23,13 @@ from noisewarp.diffusion.errors import DeviceError, ModelError, NoiseStackError
 from noisewarp.io import StackError, StackMismatchError
 from noisewarp.motion import FlowFileError
 from noisewarp.opticalflow import FlowCacheError
-from noisewarp.status import Cancelled, SweepReport, cancelled_on_sigterm, write_status
+from noisewarp.status import (
+    Cancelled,
+    SweepReport,
+    cancelled_on_sigterm,
+    recorded_status,
+    write_status,
+)
 from noisewarp.video import VideoError
 
 __all__ = ["CONFIG_DIR", "main"]
@@ -55,6 +61,9 @@ log = logging.getLogger("run")
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def _app(cfg: DictConfig) -> dict | None:
     status, error = "interrupted", None
+    # A finished run resubmitted and cancelled while it replays keeps its record (collect
+    # then still counts it; its stack check catches an overwrite cut short).
+    was_complete = recorded_status(cfg) == "complete"
     try:
         with cancelled_on_sigterm():
             if cfg.get("diffusion") is not None:  # stage=diffuse: noise, then the model
@@ -78,7 +87,8 @@ def _app(cfg: DictConfig) -> dict | None:
         log.exception("run %s", status)
         return None
     finally:
-        write_status(cfg, status, error, refused=isinstance(error, REFUSALS))
+        refused = isinstance(error, REFUSALS) or (status == "cancelled" and was_complete)
+        write_status(cfg, status, error, refused=refused)
 
 
 def _cancellation(exc: BaseException) -> Cancelled | None:

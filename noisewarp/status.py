@@ -27,6 +27,7 @@ __all__ = [
     "SweepReport",
     "cancelled_on_sigterm",
     "in_multirun",
+    "recorded_status",
     "resume_hint",
     "write_status",
 ]
@@ -64,6 +65,26 @@ def resume_hint(sweep_dir: str | Path | None = None) -> str:
     return f"rerun the same command with {shlex.quote('hydra.sweep.dir=' + value)} to resume"
 
 
+def _run_directory(cfg, directory: Path | None = None) -> Path:
+    if directory is None:
+        try:
+            directory = Path(cfg.output.dir)
+        except Exception:
+            from hydra.core.hydra_config import HydraConfig
+
+            directory = Path(HydraConfig.get().runtime.output_dir)
+    return Path(directory)
+
+
+def recorded_status(cfg) -> str | None:
+    """The status the run's folder records from an earlier run (None: none, unreadable)."""
+    try:
+        record = json.loads((_run_directory(cfg) / "status.json").read_text())
+        return record.get("status") if isinstance(record, dict) else None
+    except Exception:
+        return None
+
+
 def write_status(
     cfg,
     status: str,
@@ -80,14 +101,7 @@ def write_status(
     record, the status is ``refused`` and that record is kept under ``previous`` (the
     outputs are still that run's). Never raises."""
     try:
-        if directory is None:
-            try:
-                directory = Path(cfg.output.dir)
-            except Exception:
-                from hydra.core.hydra_config import HydraConfig
-
-                directory = Path(HydraConfig.get().runtime.output_dir)
-        directory = Path(directory)
+        directory = _run_directory(cfg, directory)
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / "status.json"
         earlier = None

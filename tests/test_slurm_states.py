@@ -153,6 +153,28 @@ def test_a_sigterm_that_a_library_wrapped_still_ends_the_run_cancelled(
     assert status["status"] == "cancelled" and "SIGTERM" in status["error"], status
 
 
+def test_a_finished_run_cancelled_while_it_replays_keeps_its_record(compose, monkeypatch, tmp_path):
+    """A resubmitted run that had completed, cancelled while it runs again, does not turn
+    its folder's record into ``cancelled`` (collect would drop the intact outputs): the
+    status is ``refused`` with the finished record under ``previous``."""
+    import json
+
+    from noisewarp import cli, experiment
+
+    def cancelled(cfg):
+        raise Cancelled("stopped by SIGTERM (scancel, a time limit or preemption)")
+
+    monkeypatch.setattr(experiment, "run", cancelled)
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "status.json").write_text(json.dumps({"status": "complete"}))
+    with pytest.raises(Cancelled):
+        cli._app(compose("deform=translate", "res=16", "frames=2"))
+    status = json.loads((folder / "status.json").read_text())
+    assert status["status"] == "refused" and status["previous"] == {"status": "complete"}
+    assert "SIGTERM" in status["error"]
+
+
 def test_a_pending_reason_is_not_read_as_the_cause_of_a_cancellation():
     _, why = slurm.outcome("CANCELLED", False, "JobHeldUser")
     assert "was pending: JobHeldUser" in why and "reason JobHeldUser" not in why, why
