@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 # The real clips shipped inside the package (noisewarp/data/README.md): a slow shot whose
 # background drifts about 0.1 px per frame at 128 px wide (the default motion), and a handheld
-# shot moving about 1 px per frame (the diffusion stage's default).
+# shot moving about 1.1 px per frame (the diffusion stage's default).
 _DATA = Path(__file__).resolve().parent / "data"
 BUNDLED_CLIPS = {"bigbuckbunny": _DATA / "bigbuckbunny.mp4", "cockatoo": _DATA / "cockatoo.mp4"}
 BUNDLED_CLIP = BUNDLED_CLIPS["bigbuckbunny"]

@@ -65,8 +65,10 @@ def test_option_composes_and_validates(compose, flow_file, group, option):
         assert spec.method == option
         # The conf's options are all valid options of the method.
         assert set(spec.options) <= set(nw.METHODS[option].options)
-    if group == "deform" and option == "video":  # the bundled 640 x 360 clip, res 32
+    if group == "deform" and option in ("video", "cockatoo"):  # bundled 640 x 360 clips
         assert spec.motion.name == "video" and (spec.height, spec.width) == (18, 32)
+        clip = "bigbuckbunny" if option == "video" else "cockatoo"
+        assert spec.motion.label == f"video:{clip}"
         assert next(spec.motion.steps()).geometry.centres.shape == (18, 32, 2)
     elif group == "deform" and option != "flow":
         assert spec.motion.name == option
@@ -227,7 +229,7 @@ def test_labels_name_only_what_differs_from_defaults(compose):
             "deform": {"name": "flow", "path": "/data/a.flo", "params": {"width": 1}},
             "res": 256}  # fmt: skip
     assert run_coords(flow)[0] == {"warp_method": "hiwyn", "deform": "flow:a", "n": 4,
-                                   "deform_width": 1}  # fmt: skip
+                                   "deform_width": 1, "deform_path": "/data/a.flo"}  # fmt: skip
     # A bundled clip is named by deform.clip; a path takes precedence over it.
     cases = (((), "video:bigbuckbunny"), (("stage=diffuse",), "video:cockatoo"),
              (("stage=diffuse", "deform.path=/data/street.mp4"), "video:street"))  # fmt: skip
